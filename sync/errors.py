@@ -1,0 +1,87 @@
+"""The exception tree, grouped by what the caller does next.
+
+    CrmSyncError                    base of everything raised on purpose
+    ├── ConfigError                 bad settings or mapping: fix the config (exit 2)
+    │   └── MappingError            the mapping file, with file, line and key
+    ├── ApiError                    anything the OMICall API did or did not answer
+    │   ├── AuthError               the API key was refused: fatal, fix the key (exit 2)
+    │   ├── RetriableError          5xx, 429, timeout, connection, malformed body: retry later
+    │   │   └── RateLimited         429, carries retry_after seconds
+    │   ├── RemoteError             status_code -9999: carries the message code; per-item skip
+    │   └── ProtocolError           an answer that breaks the contract (non-JSON 200, bad shape)
+    ├── StoreError                  the local database (schema missing, lock not taken)
+    │   └── LockBusy                another sync holds this tenant's lock
+    └── GuardTripped                the delete guard refused a mass deletion
+
+Messages never contain the API key or an access token.
+"""
+
+from __future__ import annotations
+
+
+class CrmSyncError(Exception):
+    """Base of every error crm-sync raises on purpose."""
+
+
+class ConfigError(CrmSyncError):
+    """A setting or a file is wrong; the message names it."""
+
+
+class MappingError(ConfigError):
+    """The mapping file is wrong; names the file, the line and the key."""
+
+    def __init__(self, message: str, *, file: str = "", line: int | None = None, key: str = ""):
+        where = file + (f":{line}" if line else "")
+        prefix = f"{where}: " if where else ""
+        suffix = f" (key: {key})" if key else ""
+        super().__init__(f"{prefix}{message}{suffix}")
+        self.file, self.line, self.key = file, line, key
+
+
+class ApiError(CrmSyncError):
+    """Anything the OMICall API did wrong or refused."""
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None):
+        super().__init__(message)
+        self.endpoint, self.status = endpoint, status
+
+
+class AuthError(ApiError):
+    """The API key was refused (or no token could be had)."""
+
+
+class RetriableError(ApiError):
+    """A transient failure: 5xx, 429, timeout, connection error, malformed body."""
+
+
+class RateLimited(RetriableError):
+    """HTTP 429; retry_after is the server's Retry-After in seconds, if given."""
+
+    def __init__(self, message: str, *, endpoint: str = "", retry_after: float | None = None):
+        super().__init__(message, endpoint=endpoint, status=429)
+        self.retry_after = retry_after
+
+
+class RemoteError(ApiError):
+    """The API answered status_code -9999; `code` is its message (e.g. request_invalid)."""
+
+    def __init__(self, code: str, *, endpoint: str = "", status: int | None = None):
+        super().__init__(f"{endpoint or 'API'} refused the request: {code}", endpoint=endpoint,
+                         status=status)
+        self.code = code
+
+
+class ProtocolError(ApiError):
+    """An answer that breaks the contract in a way retrying will not fix."""
+
+
+class StoreError(CrmSyncError):
+    """The local database is not usable as it is."""
+
+
+class LockBusy(StoreError):
+    """Another sync holds this tenant's lock."""
+
+
+class GuardTripped(CrmSyncError):
+    """The delete guard refused to propagate a mass deletion."""

@@ -1,0 +1,171 @@
+"""The canonical contact: plain typed values, normalised so that a round trip is stable.
+
+Pure: no I/O, no clock, no logging. Two shapes live here:
+
+- `Contact`: everything the CRM holds about one contact, typed (lists of phones with their
+  kinds, custom entries, dynamic attributes). The adapter reads the wire into it and writes it
+  back; the engine keeps the last one seen so that a push never erases what the mapping ignores.
+- `Fields`: the flat projection the three-way merge compares, one key per mapped field
+  (`phone`, `email`, `custom:<label>`, `dynamic:<field_code>`...), values already normalised.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+# A normalised field value. Lists are tuples, sets are frozensets: everything is hashable.
+FieldValue = str | int | float | bool | date | frozenset[str] | tuple[str, ...] | None
+Fields = dict[str, FieldValue]
+
+CUSTOM_PREFIX = "custom:"
+DYNAMIC_PREFIX = "dynamic:"
+
+# The standard fields a mapping may name; custom and dynamic ones use the prefixes above.
+STANDARD_FIELDS: frozenset[str] = frozenset({
+    "ref_code", "full_name", "phone", "phones", "email", "emails", "gender", "birthday",
+    "address", "job_title", "passport", "note", "tags", "owner_email",
+})
+GENDERS: frozenset[str] = frozenset({"male", "female", "other"})
+ITEM_KINDS: Mapping[str, str] = {"home": "Nhà", "personal": "Cá nhân", "office": "Công ty"}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A phone number or an email with its kind (`home`, `personal`, `office`)."""
+
+    value: str
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomEntry:
+    """One `more_infomation` entry: the custom field's label, its value, its internal key."""
+
+    label: str
+    value: str
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicValue:
+    """A dynamic attribute's value(s) and the layout's field_type."""
+
+    field_type: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """One CRM contact, canonical. `public_id` and the dates are None for one not yet created."""
+
+    ref_id: str | None = None
+    ref_code: str | None = None
+    full_name: str | None = None
+    phones: tuple[Item, ...] = ()
+    emails: tuple[Item, ...] = ()
+    gender: str | None = None
+    birthday: date | None = None
+    address: str | None = None
+    job_title: str | None = None
+    passport: str | None = None
+    note: str | None = None
+    tags: frozenset[str] = frozenset()
+    owner_email: str | None = None
+    custom: tuple[CustomEntry, ...] = ()
+    dynamic: Mapping[str, DynamicValue] = field(default_factory=dict)
+    public_id: str | None = None
+    created_ms: int | None = None
+    updated_ms: int | None = None
+    is_deleted: bool = False
+
+
+# --- normalisers: each idempotent, each maps equivalent inputs to one value ------------------
+
+_SPACES = re.compile(r"\s+")
+_PHONE_JUNK = re.compile(r"[\s.\-()/]")
+
+
+def norm_text(value: object) -> str | None:
+    """Unicode NFC, trimmed, inner whitespace collapsed; empty becomes None."""
+    if value is None:
+        return None
+    text = _SPACES.sub(" ", unicodedata.normalize("NFC", str(value))).strip()
+    return text or None
+
+
+def norm_multiline(value: object) -> str | None:
+    """Like norm_text but keeps line breaks (notes); trailing spaces per line dropped."""
+    if value is None:
+        return None
+    text = unicodedata.normalize("NFC", str(value)).replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(line.rstrip() for line in text.split("\n")).strip()
+    return text or None
+
+
+def norm_phone(value: object) -> str | None:
+    """Vietnamese numbers to the national form: `+84 393 123 456`, `84393123456` -> `0393123456`.
+
+    Numbers that are not Vietnamese (another country code) keep a leading `+`.
+    """
+    text = norm_text(value)
+    if text is None:
+        return None
+    digits = _PHONE_JUNK.sub("", text)
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if digits.startswith("+84"):
+        return "0" + digits[3:]
+    if digits.startswith("84") and len(digits) == 11:
+        return "0" + digits[2:]
+    return digits or None
+
+
+def norm_email(value: object) -> str | None:
+    text = norm_text(value)
+    return text.lower() if text else None
+
+
+def norm_gender(value: object) -> str | None:
+    text = norm_text(value)
+    return text.lower() if text else None
+
+
+def norm_tags(values: Iterable[object] | None) -> frozenset[str]:
+    if not values:
+        return frozenset()
+    return frozenset(t for t in (norm_text(v) for v in values) if t)
+
+
+def parse_date(value: object) -> date | None:
+    """Accepts a date, `dd/MM/yyyy` (the wire form), ISO `yyyy-MM-dd`, or epoch milliseconds.
+
+    Raises ValueError naming the value when it is none of these.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=UTC).date()
+    text = str(value).strip()
+    for fmt in ("%d/%m/%Y", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"not a date (expected dd/MM/yyyy or yyyy-MM-dd): {text!r}")
+
+
+def format_date(value: date | None) -> str | None:
+    """The wire form, dd/MM/yyyy."""
+    return value.strftime("%d/%m/%Y") if value else None
+
+
+def first(items: tuple[Item, ...]) -> str | None:
+    return items[0].value if items else None
