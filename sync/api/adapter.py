@@ -1,0 +1,445 @@
+"""The OMICall wire format, and every [assumed] point of omicall-api.md, in this one module.
+
+Nothing else in crm-sync knows a JSON key, a path or a status code of the OMICall API. Each
+assumption is one named constant or one small function marked `[assumed]`, so that correcting it
+when the real service disagrees is a one-line change. The list (README.md repeats it):
+
+ 1. TOKEN_REJECTED_STATUSES: HTTP 401 means the access token was refused (re-auth once, retry once).
+ 2. TOKEN_REJECTED_CODES: a -9999 `api_key_invalid` / `api_key_is_required` from any endpoint but
+    auth means the same (the documented examples answer HTTP 200 even on failure).
+ 3. RATE_LIMITED_STATUS, retry_after_seconds: HTTP 429 with `Retry-After` in seconds.
+ 4. is_transient_status: 5xx (and 408) are transient; their body may be HTML or empty.
+ 5. MALFORMED_IS_TRANSIENT: a body that does not decode as JSON is retriable (the contract's faults
+    include it); JSON that decodes but has the wrong shape is a ProtocolError (retrying won't help).
+ 6. Other -9999 codes than the documented ones exist: passed through verbatim as RemoteError.code.
+ 7. BIRTHDAY_CODE / OWNER_CODE: birthday under field_code `birthday` as dd/MM/yyyy (ISO and epoch ms
+    tolerated), the owner's email under `contact_owner`; any other unknown field_code is a dynamic
+    attribute carrying the layout's field_type.
+ 8. REF_ID_KEYS / REF_CODE_KEYS: partner ids top-level snake_case, also camelCase or as an
+    attribute_structure entry; null for contacts created in the CRM's own interface.
+ 9. tag_name: tags are strings; `{"name": ...}` objects tolerated.
+10. ITEM_KIND_KEY: a phone/email item's kind is sent under `type`; read from `data_type`, else from
+    the Vietnamese label in `value_type`.
+11. GENDER_LABELS: Vietnamese gender labels are read as male / female / other.
+12. page_from_wire: the server caps `size`; the client follows the page_size / has_next it gets
+    back. A missing has_next is derived from page_number < total_pages.
+13. update: an absent field is left unchanged; a list present replaces the whole list; a text field
+    in CLEARABLE_TEXT_FIELDS sent as "" is cleared; an unknown refId answers -9999.
+14. delete_means_gone: -9999 on delete = the contact is already gone (success for the caller).
+15. details_means_missing: -9999 or a null payload on details = no such contact.
+16. GET_QUERY_KEYS: get's email parameter is named `email`; a null payload means no match.
+17. ack_from_wire: add-more, add-note and delete answer `true`; the value is not inspected
+    (failures come as -9999).
+18. layout_from_wire: the layout payload is a list of {field_code, field_name, field_type,
+    is_required, options}; an {"items": [...]} wrapper is tolerated.
+19. Deleted contacts are normally absent from the list; `is_deleted` is kept on the Contact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+from sync.errors import (
+    ApiError,
+    AuthError,
+    ProtocolError,
+    RateLimited,
+    RemoteError,
+    RetriableError,
+)
+from sync.record import (
+    ITEM_KINDS,
+    Contact,
+    CustomEntry,
+    DynamicValue,
+    Item,
+    format_date,
+    norm_email,
+    norm_gender,
+    norm_multiline,
+    norm_phone,
+    norm_tags,
+    norm_text,
+    parse_date,
+)
+
+SUCCESS, FAILURE = 9999, -9999  # [doc]
+AUTH = "auth"
+# endpoint name -> (method, path); {id} is the URL-quoted public_id.
+ENDPOINTS: Mapping[str, tuple[str, str]] = {
+    "auth": ("GET", "/api/auth"),
+    "list": ("POST", "/api/contacts/list"),
+    "add": ("POST", "/api/contacts/add"),
+    "add_more": ("POST", "/api/contacts/add-more"),
+    "update": ("POST", "/api/contacts/update"),
+    "delete": ("DELETE", "/api/contacts/delete/{id}"),
+    "add_note": ("POST", "/api/contacts/add-note"),
+    "get": ("GET", "/api/contacts/get"),
+    "details": ("GET", "/api/contacts/details/{id}"),
+    "layout": ("GET", "/api/source_contact_layout/get"),
+}
+API_KEY_PARAM = "apiKey"  # [doc]
+
+TOKEN_REJECTED_STATUSES = frozenset({401})  # [assumed] 1
+TOKEN_REJECTED_CODES = frozenset({"api_key_invalid", "api_key_is_required"})  # [assumed] 2
+RATE_LIMITED_STATUS = 429  # [assumed] 3
+MALFORMED_IS_TRANSIENT = True  # [assumed] 5
+BIRTHDAY_CODE, OWNER_CODE = "birthday", "contact_owner"  # [assumed] 7
+REF_ID_KEYS, REF_CODE_KEYS = ("ref_id", "refId"), ("ref_code", "refCode")  # [assumed] 8
+ITEM_KIND_KEY = "type"  # [assumed] 10: the add page says "value", the update page "type"
+GENDER_LABELS: Mapping[str, str] = {"nam": "male", "nữ": "female", "khác": "other"}  # [assumed] 11
+CLEARABLE_TEXT_FIELDS = ("job_title", "address", "passport", "note")  # [assumed] 13
+GET_QUERY_KEYS: Mapping[str, str] = {  # [assumed] 16: the seed leaves the email name blank
+    "ref_id": "ref_id", "ref_code": "ref_code", "phone": "phone", "email": "email"}
+
+_KIND_BY_LABEL = {label.lower(): kind for kind, label in ITEM_KINDS.items()}
+_TEXT_CODES = frozenset({"full_name", "job_title", "address", "passport"})
+
+
+class TokenRejected(ApiError):
+    """Internal signal: the access token was refused. The client re-authenticates once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: tuple[Contact, ...]
+    page_number: int
+    page_size: int
+    total_items: int
+    total_pages: int
+    has_next: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutField:
+    field_code: str
+    field_name: str
+    field_type: str
+    is_required: bool = False
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NoteIn:
+    """One interaction note for add-note: the customer's phone, the text, the agent's email."""
+
+    phone: str
+    content: str
+    note_by: str | None = None
+
+
+def path_for(endpoint: str, public_id: str | None = None) -> tuple[str, str]:
+    method, path = ENDPOINTS[endpoint]
+    return method, path.format(id=quote(public_id or "", safe=""))
+
+
+# --- envelope -------------------------------------------------------------------------------
+
+def is_transient_status(status: int) -> bool:
+    """[assumed] 4: server faults and gateway timeouts are worth retrying."""
+    return status >= 500 or status == 408
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """[assumed] 3: Retry-After in seconds; an HTTP date is tolerated."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def parse_envelope(status: int, body: bytes, endpoint: str, *,
+                   retry_after: str | None = None) -> Any:
+    """Return the payload of a successful answer or raise the matching sync.errors exception."""
+    if status in TOKEN_REJECTED_STATUSES or (endpoint == AUTH and status == 403):
+        if endpoint == AUTH:
+            raise AuthError("OMICall refused the API key", endpoint=endpoint, status=status)
+        raise TokenRejected("access token rejected", endpoint=endpoint, status=status)
+    if status == RATE_LIMITED_STATUS:
+        raise RateLimited(f"{endpoint}: rate limited (HTTP 429)", endpoint=endpoint,
+                          retry_after=retry_after_seconds(retry_after))
+    if is_transient_status(status):
+        raise RetriableError(f"{endpoint}: server fault (HTTP {status})", endpoint=endpoint,
+                             status=status)
+    try:
+        envelope = json.loads(body)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+        if MALFORMED_IS_TRANSIENT and 200 <= status < 300:
+            raise RetriableError(f"{endpoint}: malformed JSON body (HTTP {status})",
+                                 endpoint=endpoint, status=status) from None
+        raise ProtocolError(f"{endpoint}: unexpected HTTP {status}", endpoint=endpoint,
+                            status=status) from None
+    code = envelope.get("status_code") if isinstance(envelope, dict) else None
+    if str(code) == str(SUCCESS) and 200 <= status < 300:
+        return envelope.get("payload")
+    if str(code) == str(FAILURE):
+        message = str(envelope.get("message") or "unknown_error")
+        if endpoint == AUTH:
+            raise AuthError(f"OMICall refused the API key ({message})", endpoint=endpoint,
+                            status=status)
+        if message in TOKEN_REJECTED_CODES:
+            raise TokenRejected(f"access token rejected ({message})", endpoint=endpoint,
+                                status=status)
+        raise RemoteError(message, endpoint=endpoint, status=status)  # [assumed] 6: any code
+    raise ProtocolError(f"{endpoint}: not an OMICall envelope (HTTP {status})",
+                        endpoint=endpoint, status=status)
+
+
+def token_from_wire(payload: Any) -> tuple[str, str | None]:
+    """(access_token, access_type) from the auth payload."""
+    token = payload.get("access_token") if isinstance(payload, Mapping) else None
+    if not isinstance(token, str) or not token:
+        raise ProtocolError("auth answered without an access_token", endpoint=AUTH)
+    access_type = payload.get("access_type")
+    return token, access_type if isinstance(access_type, str) else None
+
+
+def ack_from_wire(payload: Any) -> None:
+    """[assumed] 17: add-more / add-note / delete answer `true`; failures come as -9999, so the
+    value itself is not inspected."""
+
+
+def delete_means_gone(error: RemoteError) -> bool:
+    """[assumed] 14: any -9999 on delete means unknown or already deleted."""
+    return True
+
+
+def details_means_missing(error: RemoteError) -> bool:
+    """[assumed] 15: any -9999 on details means no such contact."""
+    return True
+
+
+# --- reading: the contact object, pages, layout ------------------------------------------------
+
+def tag_name(tag: object) -> object:
+    """[assumed] 9: a tag is a string, or an object {"name": ...} as in call-log items."""
+    return tag.get("name") if isinstance(tag, Mapping) else tag
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _values(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """An attribute's `value` list; a lone object or a bare scalar is read as one value."""
+    raw = entry.get("value")
+    if raw is None:
+        return []
+    raw = raw if isinstance(raw, list) else [raw]
+    return [v if isinstance(v, Mapping) else {"display_value": v} for v in raw if v is not None]
+
+
+def _first(values: list[Mapping[str, Any]], norm: Any) -> Any:
+    return next((n for n in (norm(v.get("display_value")) for v in values) if n is not None), None)
+
+
+def _item_kind(value: Mapping[str, Any]) -> str | None:
+    kind = norm_text(value.get("data_type"))
+    if kind:
+        return kind.lower()
+    label = norm_text(value.get("value_type"))
+    return _KIND_BY_LABEL.get(label.lower()) if label else None
+
+
+def _items(values: list[Mapping[str, Any]], norm: Any) -> tuple[Item, ...]:
+    # The same number in two forms is one number: keep the first, with its kind.
+    out: dict[str, Item] = {}
+    for v in values:
+        value = norm(v.get("display_value"))
+        if value and value not in out:
+            out[value] = Item(value, _item_kind(v))
+    return tuple(out.values())
+
+
+def _gender(value: Mapping[str, Any]) -> str | None:
+    g = norm_gender(value.get("display_value")) or norm_gender(value.get("data_type"))
+    return GENDER_LABELS.get(g, g) if g else None
+
+
+def _birthday(value: object) -> Any:
+    """[assumed] 7: dd/MM/yyyy; ISO and epoch ms tolerated. Unreadable -> None (not pushed back)."""
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) > 8:
+        value = int(value.strip())
+    try:
+        return parse_date(value)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def contact_from_wire(obj: Mapping[str, Any]) -> Contact:
+    """Read one contact object tolerantly: unknown keys ignored, missing optional ones None."""
+    if not isinstance(obj, Mapping):
+        raise ProtocolError("a contact is not a JSON object")
+    f: dict[str, Any] = {
+        "ref_id": next((norm_text(obj[k]) for k in REF_ID_KEYS if obj.get(k) is not None), None),
+        "ref_code": next((norm_text(obj[k]) for k in REF_CODE_KEYS if obj.get(k) is not None),
+                         None)}
+    custom: list[CustomEntry] = []
+    dynamic: dict[str, DynamicValue] = {}
+    attributes = obj.get("attribute_structure")
+    for entry in attributes if isinstance(attributes, list) else []:
+        code = entry.get("field_code") if isinstance(entry, Mapping) else None
+        if not isinstance(code, str):
+            continue
+        values = _values(entry)
+        if code in _TEXT_CODES:
+            f[code] = _first(values, norm_text)
+        elif code == "note":
+            f["note"] = _first(values, norm_multiline)
+        elif code == "gender":
+            f["gender"] = next((g for g in map(_gender, values) if g), None)
+        elif code == "phone_number":
+            f["phones"] = _items(values, norm_phone)
+        elif code == "mail":
+            f["emails"] = _items(values, norm_email)
+        elif code == BIRTHDAY_CODE:
+            f["birthday"] = next((b for b in (_birthday(v.get("display_value")) for v in values)
+                                  if b is not None), None)
+        elif code == OWNER_CODE:
+            f["owner_email"] = _first(values, norm_email)
+        elif code in REF_ID_KEYS or code in REF_CODE_KEYS:
+            key = "ref_id" if code in REF_ID_KEYS else "ref_code"
+            f[key] = f[key] or _first(values, norm_text)
+        elif code == "more_infomation":
+            custom.extend(CustomEntry(label, value, norm_text(v.get("data_type")))
+                          for v in values
+                          if (label := norm_text(v.get("value_type")))
+                          and (value := norm_text(v.get("display_value"))) is not None)
+        else:
+            field_type = str(entry.get("field_type") or "")
+            norm = norm_multiline if field_type == "multi_text" else norm_text
+            dynamic[code] = DynamicValue(field_type, tuple(
+                n for n in (norm(v.get("display_value")) for v in values) if n is not None))
+    tags = obj.get("tags")
+    return Contact(
+        **f, tags=norm_tags(tag_name(t) for t in tags) if isinstance(tags, list) else frozenset(),
+        custom=tuple(custom), dynamic=dynamic, public_id=norm_text(obj.get("public_id")),
+        created_ms=_int(obj.get("created_date")), updated_ms=_int(obj.get("last_updated_date")),
+        is_deleted=obj.get("is_deleted") is True)  # [assumed] 19: kept, the caller decides
+
+
+def page_from_wire(payload: Any, requested_page: int) -> Page:
+    """A list payload. Wrong shapes are ProtocolError (the body decoded: retrying won't help)."""
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("items"), list):
+        raise ProtocolError("list payload is not an object with an items list", endpoint="list")
+    items: list[Contact] = []
+    for i, obj in enumerate(payload["items"]):
+        if not isinstance(obj, Mapping) or not norm_text(obj.get("public_id")):
+            raise ProtocolError(f"list item {i} is not a contact with a public_id",
+                                endpoint="list")
+        items.append(contact_from_wire(obj))
+    number = _int(payload.get("page_number")) or requested_page
+    total_pages = _int(payload.get("total_pages")) or 0
+    has_next = payload.get("has_next")  # [assumed] 12: derived when missing
+    return Page(items=tuple(items), page_number=number,
+                page_size=_int(payload.get("page_size")) or len(items),
+                total_items=_int(payload.get("total_items")) or 0, total_pages=total_pages,
+                has_next=has_next if isinstance(has_next, bool) else number < total_pages)
+
+
+def layout_from_wire(payload: Any) -> list[LayoutField]:
+    """[assumed] 18: a list of field objects (or {"items": [...]})."""
+    if isinstance(payload, Mapping):
+        payload = payload.get("items")
+    if not isinstance(payload, list):
+        raise ProtocolError("layout payload is not a list", endpoint="layout")
+    fields = []
+    for f in payload:
+        if not isinstance(f, Mapping) or not isinstance(f.get("field_code"), str):
+            raise ProtocolError("layout entry without a field_code", endpoint="layout")
+        options = f.get("options")
+        options = options if isinstance(options, list) else []
+        fields.append(LayoutField(
+            field_code=f["field_code"], field_name=str(f.get("field_name") or f["field_code"]),
+            field_type=str(f.get("field_type") or ""), is_required=f.get("is_required") is True,
+            options=tuple(str(o.get("name") or o.get("value") if isinstance(o, Mapping) else o)
+                          for o in options)))
+    return fields
+
+
+def summary_from_wire(payload: Any) -> dict[str, Any]:
+    """update's camelCase summary, passed on as is ({} if it is not an object)."""
+    return dict(payload) if isinstance(payload, Mapping) else {}
+
+
+# --- writing: request bodies and queries ------------------------------------------------------
+
+def _item_wire(item: Item) -> dict[str, str]:
+    out = {"data": item.value}
+    if item.kind:
+        out[ITEM_KIND_KEY] = item.kind
+        if item.kind in ITEM_KINDS:
+            out["valueType"] = ITEM_KINDS[item.kind]
+    return out
+
+
+def create_body(c: Contact) -> dict[str, Any]:
+    """An add / add-more object (camelCase, per the contract); None and empty lists omitted."""
+    body: dict[str, Any] = {k: v for k, v in {
+        "fullName": c.full_name, "refId": c.ref_id, "refCode": c.ref_code,
+        "job_title": c.job_title, "note": c.note, "birthday": format_date(c.birthday),
+        "gender": c.gender, "passport": c.passport, "address": c.address,
+        "user_owner_email": c.owner_email}.items() if v is not None}
+    lists = {"phones": [_item_wire(i) for i in c.phones],
+             "emails": [_item_wire(i) for i in c.emails], "tags": sorted(c.tags),
+             "more_infomation": [{"value_type": e.label, "display_value": e.value}
+                                 for e in c.custom]}
+    body.update((k, v) for k, v in lists.items() if v)
+    return body
+
+
+def update_body(c: Contact) -> dict[str, Any]:
+    """An update body. Lists are always sent whole, because a list present replaces the CRM's."""
+    if not c.ref_id:
+        raise ValueError(f"contact {c.public_id or '?'} has no ref_id: it was created in the "
+                         "CRM's own interface and is pull-only (the API updates by refId only)")
+    if not c.full_name:
+        raise ValueError(f"contact {c.ref_id}: update requires fullName")
+    body = create_body(c)
+    for name in CLEARABLE_TEXT_FIELDS:  # [assumed] 13: "" clears; absence would keep the old
+        body.setdefault(name, "")
+    body.update(phones=[_item_wire(i) for i in c.phones],
+                emails=[_item_wire(i) for i in c.emails], tags=sorted(c.tags),
+                more_infomation=[{"value_type": e.label, "display_value": e.value}
+                                 for e in c.custom])
+    if c.dynamic:
+        body["dynamic_attributes"] = [
+            {"field_code": code, "field_type": dv.field_type,
+             "dynamic_attribute_value": [{"display_value": v} for v in dv.values]}
+            for code, dv in sorted(c.dynamic.items())]
+    return body
+
+
+def notes_body(notes: Sequence[NoteIn]) -> list[dict[str, str]]:
+    return [{"phone": norm_phone(n.phone) or n.phone, "content": n.content,
+             **({"note_by": n.note_by} if n.note_by else {})} for n in notes]
+
+
+def get_query(**given: str | None) -> dict[str, str]:
+    """get's query: exactly one identifier, under its [assumed] 16 parameter name."""
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if len(chosen) != 1:
+        raise ValueError(f"get() takes exactly one of {sorted(GET_QUERY_KEYS)}, got "
+                         f"{sorted(chosen) or 'none'}")
+    (name, value), = chosen.items()
+    return {GET_QUERY_KEYS[name]: value}

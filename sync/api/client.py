@@ -1,0 +1,339 @@
+"""The async OMICall client. `_send` is the one place that does I/O; the adapter knows the wire.
+
+Retry policy, by what a re-send risks:
+- reads, `update` and `delete` are idempotent: retried on any RetriableError;
+- `add`, `add_more`, `add_note` may create twice if re-sent after reaching the server: retried only
+  when the request certainly never reached the handler (NotSent: connect failure, pool timeout)
+  or was refused by the rate limiter (429); otherwise the RetriableError goes to the caller, which
+  checks with get(ref_id=...) before sending again.
+On a rejected token the client re-authenticates once (one auth for all concurrent callers) and
+re-sends once. The API key and the token live in `_Secret`s: never in a log line, an exception
+message, or a traceback's local variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from sync.api import adapter
+from sync.api.adapter import AUTH, LayoutField, NoteIn, Page, TokenRejected
+from sync.api.paging import Paginator
+from sync.errors import ApiError, AuthError, RateLimited, RemoteError, RetriableError
+from sync.record import Contact
+
+log = structlog.get_logger("sync.api")
+_SECRET_IN_TEXT = re.compile(rf"({adapter.API_KEY_PARAM}=|Bearer )[^&\s'\"]*")
+
+
+class _RedactKeyFilter(logging.Filter):
+    """httpx logs every request URL at INFO: the auth URL would carry the API key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if adapter.API_KEY_PARAM + "=" in message:
+            record.msg, record.args = _SECRET_IN_TEXT.sub(r"\1***", message), ()
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactKeyFilter())
+
+
+class NotSent(RetriableError):
+    """The request certainly never reached the server's handler: safe to re-send, even a create."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One HTTP request as sent (retries are separate events), for metrics."""
+
+    endpoint: str
+    method: str
+    status: int | None
+    duration_s: float
+    attempt: int
+    error: str | None = None
+
+
+class _Secret:
+    """A string that does not show itself in repr/str (tracebacks with locals, debuggers)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<redacted>"
+
+    __str__ = __repr__
+
+
+@dataclass(slots=True)
+class _Call:
+    endpoint: str
+    method: str
+    path: str
+    params: Mapping[str, Any] | None
+    body: Any
+    sends: int = 0
+
+
+_READ, _UNSAFE = "read", "unsafe"  # idempotent writes share the read policy
+
+
+class OmiClient:
+    """`async with OmiClient(base_url, api_key) as c:` then call the endpoint methods."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30.0,
+                 max_retries: int = 5, backoff_base: float = 0.5, backoff_max: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 on_request: Callable[[RequestEvent], None] | None = None) -> None:
+        if not api_key:
+            raise AuthError("no OMICall API key given")
+        self._key = _Secret(api_key)
+        self._token: _Secret | None = None
+        self._token_lock = asyncio.Lock()
+        self._max_retries, self._backoff_base, self._backoff_max = (
+            max_retries, backoff_base, backoff_max)
+        self._on_request = on_request
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), transport=transport, follow_redirects=False,
+            timeout=httpx.Timeout(connect=min(timeout, 10.0), read=timeout, write=timeout,
+                                  pool=timeout),
+            headers={"Accept": "application/json"})
+        self.calls: Counter[str] = Counter()
+        self.access_type: str | None = None
+
+    async def __aenter__(self) -> OmiClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- endpoints ---------------------------------------------------------------------------
+
+    async def authenticate(self) -> str | None:
+        """Fetch a fresh token now (validates the key); returns the tenant's access_type."""
+        async with self._token_lock:
+            self._token = await self._fetch_token()
+        return self.access_type
+
+    async def list_page(self, page: int, size: int, *, keyword: str | None = None,
+                        filters: Sequence[Mapping[str, Any]] | None = None) -> Page:
+        body: dict[str, Any] = {}
+        if keyword is not None:
+            body["keyword"] = keyword
+        if filters is not None:
+            body["filters"] = [dict(f) for f in filters]
+        payload = await self._request("list", params={"page": page, "size": size}, body=body)
+        return adapter.page_from_wire(payload, page)
+
+    async def iter_pages(self, size: int = 100, *, concurrency: int = 4) -> AsyncIterator[Page]:
+        """Every page in order. Pages announced by page 1 are fetched `concurrency` at a time;
+        past the announced total, pages are fetched one by one while has_next says so."""
+        first = await self.list_page(1, size)
+        pager = Paginator()
+        pager.advance(first)
+        yield first
+        size = pager.page_size or size  # the server's cap, not what we asked for
+        pending: dict[int, asyncio.Task[Page]] = {}
+        try:
+            while pager.next_page is not None:
+                n = pager.next_page
+                for k in range(n, min(n + max(concurrency, 1), pager.total_pages + 1)):
+                    if k not in pending:
+                        pending[k] = asyncio.create_task(self.list_page(k, size))
+                task = pending.pop(n, None) or asyncio.create_task(self.list_page(n, size))
+                page = await task
+                pager.advance(page)
+                yield page
+        finally:
+            for task in pending.values():
+                task.cancel()
+            await asyncio.gather(*pending.values(), return_exceptions=True)
+
+    async def add(self, c: Contact) -> Contact:
+        payload = await self._request("add", body=adapter.create_body(c), policy=_UNSAFE)
+        return adapter.contact_from_wire(payload)
+
+    async def add_more(self, cs: Sequence[Contact]) -> None:
+        """Queue creates (processed asynchronously by the CRM; nothing reports failed items)."""
+        if cs:
+            adapter.ack_from_wire(await self._request(
+                "add_more", body=[adapter.create_body(c) for c in cs], policy=_UNSAFE))
+
+    async def update(self, c: Contact) -> dict[str, Any]:
+        payload = await self._request("update", body=adapter.update_body(c))
+        return adapter.summary_from_wire(payload)
+
+    async def delete(self, public_id: str) -> bool:
+        """True if deleted now, False if it was already gone (or deleted by a lost earlier try)."""
+        try:
+            adapter.ack_from_wire(await self._request("delete", public_id=public_id))
+        except RemoteError as exc:
+            if adapter.delete_means_gone(exc):
+                return False
+            raise
+        return True
+
+    async def add_notes(self, notes: Sequence[NoteIn]) -> None:
+        if notes:
+            adapter.ack_from_wire(await self._request(
+                "add_note", body=adapter.notes_body(notes), policy=_UNSAFE))
+
+    async def get(self, *, ref_id: str | None = None, ref_code: str | None = None,
+                  phone: str | None = None, email: str | None = None) -> Contact | None:
+        """The contact with exactly one given identifier, or None. Deleted ones are returned
+        with is_deleted=True when the server reports them."""
+        query = adapter.get_query(ref_id=ref_id, ref_code=ref_code, phone=phone, email=email)
+        payload = await self._request("get", params=query)
+        if isinstance(payload, list) and len(payload) <= 1:
+            payload = payload[0] if payload else None
+        return None if payload is None else adapter.contact_from_wire(payload)
+
+    async def details(self, public_id: str) -> Contact | None:
+        try:
+            payload = await self._request("details", public_id=public_id)
+        except RemoteError as exc:
+            if adapter.details_means_missing(exc):
+                return None
+            raise
+        return None if payload is None else adapter.contact_from_wire(payload)
+
+    async def layout(self) -> list[LayoutField]:
+        return adapter.layout_from_wire(await self._request("layout"))
+
+    # --- token ---------------------------------------------------------------------------------
+
+    async def _fetch_token(self) -> _Secret:
+        token, self.access_type = adapter.token_from_wire(await self._request(AUTH))
+        return _Secret(token)
+
+    async def _current_token(self) -> _Secret:
+        if self._token is None:
+            async with self._token_lock:  # concurrent first calls share one auth
+                if self._token is None:
+                    self._token = await self._fetch_token()
+        return self._token
+
+    async def _renew_token(self, stale: _Secret) -> _Secret:
+        async with self._token_lock:  # concurrent 401s share one re-auth
+            if self._token is None or self._token is stale:
+                self._token = await self._fetch_token()
+            return self._token
+
+    # --- the request pipeline ------------------------------------------------------------------
+
+    async def _request(self, endpoint: str, *, public_id: str | None = None,
+                       params: Mapping[str, Any] | None = None, body: Any = None,
+                       policy: str = _READ) -> Any:
+        method, path = adapter.path_for(endpoint, public_id)
+        call = _Call(endpoint, method, path, params, body)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_retries + 1), wait=self._wait, reraise=True,
+            retry=retry_if_exception(lambda e: _may_retry(e, policy)))
+        return await retrying(self._send_authed, call)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            return min(exc.retry_after, self._backoff_max)
+        # exponential with jitter (spreads concurrent retries), capped
+        exp = self._backoff_base * 2.0 ** min(state.attempt_number - 1, 30)
+        return min(self._backoff_max, exp + random.uniform(0, self._backoff_base))
+
+    async def _send_authed(self, call: _Call) -> Any:
+        if call.endpoint == AUTH:
+            return await self._send(call, None)
+        # One re-auth per attempt: a token may also expire during a long run of retries.
+        token = await self._current_token()
+        try:
+            return await self._send(call, token)
+        except TokenRejected:
+            pass
+        token = await self._renew_token(token)
+        try:
+            return await self._send(call, token)
+        except TokenRejected:
+            raise AuthError("access token refused right after re-authenticating",
+                            endpoint=call.endpoint, status=401) from None
+
+    async def _send(self, call: _Call, token: _Secret | None) -> Any:
+        call.sends += 1
+        self.calls[call.endpoint] += 1
+        failure: ApiError | None = None
+        status: int | None = None
+        payload: Any = None
+        started = time.perf_counter()
+        try:  # secrets go into the request inline, so no local variable holds them
+            response = await self._http.send(self._http.build_request(
+                call.method, call.path, json=call.body,
+                params={adapter.API_KEY_PARAM: self._key.reveal()} if token is None
+                else call.params,
+                headers=None if token is None else {"Authorization": "Bearer " + token.reveal()}))
+        except httpx.HTTPError as exc:
+            failure = self._wrap(call.endpoint, exc)
+        duration = time.perf_counter() - started
+        if failure is None:
+            status = response.status_code
+            try:
+                payload = adapter.parse_envelope(status, response.content, call.endpoint,
+                                                 retry_after=response.headers.get("Retry-After"))
+            except ApiError as exc:
+                failure = exc
+        self._record(call, status, duration, failure)
+        if failure is not None:
+            raise failure  # raised outside the except: no httpx exception (and URL) in context
+        return payload
+
+    def _wrap(self, endpoint: str, exc: httpx.HTTPError) -> ApiError:
+        text = f"{endpoint}: {type(exc).__name__}: {self._scrub(str(exc))}"
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+            return NotSent(text, endpoint=endpoint)
+        if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+            return ApiError(text, endpoint=endpoint)  # our request or base URL is wrong
+        return RetriableError(text, endpoint=endpoint)
+
+    def _scrub(self, text: str) -> str:
+        for secret in (self._key, self._token):
+            if secret is not None and secret.reveal():
+                text = text.replace(secret.reveal(), "***")
+        return _SECRET_IN_TEXT.sub(r"\1***", text)
+
+    def _record(self, call: _Call, status: int | None, duration: float,
+                failure: ApiError | None) -> None:
+        error = self._scrub(f"{type(failure).__name__}: {failure}") if failure else None
+        (log.warning if failure else log.info)(
+            "omicall.request", endpoint=call.endpoint, method=call.method, path=call.path,
+            status=status, duration_ms=round(duration * 1000, 1), attempt=call.sends,
+            error=error)
+        if self._on_request is not None:
+            try:
+                self._on_request(RequestEvent(call.endpoint, call.method, status, duration,
+                                              call.sends, error))
+            except Exception:  # a broken metrics hook must not break the sync
+                log.exception("omicall.on_request_failed")
+
+
+def _may_retry(exc: BaseException, policy: str) -> bool:
+    if isinstance(exc, NotSent | RateLimited):
+        return True
+    return policy == _READ and isinstance(exc, RetriableError)

@@ -1,0 +1,51 @@
+"""Which list page to fetch next: a tiny state object in the style of meltano-sdk's paginators.
+
+The server caps the page size [assumed], so paging follows what the server answers (its
+page_number, page_size and has_next), never the size that was asked for. A server that serves
+the same page twice would make a naive loop run forever; two checks stop that:
+
+- the same page_number answered twice, or
+- a page whose set of public_ids equals the previous page's (this also catches an endless run of
+  empty pages that all claim has_next).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sync.api.adapter import Page
+from sync.errors import ProtocolError
+
+
+@dataclass(slots=True)
+class Paginator:
+    """Feed it every page in order with advance(); read next_page until finished."""
+
+    next_page: int | None = 1
+    page_size: int | None = None  # the server's, learned from the first page
+    total_pages: int = 0  # as announced by the latest page; has_next may run past it
+    pages_seen: int = 0
+    _numbers: set[int] = field(default_factory=set)
+    _last_ids: frozenset[str] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.next_page is None
+
+    def advance(self, page: Page) -> None:
+        if self.finished:
+            raise ProtocolError("paginator advanced past the last page", endpoint="list")
+        if page.page_number in self._numbers:
+            raise ProtocolError(f"list served page {page.page_number} twice: paging loop",
+                                endpoint="list")
+        ids = frozenset(c.public_id for c in page.items if c.public_id)
+        if self._last_ids is not None and ids == self._last_ids:
+            raise ProtocolError(f"list page {page.page_number} repeats the previous page's "
+                                "contacts: paging loop", endpoint="list")
+        self._numbers.add(page.page_number)
+        self._last_ids = ids
+        self.pages_seen += 1
+        if self.page_size is None and page.page_size > 0:
+            self.page_size = page.page_size
+        self.total_pages = max(self.total_pages, page.total_pages)
+        self.next_page = page.page_number + 1 if page.has_next else None

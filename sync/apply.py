@@ -1,0 +1,308 @@
+"""Carries out the merge's plans: local writes and bookkeeping in one transaction per chunk,
+then the CRM writes. A dry run records the actions instead.
+
+Safety rules that live here:
+- a local row is written only if it still holds what the plan was made from (re-read under a
+  write lock in the same transaction); otherwise the app's change wins and the next cycle
+  picks it up;
+- the agreed base is saved only after the CRM accepted the push, so a failed push is retried;
+- a create is recorded `pending_create` BEFORE add-more is called, so a crash right after the
+  call can never lead to a blind re-send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from sync.codec import fields_hash
+from sync.cycle import CycleContext, PendingDelete
+from sync.errors import RemoteError
+from sync.merge import (
+    Action,
+    Conflict,
+    ContactPlan,
+    LocalDelete,
+    PullCreate,
+    PullUpdate,
+    PushCreate,
+    PushDelete,
+    PushUpdate,
+    ReadOnlyEdit,
+    RecordConflicts,
+    SaveBase,
+    plan_contact,
+)
+from sync.record import Contact, Fields
+from sync.store.state import SyncState
+
+if TYPE_CHECKING:
+    from sync.engine import SyncEngine
+
+log = structlog.get_logger("crm_sync.apply")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkItem:
+    """One contact of a pulled chunk: its versions and its plan (None: only crm_id to set)."""
+
+    key: str
+    remote: Contact
+    state: SyncState | None
+    row: dict[str, Any] | None
+    local: Fields | None
+    remote_fields: Fields
+    plan: ContactPlan | None
+
+
+class Applier:
+    def __init__(self, engine: SyncEngine, ctx: CycleContext):
+        self.e, self.ctx = engine, ctx
+        self.spec = engine.conv.spec
+        self._queued: dict[str, SyncState] = {}  # error / refresh states, saved with the next txn
+
+    # --- small state helpers ------------------------------------------------------------------
+
+    @staticmethod
+    def _state(key: str, prev: SyncState | None, **changes: Any) -> SyncState:
+        return (prev or SyncState(key)).replace(**changes)
+
+    def row_error(self, key: str, state: SyncState | None, message: str, *,
+                  public_id: str | None = None, keep_status: bool = False) -> None:
+        self.ctx.counts["errors"] += 1
+        log.warning("row.error", key=key, error=message)
+        if self.ctx.options.dry_run:
+            return
+        status = state.status if keep_status and state else "error"
+        self._queued[key] = self._state(
+            key, state, status=status, last_error=message,
+            attempts=(state.attempts if state else 0) + 1,
+            public_id=public_id or (state.public_id if state else None))
+
+    def refresh_remote(self, state: SyncState, remote: Contact) -> None:
+        if not self.ctx.options.dry_run:
+            self._queued[state.key] = state.replace(remote=remote,
+                                                    remote_updated_ms=remote.updated_ms)
+
+    def _flush_queued(self, conn: Any) -> None:
+        if self._queued:
+            self.e.store.save(conn, list(self._queued.values()))
+            self._queued.clear()
+
+    def _synced(self, item: ChunkItem, base: Fields, remote: Contact, status: str = "synced",
+                error: str | None = None) -> SyncState:
+        return self._state(item.key, item.state, ref_id=remote.ref_id, public_id=remote.public_id,
+                           status=status, base=base, base_hash=fields_hash(base), remote=remote,
+                           remote_updated_ms=remote.updated_ms, last_error=error, attempts=0,
+                           pending_since=None)
+
+    # --- a pulled chunk -----------------------------------------------------------------------
+
+    async def apply_chunk(self, items: Sequence[ChunkItem]) -> None:
+        ctx, e = self.ctx, self.e
+        if ctx.options.dry_run:
+            for it in items:
+                if it.plan:
+                    ctx.plan.extend(it.plan.actions)
+                    self._count(it.plan.actions)
+            return
+        pushes: list[tuple[ChunkItem, PushUpdate]] = []
+        with e.store.begin() as conn:
+            current = e.local.load(conn, [it.key for it in items], lock=True)
+            states: list[SyncState] = []
+            conflicts: list[dict[str, Any]] = []
+            inserts: list[dict[str, Any]] = []
+            for it in items:
+                now_row = current.get(it.key)
+                if not self._unchanged(it, now_row):
+                    ctx.counts["skipped_changed_during_cycle"] += 1
+                    continue
+                crm_id = self._crm_id(it.remote)
+                if it.plan is None:
+                    e.local.update(conn, it.key, crm_id)
+                    continue
+                acts = it.plan.actions
+                push = next((a for a in acts if isinstance(a, PushUpdate)), None)
+                base = next((a.fields for a in acts if isinstance(a, SaveBase)),
+                            it.state.base if it.state else None)
+                status, error = "synced", None
+                for a in acts:
+                    if isinstance(a, PullCreate):
+                        inserts.append(self._row(it.key, a.fields) | crm_id)
+                    elif isinstance(a, PullUpdate):
+                        e.local.update(conn, it.key, e.conv.row_values(a.changes) | crm_id)
+                    elif isinstance(a, RecordConflicts):
+                        if not (it.state and it.state.status == "conflict"):  # already open
+                            conflicts += self._conflicts(it.key, a.conflicts)
+                        if any(c.resolution == "manual" for c in a.conflicts):
+                            status, error = "conflict", "open conflict: resolve it in one side"
+                    elif isinstance(a, ReadOnlyEdit):
+                        error = ("local edits to " + ", ".join(a.fields) + " are not sent: the "
+                                 "contact has no refId, the API cannot update it")
+                    elif isinstance(a, PushDelete):
+                        ctx.deletes.append(PendingDelete(it.key, it.remote.public_id, it.state,
+                                                         None, None, "local"))
+                if it.remote.ref_id is None or e.read_only_table:
+                    status = "read_only" if status == "synced" else status
+                if push is not None:
+                    pushes.append((it, push))
+                elif base is not None and not any(isinstance(a, PushDelete) for a in acts):
+                    states.append(self._synced(it, base, it.remote, status, error))
+                self._count(acts)
+            if inserts:
+                e.local.insert_new(conn, inserts)
+            e.store.save(conn, states)
+            e.store.add_conflicts(conn, conflicts)
+            self._flush_queued(conn)
+        if pushes:
+            await self._push_updates(pushes)
+
+    def _unchanged(self, it: ChunkItem, now_row: dict[str, Any] | None) -> bool:
+        """The optimistic check: does the row still hold what the plan was made from?"""
+        if it.row is None:
+            return now_row is None
+        if now_row is None:
+            return False
+        try:
+            return self.e.conv.row_fields(now_row) == it.local
+        except ValueError:
+            return False
+
+    def _crm_id(self, remote: Contact) -> dict[str, Any]:
+        col = self.spec.crm_id_column
+        return {col: remote.public_id} if col else {}
+
+    def _row(self, key: str, fields: Fields) -> dict[str, Any]:
+        return {self.spec.key_column: key, **self.e.conv.row_values(fields)}
+
+    def _conflicts(self, key: str, conflicts: Iterable[Conflict]) -> list[dict[str, Any]]:
+        return [dict(key=key, field=c.field, base_value=c.base, local_value=c.local,
+                     remote_value=c.remote,
+                     policy=self.e.policy.value, resolution=c.resolution, run_id=self.ctx.run_id)
+                for c in conflicts]
+
+    def _count(self, actions: Iterable[Action]) -> None:
+        c = self.ctx.counts
+        for a in actions:
+            if isinstance(a, PullCreate):
+                c["created_local"] += 1
+            elif isinstance(a, PullUpdate):
+                c["updated_local"] += 1
+            elif isinstance(a, PushUpdate):
+                c["updated_remote"] += 1
+            elif isinstance(a, RecordConflicts):
+                c["conflicts"] += len(a.conflicts)
+            elif isinstance(a, ReadOnlyEdit):
+                c["read_only_edits"] += 1
+
+    async def _push_updates(self, pushes: list[tuple[ChunkItem, PushUpdate]]) -> None:
+        e = self.e
+        sem = asyncio.Semaphore(e.concurrency)
+        done: list[SyncState] = []
+
+        async def one(it: ChunkItem, push: PushUpdate) -> None:
+            contact = e.conv.to_contact(it.remote.ref_id, push.fields, it.remote)
+            async with sem:
+                try:
+                    await e.client.update(contact)
+                except RemoteError as exc:
+                    self.ctx.counts["updated_remote"] -= 1
+                    self.row_error(it.key, it.state, f"update refused: {exc.code}",
+                                   public_id=it.remote.public_id)
+                    return
+            done.append(self._synced(it, push.fields, replace(contact, updated_ms=None)))
+
+        await asyncio.gather(*(one(it, p) for it, p in pushes))
+        with e.store.begin() as conn:
+            e.store.save(conn, done)
+            self._flush_queued(conn)
+
+    # --- deletions (after the guard) ----------------------------------------------------------
+
+    async def deletes(self) -> None:
+        ctx, e = self.ctx, self.e
+        for d in ctx.deletes:
+            if d.side == "local":
+                await self._delete_remote(d)
+                continue
+            base = d.state.base if d.state else None
+            plan = plan_contact(d.key, base, d.local, None, policy=e.policy)
+            if ctx.options.dry_run:
+                ctx.plan.extend(plan.actions)
+                continue
+            for a in plan.actions:
+                if isinstance(a, LocalDelete):
+                    self._delete_local(d)
+                elif isinstance(a, PushCreate):
+                    ctx.creates.append((d.key, a.fields, None))
+                elif isinstance(a, RecordConflicts):
+                    with e.store.begin() as conn:
+                        e.store.add_conflicts(conn, self._conflicts(d.key, a.conflicts))
+                    ctx.counts["conflicts"] += len(a.conflicts)
+
+    async def _delete_remote(self, d: PendingDelete) -> None:
+        ctx, e = self.ctx, self.e
+        if ctx.options.dry_run:
+            if d.public_id:
+                ctx.plan.append(PushDelete(d.key))
+            return
+        public_id = d.public_id
+        if public_id is None and d.state is not None and d.state.status == "pending_create":
+            found = await e.client.get(ref_id=d.key)  # created meanwhile? then delete it too
+            public_id = found.public_id if found else None
+        if public_id:
+            await e.client.delete(public_id)  # False means already gone: fine
+            ctx.counts["deleted_remote"] += 1
+        values = d.state.base if d.state else None
+        with e.store.begin() as conn:
+            if public_id:
+                e.store.add_tombstones(conn, [dict(key=d.key, public_id=public_id, side="local",
+                                                   values=values, run_id=ctx.run_id)])
+            e.store.delete(conn, [d.key])
+
+    def _delete_local(self, d: PendingDelete) -> None:
+        ctx, e = self.ctx, self.e
+        with e.store.begin() as conn:
+            now_row = e.local.load(conn, [d.key], lock=True).get(d.key)
+            if now_row is not None and d.local is not None:
+                try:
+                    same = e.conv.row_fields(now_row) == d.local
+                except ValueError:
+                    same = False
+                if not same:
+                    ctx.counts["skipped_changed_during_cycle"] += 1
+                    return
+            e.local.delete(conn, [d.key])
+            values = d.row or d.local
+            e.store.add_tombstones(conn, [dict(key=d.key, public_id=d.public_id, side="remote",
+                                               values=values, run_id=ctx.run_id)])
+            e.store.delete(conn, [d.key])
+        ctx.counts["deleted_local"] += 1
+
+    # --- creates, through add-more --------------------------------------------------------------
+
+    async def creates(self) -> None:
+        ctx, e = self.ctx, self.e
+        todo, ctx.creates = ctx.creates, []
+        for start in range(0, len(todo), e.batch_size):
+            batch = todo[start:start + e.batch_size]
+            if ctx.options.dry_run:
+                ctx.plan.extend(PushCreate(k, f) for k, f, _ in batch)
+                ctx.counts["created_remote"] += len(batch)
+                continue
+            states = [self._state(k, prev, ref_id=k, public_id=None, status="pending_create",
+                                  base=f, base_hash=fields_hash(f), remote=None, last_error=None,
+                                  attempts=(prev.attempts if prev else 0) + 1,
+                                  pending_since=ctx.now) for k, f, prev in batch]
+            with e.store.begin() as conn:  # recorded first: a crash after the call is safe
+                e.store.save(conn, states)
+                self._flush_queued(conn)
+            await e.client.add_more([e.conv.to_contact(k, f, None) for k, f, _ in batch])
+            ctx.counts["created_remote"] += len(batch)
+        if self._queued:
+            with e.store.begin() as conn:
+                self._flush_queued(conn)

@@ -1,0 +1,234 @@
+"""The `crm-sync` command line. Exit codes: 0 success; 1 failure (cycle aborted, nothing
+half-applied); 2 bad configuration or usage; 3 the cycle completed but some rows are in error
+or conflict."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from sync import __version__, logs
+from sync.cycle import CycleOptions, CycleResult, ExitCode
+from sync.errors import AuthError, ConfigError, CrmSyncError, LockBusy
+from sync.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="crm-sync", no_args_is_help=True, add_completion=False,
+    help="Two-way sync between OMICall CRM contacts and your SQL table.\n\n"
+         "Settings come from CRM_SYNC_* environment variables and .env; see .env.example.")
+db_app = typer.Typer(help="The bookkeeping schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _settings(**overrides: Any) -> Settings:
+    s = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    logs.configure(s.log_format, s.log_level)
+    return s
+
+
+def _guarded(fn: Callable[[], T]) -> T:
+    """Turn our errors into the documented exit codes with a one-line message."""
+    try:
+        return fn()
+    except (ConfigError, AuthError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(ExitCode.CONFIG) from None
+    except CrmSyncError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(ExitCode.FAILURE) from None
+
+
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Exit 1 at once if another sync runs.")]
+
+
+def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> CycleResult:
+    from sync.report import print_cycle, print_plan
+    from sync.runtime import build_runtime
+
+    settings = _settings()
+    rt = build_runtime(settings, migrate=True)
+    try:
+        lock = rt.lock()
+        try:
+            lock.acquire(wait=not no_wait, timeout=settings.lock_wait_seconds,
+                         on_wait=lambda holder: err.print(
+                             f"waiting: another sync holds the lock ({holder})"))
+        except LockBusy as exc:
+            err.print(f"[red]busy:[/] {exc}")
+            raise typer.Exit(ExitCode.FAILURE) from None
+        try:
+            if progress and out.is_terminal:
+                from sync.progress import run_with_progress
+                result = run_with_progress(rt, options, out)
+            else:
+                result = asyncio.run(rt.cycle(options))
+        finally:
+            lock.release()
+    finally:
+        rt.close()
+    if options.dry_run:
+        print_plan(out, result.plan)
+    print_cycle(out, result)
+    return result
+
+
+@app.command()
+def sync(
+    full: Annotated[bool, typer.Option("--full", help="Also reconcile deletions in the CRM.")]
+    = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+    = False,
+    no_wait: NoWait = False,
+) -> None:
+    """Run one sync cycle now."""
+    kind = "dry_run" if dry_run else "full" if full else "sync"
+    result = _guarded(lambda: _one_cycle(CycleOptions(full=full, dry_run=dry_run, kind=kind),
+                                         no_wait))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def resync(no_wait: NoWait = False) -> None:
+    """Manual full resync: a complete listing, every contact compared, deletions reconciled."""
+    result = _guarded(lambda: _one_cycle(CycleOptions(full=True, kind="resync"), no_wait,
+                                         progress=True))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def run() -> None:
+    """Run the daemon: a cycle now, then every CRM_SYNC_INTERVAL_SECONDS, and a full
+    reconcile on CRM_SYNC_FULL_SYNC_CRON; health and metrics on CRM_SYNC_HEALTH_PORT."""
+    from sync.daemon import run_daemon
+
+    code = _guarded(lambda: run_daemon(_settings()))
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
+           ) -> None:
+    """Last runs with their counts and API calls, pending creates, errors, open conflicts."""
+    from sync.report import print_status
+    from sync.status import collect_status
+
+    data = _guarded(lambda: collect_status(_settings()))
+    if as_json:
+        out.print_json(json.dumps(data, default=str, ensure_ascii=False))
+    else:
+        print_status(out, data)
+    states = data["states"]
+    attention = states.get("error", 0) + data["open_conflicts"]
+    raise typer.Exit(ExitCode.ROWS_NEED_ATTENTION if attention else ExitCode.OK)
+
+
+@app.command()
+def check(online: Annotated[bool, typer.Option(
+        "--online", help="Also authenticate and check the dynamic attribute layout.")] = False
+          ) -> None:
+    """Validate the settings and the mapping file (and with --online, the API key)."""
+    from sync.checks import run_checks
+
+    lines = _guarded(lambda: run_checks(_settings(), online=online))
+    for line in lines:
+        out.print(f"[green]ok[/] {line}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations to CRM_SYNC_DATABASE_URL."""
+    from sync.store import make_engine
+    from sync.store.migrate import current_revision, upgrade
+
+    def go() -> str:
+        engine = make_engine(_settings().database_url)
+        try:
+            upgrade(engine)
+            return str(current_revision(engine))
+        finally:
+            engine.dispose()
+
+    out.print(f"database at revision {_guarded(go)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revision of CRM_SYNC_DATABASE_URL."""
+    from sync.store import make_engine
+    from sync.store.migrate import current_revision, head_revision
+
+    def go() -> str:
+        engine = make_engine(_settings().database_url)
+        try:
+            return f"{current_revision(engine) or '(empty)'} (head: {head_revision()})"
+        finally:
+            engine.dispose()
+
+    out.print(_guarded(go))
+
+
+@app.command()
+def emulator(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    contacts: Annotated[int, typer.Option(help="Seeded Vietnamese contacts.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed for data and faults.")] = 1,
+    api_key: Annotated[str, typer.Option(help="The API key it accepts.")] = "demo-key",
+    page_size_cap: Annotated[int, typer.Option(help="Largest page it serves.")] = 100,
+    order: Annotated[str, typer.Option(help="created|updated_desc|public_id|random")] =
+    "created",
+    add_more_delay: Annotated[float, typer.Option(help="Seconds before add-more shows.")] = 0.2,
+    add_more_drop_rate: Annotated[float, typer.Option(help="Add-more items dropped.")] = 0.0,
+    latency: Annotated[float, typer.Option(help="Seconds added to each call.")] = 0.0,
+    error_500_rate: Annotated[float, typer.Option(help="Fraction of 500s.")] = 0.0,
+    rate_429_rate: Annotated[float, typer.Option(help="Fraction of 429s.")] = 0.0,
+    timeout_rate: Annotated[float, typer.Option(help="Fraction of hung calls.")] = 0.0,
+    malformed_rate: Annotated[float, typer.Option(help="Fraction of broken bodies.")] = 0.0,
+    token_ttl: Annotated[float, typer.Option(help="Token lifetime in seconds.")] = 86400.0,
+) -> None:
+    """Serve the OMICall emulator (the API contract, in memory) for demos and tests."""
+    from sync.emulator import EmulatorConfig, serve
+
+    logs.configure("auto", "info")
+    config = EmulatorConfig(
+        api_key=api_key, contacts=contacts, seed=seed, page_size_cap=page_size_cap, order=order,
+        add_more_delay=add_more_delay, add_more_drop_rate=add_more_drop_rate, latency=latency,
+        error_500_rate=error_500_rate, rate_429_rate=rate_429_rate, timeout_rate=timeout_rate,
+        malformed_rate=malformed_rate, token_ttl=token_ttl)
+    err.print(f"OMICall emulator on http://{host}:{port} ({contacts} contacts, key {api_key!r})")
+    serve(config, host=host, port=port)
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option(help="Sample contacts in the emulator.")] = 60,
+    database: Annotated[str, typer.Option(help="SQLite file for the demo.")] = "crm-sync-demo.db",
+) -> None:
+    """Start the emulator with sample Vietnamese contacts and run real sync cycles into a
+    fresh local SQLite file, printing what happens."""
+    from sync.demo import run_demo
+
+    logs.configure("console", "warning")
+    raise typer.Exit(_guarded(lambda: run_demo(out, contacts=contacts, database=database)))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(f"crm-sync {__version__}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

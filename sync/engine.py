@@ -1,0 +1,328 @@
+"""One sync cycle: snapshot both sides, plan with the pure merge, apply (see apply.py).
+
+Order of a cycle:
+1. pull: page through the CRM listing, chunk by chunk: load the chunk's local rows and sync
+   state, plan every contact three ways, apply the chunk (local writes in one transaction,
+   then the CRM updates).
+2. local: walk the local table in key order for rows the listing did not show: new rows
+   become creates, creates still pending are confirmed (`get?ref_id=`) before any re-send.
+3. bookkeeping without a row: rows the app deleted become CRM deletions.
+4. full cycles only, and only after a complete listing: contacts missing from it are looked up
+   one by one; the confirmed ones are CRM deletions.
+5. deletions of both kinds pass the guard together, then creates go out through add-more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from sync.api.client import OmiClient
+from sync.apply import Applier, ChunkItem
+from sync.convert import Converter, RowError, validate_for_push
+from sync.cycle import (
+    COUNTERS,
+    CycleContext,
+    CycleOptions,
+    CycleResult,
+    PendingDelete,
+    ProgressFn,
+)
+from sync.errors import GuardTripped
+from sync.merge import Policy, deletions_allowed, plan_contact
+from sync.record import Contact, Fields
+from sync.store.local import LocalTable
+from sync.store.state import StateStore, SyncState
+
+log = structlog.get_logger("crm_sync.engine")
+CHUNK = 500
+MAX_CREATE_ATTEMPTS = 5
+
+
+def contact_key(c: Contact) -> str:
+    """The local key: the partner id, or one derived from the CRM id for UI-made contacts."""
+    return c.ref_id or f"crm:{c.public_id}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SyncEngine:
+    def __init__(
+        self,
+        *,
+        client: OmiClient,
+        db: Engine,
+        store: StateStore,
+        local: LocalTable,
+        converter: Converter,
+        policy: Policy = Policy.REMOTE_WINS,
+        page_size: int = 100,
+        concurrency: int = 4,
+        batch_size: int = 100,
+        max_delete_fraction: float = 0.1,
+        pending_recheck_seconds: float = 300.0,
+        now: Callable[[], datetime] = utcnow,
+        progress: ProgressFn | None = None,
+    ):
+        self.client, self.db, self.store, self.local, self.conv = (
+            client, db, store, local, converter)
+        self.policy = policy
+        self.page_size, self.concurrency, self.batch_size = page_size, concurrency, batch_size
+        self.max_delete_fraction = max_delete_fraction
+        self.pending_recheck = timedelta(seconds=pending_recheck_seconds)
+        self.now = now
+        self.progress = progress
+        self.directions = converter.spec.directions()
+        self.read_only_table = converter.spec.direction.value == "pull"
+
+    async def run(self, options: CycleOptions = CycleOptions()) -> CycleResult:
+        ctx = CycleContext(options=options, now=self.now())
+        calls_before = dict(self.client.calls)
+        if not options.dry_run:
+            ctx.run_id = self.store.start_run(options.kind)
+        log_ = log.bind(run_id=ctx.run_id, kind=options.kind)
+        log_.info("cycle.start", full=options.full, dry_run=options.dry_run)
+        applier = Applier(self, ctx)
+        status, message = "ok", None
+        try:
+            await self._pull(ctx, applier)
+            await self._local(ctx, applier)
+            self._orphans(ctx)
+            if options.full and ctx.listing_complete:
+                await self._vanished(ctx, applier)
+            self._guard(ctx)
+            await applier.deletes()
+            await applier.creates()
+        except GuardTripped as exc:
+            status, message = "refused", str(exc)
+            await applier.creates()  # the guard stops deletions, not the rest
+        except Exception as exc:
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
+            log_.error("cycle.failed", error=message)
+        calls = {k: v - calls_before.get(k, 0) for k, v in self.client.calls.items()
+                 if v - calls_before.get(k, 0)}
+        counts = {k: ctx.counts.get(k, 0) for k in COUNTERS}
+        extra = {k: v for k, v in ctx.counts.items() if k not in COUNTERS and v}
+        by_status = self.store.counts()
+        rows_in_error = by_status.get("error", 0)
+        open_conflicts = self.store.count_open_conflicts()
+        if status == "ok" and (counts["errors"] or counts["conflicts"]):
+            status = "partial"
+        if message is None and ctx.notes:
+            message = "; ".join(ctx.notes)
+        elif message and ctx.notes:
+            message = "; ".join([message, *ctx.notes])
+        if ctx.run_id is not None:
+            self.store.finish_run(ctx.run_id, status=status, counts=counts, api_calls=calls,
+                                  message=message)
+        result = CycleResult(
+            run_id=ctx.run_id, kind=options.kind, status=status,  # type: ignore[arg-type]
+            counts=counts | extra, api_calls=calls, started_at=ctx.now, finished_at=self.now(),
+            notes=tuple([message] if status in ("failed", "refused") and message else ctx.notes),
+            plan=tuple(ctx.plan), rows_in_error=rows_in_error, open_conflicts=open_conflicts)
+        log_.info("cycle.end", status=status, duration_s=round(result.duration_s, 3),
+                  api_calls=sum(calls.values()), **{k: v for k, v in counts.items() if v})
+        return result
+
+    # --- 1. pull ----------------------------------------------------------------------------
+
+    async def _pull(self, ctx: CycleContext, applier: Applier) -> None:
+        buf: list[Contact] = []
+        total: int | None = None
+        async for page in self.client.iter_pages(self.page_size, concurrency=self.concurrency):
+            total = page.total_items
+            for c in page.items:
+                # Items shift between pages while the list changes: a contact seen twice is
+                # processed once.
+                if c.is_deleted or not c.public_id or c.public_id in ctx.seen_public:
+                    continue
+                ctx.seen_public.add(c.public_id)
+                buf.append(c)
+            if len(buf) >= CHUNK:
+                await self._pull_chunk(ctx, applier, buf)
+                buf = []
+            if self.progress:
+                self.progress(len(ctx.seen_public), total)
+        if buf:
+            await self._pull_chunk(ctx, applier, buf)
+        ctx.listing_complete = True
+
+    async def _pull_chunk(self, ctx: CycleContext, applier: Applier,
+                          contacts: list[Contact]) -> None:
+        groups: dict[str, list[Contact]] = {}
+        for c in contacts:
+            groups.setdefault(contact_key(c), []).append(c)
+        keys = [k for k in groups if k not in ctx.seen_keys]
+        for k in groups.keys() - set(keys):  # the key was already handled this cycle
+            ctx.counts["duplicates_in_crm"] += len(groups[k])
+        states = self.store.load(keys)
+        with self.db.connect() as conn:
+            rows = self.local.load(conn, keys)
+        items: list[ChunkItem] = []
+        for key in keys:
+            state, row = states.get(key), rows.get(key)
+            remote = self._pick(groups[key], state, ctx)
+            ctx.seen_keys.add(key)
+            ctx.counts["pulled"] += 1
+            remote_f = self.conv.remote_fields(remote)
+            try:
+                local_f = self.conv.row_fields(row) if row is not None else None
+            except RowError as exc:
+                applier.row_error(key, state, str(exc), public_id=remote.public_id)
+                continue
+            base = state.base if state and state.base is not None else None
+            if (base is not None and local_f == base and remote_f == base and state is not None
+                    and state.status == "synced" and state.public_id == remote.public_id):
+                if state.remote_updated_ms != remote.updated_ms:
+                    applier.refresh_remote(state, remote)  # unmapped CRM data moved on
+                if row is not None and self.conv.spec.crm_id_column and \
+                        row.get(self.conv.spec.crm_id_column) != remote.public_id:
+                    items.append(ChunkItem(key, remote, state, row, local_f, remote_f, None))
+                continue
+            plan = plan_contact(
+                key, base, local_f, remote_f, policy=self.policy, directions=self.directions,
+                local_is_newer=self._local_is_newer(row, remote), read_only=remote.ref_id is None
+                or self.read_only_table)
+            items.append(ChunkItem(key, remote, state, row, local_f, remote_f, plan))
+        await applier.apply_chunk(items)
+
+    def _pick(self, candidates: list[Contact], state: SyncState | None,
+              ctx: CycleContext) -> Contact:
+        """Two CRM contacts with one refId (a duplicate someone created): follow the one we
+        know; else the oldest. The other is reported, never deleted: it may hold an agent's
+        work."""
+        if len(candidates) == 1:
+            return candidates[0]
+        ctx.counts["duplicates_in_crm"] += len(candidates) - 1
+        known = state.public_id if state else None
+        for c in candidates:
+            if c.public_id == known:
+                return c
+        return min(candidates, key=lambda c: (c.created_ms or 0, c.public_id or ""))
+
+    def _local_is_newer(self, row: dict[str, object] | None, remote: Contact) -> bool | None:
+        col = self.conv.spec.updated_at_column
+        if self.policy is not Policy.NEWEST_WINS or not col or row is None:
+            return None
+        stamp = row.get(col)
+        if not isinstance(stamp, datetime) or remote.updated_ms is None:
+            return None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return stamp.timestamp() * 1000 > remote.updated_ms
+
+    # --- 2. local rows the listing did not show ---------------------------------------------
+
+    async def _local(self, ctx: CycleContext, applier: Applier) -> None:
+        key_col = self.local.key_column
+        for rows in self.local.iter_rows(self.db, chunk=CHUNK * 2):
+            keys = [str(r[key_col]) for r in rows]
+            ctx.local_keys.update(keys)
+            unseen = [r for r in rows if str(r[key_col]) not in ctx.seen_keys]
+            if not unseen:
+                continue
+            states = self.store.load([str(r[key_col]) for r in unseen])
+            edits: list[ChunkItem] = []
+            for row in unseen:
+                key = str(row[key_col])
+                state = states.get(key)
+                try:
+                    local_f = self.conv.row_fields(row)
+                except RowError as exc:
+                    applier.row_error(key, state, str(exc))
+                    continue
+                if state is not None and state.status == "pending_create":
+                    ctx.pending.append((state, local_f))
+                elif state is None or (state.base is None and state.public_id is None):
+                    self._new_row(ctx, applier, key, local_f, state)
+                elif state.base is not None and local_f != state.base and state.remote:
+                    # Changed here but not in this listing (items shift): push against the
+                    # CRM copy we know; an unknown refId answer is left to a full cycle.
+                    remote_f = self.conv.remote_fields(state.remote)
+                    plan = plan_contact(key, state.base, local_f, remote_f, policy=self.policy,
+                                        directions=self.directions,
+                                        read_only=state.ref_id is None or self.read_only_table)
+                    edits.append(ChunkItem(key, state.remote, state, row, local_f, remote_f,
+                                           plan))
+                elif ctx.options.full and ctx.listing_complete:
+                    ctx.vanished.append((state, row, local_f))
+            if edits:
+                await applier.apply_chunk(edits)
+        await self._pending(ctx, applier)
+
+    def _new_row(self, ctx: CycleContext, applier: Applier, key: str, local_f: Fields,
+                 state: SyncState | None) -> None:
+        if key.startswith("crm:") or self.read_only_table:
+            return  # a read-only key without bookkeeping: nothing the CRM could take
+        problems = validate_for_push(local_f)
+        if problems:
+            applier.row_error(key, state, "; ".join(problems))
+            return
+        ctx.creates.append((key, local_f, state))
+
+    async def _pending(self, ctx: CycleContext, applier: Applier) -> None:
+        """Creates sent earlier and not yet listed: look before any re-send (no duplicates)."""
+        found: list[Contact] = []
+        for state, local_f in ctx.pending:
+            since = state.pending_since or ctx.now
+            wait = self.pending_recheck * (2 ** max(0, state.attempts - 1))
+            if ctx.now - since < wait:
+                ctx.counts["pending_create"] += 1
+                continue
+            existing = await self.client.get(ref_id=state.key)
+            if existing is not None:
+                found.append(existing)
+            elif state.attempts >= MAX_CREATE_ATTEMPTS:
+                applier.row_error(state.key, state, f"the CRM has not shown this contact after "
+                                  f"{state.attempts} add-more attempts", keep_status=True)
+            elif local_f is not None:
+                ctx.creates.append((state.key, local_f, state))
+        if found:
+            await self._pull_chunk(ctx, applier, found)
+
+    # --- 3. bookkeeping whose local row is gone --------------------------------------------
+
+    def _orphans(self, ctx: CycleContext) -> None:
+        for states in self.store.iter_all(chunk=CHUNK * 2):
+            for st in states:
+                if st.key in ctx.local_keys or st.key in ctx.seen_keys:
+                    continue
+                # the app deleted the row: delete in the CRM (or just forget, if never created)
+                ctx.deletes.append(PendingDelete(st.key, st.public_id, st, None, None, "local"))
+
+    # --- 4. contacts the complete listing no longer shows ----------------------------------
+
+    async def _vanished(self, ctx: CycleContext, applier: Applier) -> None:
+        back: list[Contact] = []
+        for state, row, local_f in ctx.vanished:
+            if state.ref_id:
+                again = await self.client.get(ref_id=state.ref_id)
+            else:
+                again = await self.client.details(str(state.public_id))
+            if again is not None and not again.is_deleted:
+                back.append(again)  # it only shifted between pages
+                continue
+            ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row, local_f,
+                                             "remote"))
+        if back:
+            await self._pull_chunk(ctx, applier, back)
+
+    # --- 5. the delete guard ------------------------------------------------------------------
+
+    def _guard(self, ctx: CycleContext) -> None:
+        real = [d for d in ctx.deletes if d.public_id or d.side == "remote"]
+        known = sum(self.store.counts().values())
+        for side in ("local", "remote"):
+            n = sum(1 for d in real if d.side == side)
+            if not deletions_allowed(n, known, self.max_delete_fraction):
+                where = "the local table" if side == "local" else "the CRM"
+                ctx.deletes = [d for d in ctx.deletes if d.side != side]
+                raise GuardTripped(
+                    f"refused: {n} of {known} contacts disappeared from {where} in one cycle, "
+                    f"more than CRM_SYNC_MAX_DELETE_FRACTION={self.max_delete_fraction}; "
+                    "nothing was deleted. If this is intended, raise the fraction for one run.")

@@ -1,0 +1,22 @@
+"""A progress bar for `crm-sync resync` in a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sync.cycle import CycleOptions, CycleResult
+from sync.runtime import Runtime
+
+
+def run_with_progress(rt: Runtime, options: CycleOptions, console: Console) -> CycleResult:
+    with Progress(TextColumn("[bold]resync[/]"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("listing", total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return asyncio.run(rt.cycle(options, progress=advance))

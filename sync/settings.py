@@ -1,0 +1,109 @@
+"""Settings: environment variables prefixed `CRM_SYNC_`, also read from `.env`.
+
+A secret may be given as `<NAME>_FILE` pointing at a file (systemd credentials, container
+secrets). `load_settings` turns every validation problem into a ConfigError naming the setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync.errors import ConfigError
+from sync.merge import Policy
+
+PREFIX = "CRM_SYNC_"
+SECRET_FILE_SETTINGS = ("API_KEY", "DATABASE_URL")
+
+
+def default_mapping_file() -> Path:
+    return Path(str(resources.files("sync") / "mappings" / "default.yaml"))
+
+
+class Settings(BaseSettings):
+    """Every setting of crm-sync. `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore",
+                                      env_file_encoding="utf-8")
+
+    base_url: str = "http://127.0.0.1:8765"
+    api_key: SecretStr = SecretStr("")
+    tenant: str = ""  # derived from base_url when empty
+    database_url: str = "sqlite:///crm-sync.db"
+    mapping_file: Path = Field(default_factory=default_mapping_file)
+
+    interval_seconds: float = Field(60.0, gt=0)
+    full_sync_cron: str = "0 3 * * *"
+    page_size: int = Field(100, ge=1, le=10_000)
+    concurrency: int = Field(4, ge=1, le=64)
+    batch_size: int = Field(100, ge=1, le=5_000)
+    conflict_policy: Policy = Policy.REMOTE_WINS
+    max_delete_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    pending_recheck_seconds: float = Field(300.0, ge=0)
+
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff_max: float = Field(30.0, gt=0)
+
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(8787, ge=0, le=65535)
+    ready_max_age_seconds: float = Field(600.0, gt=0)
+    lock_wait_seconds: float = Field(600.0, ge=0)
+    log_format: str = Field("auto", pattern="^(auto|json|console)$")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL such as https://public-v1.omicall.com")
+        return v.rstrip("/")
+
+    @property
+    def tenant_id(self) -> str:
+        """Names this CRM tenant in the bookkeeping tables and the lock."""
+        if self.tenant:
+            return self.tenant
+        return urlsplit(self.base_url).netloc[:64]
+
+    @property
+    def api_key_fingerprint(self) -> str:
+        """Safe to show: identifies the key without revealing it."""
+        raw = self.api_key.get_secret_value()
+        return hashlib.sha256(raw.encode()).hexdigest()[:8] if raw else "(none)"
+
+
+def _secret_files(env: dict[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name in SECRET_FILE_SETTINGS:
+        path = env.get(f"{PREFIX}{name}_FILE")
+        if not path:
+            continue
+        try:
+            found[name.lower()] = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{PREFIX}{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return found
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment, `.env`, `*_FILE` secrets and explicit overrides."""
+    values = {**_secret_files(dict(os.environ)), **overrides}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+            # never echo the input: it may be a secret
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,38 @@
+"""`crm-sync status`: what the bookkeeping says, without touching the CRM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from sync.errors import StoreError
+from sync.settings import Settings
+from sync.store import make_engine
+from sync.store.migrate import current_revision
+from sync.store.state import StateStore
+
+
+def safe_url(url: str) -> str:
+    """The database URL without its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def collect_status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
+    db = make_engine(settings.database_url)
+    try:
+        if current_revision(db) is None:
+            raise StoreError(f"no crm-sync schema in {safe_url(settings.database_url)} yet: "
+                             "run `crm-sync db upgrade` or a first `crm-sync sync`")
+        store = StateStore(db, settings.tenant_id)
+        return {
+            "tenant": settings.tenant_id,
+            "database": safe_url(settings.database_url),
+            "states": store.counts(),
+            "open_conflicts": store.count_open_conflicts(),
+            "runs": store.last_runs(runs),
+            "errors": store.errors(20),
+            "conflicts": store.open_conflicts(20),
+        }
+    finally:
+        db.dispose()

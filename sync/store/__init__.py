@@ -1,0 +1,59 @@
+"""The database side: engine setup, bookkeeping tables, state queries, the tenant lock.
+
+    schema.py   the bookkeeping tables (sync_state, sync_runs, conflicts, tombstones, sync_lease)
+    state.py    SyncState and StateStore: bulk reads and writes of the bookkeeping
+    lock.py     TenantLock: one sync at a time per tenant, across processes and hosts
+    migrate.py  alembic upgrade / revision checks, configured in code
+    local.py    the mapped local table (the application's contacts)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")  # in-memory databases answer "memory"
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An Engine tuned for crm-sync.
+
+    SQLite: WAL journal, synchronous=NORMAL, a 5 s busy timeout on every connection, and the
+    database file's directory created if missing. PostgreSQL: pool_pre_ping, so a connection
+    the server dropped (restart, idle timeout) is replaced instead of failing a cycle.
+    Extra keyword arguments go to `create_engine`.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        engine = create_engine(parsed, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **kwargs)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "is_sqlite", "make_engine"]

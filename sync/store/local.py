@@ -1,0 +1,148 @@
+"""The mapped local table: created or adopted from the mapping, read in key order, written
+with optimistic checks so that a row an app changes during a cycle is never overwritten."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
+
+from sync.mapping import MappingSpec
+
+_TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
+    "text": sa.Text,
+    "integer": sa.BigInteger,
+    "number": sa.Float,
+    "date": sa.Date,
+    "boolean": sa.Boolean,
+    "json": lambda: sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+    "timestamp": lambda: sa.DateTime(timezone=True),
+}
+# What an existing column's reflected type may be for each mapped type.
+_COMPATIBLE: dict[str, tuple[type[Any], ...]] = {
+    "text": (sa.String, sa.Text, sa.Enum),
+    "integer": (sa.Integer, sa.BigInteger, sa.SmallInteger, sa.Numeric),
+    "number": (sa.Float, sa.Numeric, sa.Integer),
+    "date": (sa.Date, sa.DateTime, sa.String),
+    "boolean": (sa.Boolean, sa.Integer, sa.SmallInteger),
+    "json": (sa.JSON, sa.Text, sa.String),
+    "timestamp": (sa.DateTime, sa.String),
+}
+
+Row = dict[str, Any]
+
+
+def column_types(spec: MappingSpec) -> dict[str, str]:
+    cols: dict[str, str] = dict(spec.columns)
+    if spec.updated_at_column:
+        cols[spec.updated_at_column] = "timestamp"
+    return cols
+
+
+def build_table(spec: MappingSpec, metadata: sa.MetaData | None = None) -> sa.Table:
+    cols = []
+    for name, kind in column_types(spec).items():
+        if name == spec.key_column:
+            cols.append(sa.Column(name, sa.String(255), primary_key=True))
+        else:
+            cols.append(sa.Column(name, _TYPES[kind](), nullable=True))
+    return sa.Table(spec.table, metadata or sa.MetaData(), *cols)
+
+
+def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
+    """Problems that stop an existing table from being adopted; [] when fine or absent."""
+    insp = sa.inspect(engine)
+    if not insp.has_table(spec.table):
+        return []
+    existing = {c["name"]: c for c in insp.get_columns(spec.table)}
+    problems = []
+    for name, kind in column_types(spec).items():
+        col = existing.get(name)
+        if col is None:
+            problems.append(f"table {spec.table!r}: column {name!r} ({kind}) is missing")
+        elif not isinstance(col["type"], _COMPATIBLE[kind]):
+            problems.append(f"table {spec.table!r}: column {name!r} is {col['type']}, "
+                            f"which cannot hold {kind}")
+    pk = insp.get_pk_constraint(spec.table).get("constrained_columns") or []
+    if spec.key_column in existing and pk != [spec.key_column]:
+        unique = any(u["column_names"] == [spec.key_column]
+                     for u in insp.get_unique_constraints(spec.table))
+        if not unique:
+            problems.append(f"table {spec.table!r}: key column {spec.key_column!r} must be the "
+                            "primary key or unique")
+    return problems
+
+
+def ensure_table(engine: Engine, spec: MappingSpec) -> sa.Table:
+    """Create the table when absent; otherwise reflect-check it. Returns the mapped Table."""
+    table = build_table(spec)
+    table.metadata.create_all(engine, checkfirst=True)
+    return table
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTable:
+    table: sa.Table
+    key_column: str
+
+    @classmethod
+    def for_spec(cls, spec: MappingSpec) -> LocalTable:
+        return cls(build_table(spec), spec.key_column)
+
+    @property
+    def key(self) -> sa.Column[Any]:
+        return self.table.c[self.key_column]
+
+    def load(self, conn: Connection, keys: Collection[str], *,
+             lock: bool = False) -> dict[str, Row]:
+        """Rows by key. `lock` takes row locks (PostgreSQL) for a read-check-write."""
+        if not keys:
+            return {}
+        q = sa.select(self.table).where(self.key.in_(list(keys)))
+        if lock and conn.dialect.name == "postgresql":
+            q = q.with_for_update()
+        return {r[self.key_column]: dict(r) for r in conn.execute(q).mappings()}
+
+    def iter_rows(self, engine: Engine, chunk: int = 1000) -> Iterator[list[Row]]:
+        """Every row in key order, chunk by chunk (keyset paging: no OFFSET, no long read)."""
+        last: str | None = None
+        while True:
+            q = sa.select(self.table).order_by(self.key).limit(chunk)
+            if last is not None:
+                q = q.where(self.key > last)
+            with engine.connect() as conn:
+                rows = [dict(r) for r in conn.execute(q).mappings()]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][self.key_column]
+
+    def count(self, conn: Connection) -> int:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
+
+    def insert_new(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Insert rows whose key is free; returns the keys actually inserted."""
+        if not rows:
+            return set()
+        present = set(self.load(conn, [r[self.key_column] for r in rows], lock=True))
+        fresh = [dict(r) for r in rows if r[self.key_column] not in present]
+        if fresh:
+            self._insert(conn, fresh)
+        return {r[self.key_column] for r in fresh}
+
+    def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        # Every row must name the same columns for one executemany.
+        cols = set().union(*(r.keys() for r in rows))
+        conn.execute(self.table.insert(), [{c: r.get(c) for c in cols} for r in rows])
+
+    def update(self, conn: Connection, key: str, values: Mapping[str, Any]) -> None:
+        if values:
+            conn.execute(self.table.update().where(self.key == key).values(**values))
+
+    def delete(self, conn: Connection, keys: Collection[str]) -> None:
+        if keys:
+            conn.execute(self.table.delete().where(self.key.in_(list(keys))))

@@ -1,0 +1,312 @@
+"""Per-contact bookkeeping (`sync_state`): bulk loads and upserts, one chunk at a time.
+
+The engine works in chunks of ~500 contacts: one `IN` query to load a chunk, one executemany
+upsert to save it, inside the same transaction as the chunk's local-table writes (write
+methods take the open `Connection`; `store.begin()` gives one). The JSON columns are decoded
+lazily: a state whose `local_hash` and `remote_updated_ms` show nothing changed never pays for
+parsing its base or its CRM copy, and is written back, if at all, without re-encoding.
+
+Runs, conflicts and tombstones: see `journal.py` (StateStore inherits them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from sync.codec import (
+    contact_dumps,
+    contact_loads,
+    fields_dumps,
+    fields_hash,
+    fields_loads,
+    text_hash,
+)
+from sync.record import Contact, Fields
+from sync.store.journal import Journal
+from sync.store.schema import STATUSES, sync_state, utcnow
+
+__all__ = ["STATUSES", "StateStore", "SyncState"]
+
+_UNSET: Any = object()
+_COLUMNS = ("key", "ref_id", "public_id", "status", "base", "base_hash", "local_hash", "remote",
+            "remote_updated_ms", "last_error", "attempts", "pending_since")
+_PUBLIC = ("key", "ref_id", "public_id", "status", "base", "base_hash", "local_hash", "remote",
+           "remote_updated_ms", "last_error", "attempts", "pending_since")
+CHUNK = 500  # keys per IN query / rows per executemany batch
+
+
+class SyncState:
+    """One contact's bookkeeping. Behaves like a dataclass with these fields:
+
+    key, ref_id, public_id, status, base (Fields | None), base_hash, local_hash,
+    remote (Contact | None), remote_updated_ms, last_error, attempts, pending_since.
+
+    `base_hash` follows `base`: assigning `base` resets it, reading it computes it when unknown.
+    Replace `base` rather than mutating the dict in place.
+    """
+
+    __slots__ = ("_base", "_base_hash", "_base_raw", "_remote", "_remote_raw", "attempts",
+                 "key", "last_error", "local_hash", "pending_since", "public_id", "ref_id",
+                 "remote_updated_ms", "status")
+    key: str
+    ref_id: str | None
+    public_id: str | None
+    status: str
+    local_hash: str | None
+    remote_updated_ms: int | None
+    last_error: str | None
+    attempts: int
+    pending_since: datetime | None
+    _base: Any  # Fields | None, or _UNSET until _base_raw is decoded
+    _base_raw: str | None
+    _base_hash: str | None
+    _remote: Any  # Contact | None, or _UNSET until _remote_raw is decoded
+    _remote_raw: str | None
+
+    def __init__(self, key: str, ref_id: str | None = None, public_id: str | None = None,
+                 status: str = "synced", base: Fields | None = None,
+                 base_hash: str | None = None, local_hash: str | None = None,
+                 remote: Contact | None = None, remote_updated_ms: int | None = None,
+                 last_error: str | None = None, attempts: int = 0,
+                 pending_since: datetime | None = None) -> None:
+        self.key, self.ref_id, self.public_id, self.status = key, ref_id, public_id, status
+        self._base, self._base_raw, self._base_hash = base, None, base_hash
+        self._remote, self._remote_raw = remote, None
+        self.local_hash, self.remote_updated_ms = local_hash, remote_updated_ms
+        self.last_error, self.attempts, self.pending_since = last_error, attempts, pending_since
+
+    @classmethod
+    def _from_row(cls, row: Sequence[Any]) -> SyncState:
+        state = cls.__new__(cls)
+        (state.key, state.ref_id, state.public_id, state.status, base, state._base_hash,
+         state.local_hash, remote, state.remote_updated_ms, state.last_error, state.attempts,
+         state.pending_since) = row
+        state._base, state._base_raw = (None, None) if base is None else (_UNSET, base)
+        state._remote, state._remote_raw = (None, None) if remote is None else (_UNSET, remote)
+        return state
+
+    @property
+    def base(self) -> Fields | None:
+        if self._base is _UNSET:
+            self._base = fields_loads(self._base_raw or "{}")
+        base: Fields | None = self._base
+        return base
+
+    @base.setter
+    def base(self, value: Fields | None) -> None:
+        self._base, self._base_raw, self._base_hash = value, None, None
+
+    @property
+    def base_hash(self) -> str | None:
+        if self._base_hash is None:
+            if self._base_raw is not None:
+                self._base_hash = text_hash(self._base_raw)
+            elif self._base is not None:
+                self._base_hash = fields_hash(self._base)
+        return self._base_hash
+
+    @base_hash.setter
+    def base_hash(self, value: str | None) -> None:
+        self._base_hash = value
+
+    @property
+    def remote(self) -> Contact | None:
+        if self._remote is _UNSET:
+            self._remote = contact_loads(self._remote_raw or "{}")
+        remote: Contact | None = self._remote
+        return remote
+
+    @remote.setter
+    def remote(self, value: Contact | None) -> None:
+        self._remote, self._remote_raw = value, None
+
+    def replace(self, **changes: Any) -> SyncState:
+        """A copy with some fields changed (like dataclasses.replace); undecoded JSON is shared."""
+        copy = SyncState.__new__(SyncState)
+        for name in SyncState.__slots__:
+            setattr(copy, name, getattr(self, name))
+        for name, value in changes.items():
+            if name not in _PUBLIC:
+                raise TypeError(f"SyncState has no field {name!r}")
+            setattr(copy, name, value)
+        return copy
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _PUBLIC}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SyncState):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in _PUBLIC)
+        return f"SyncState({inner})"
+
+    def _row(self, tenant: str, now: datetime) -> dict[str, Any]:
+        if self.status not in STATUSES:
+            raise ValueError(f"{self.key!r}: status {self.status!r} is not one of {STATUSES}")
+        if self._base is _UNSET:
+            base, base_hash = self._base_raw, self.base_hash
+        else:
+            base = None if self._base is None else fields_dumps(self._base)
+            base_hash = None if base is None else text_hash(base)
+        remote = (self._remote_raw if self._remote is _UNSET
+                  else None if self._remote is None else contact_dumps(self._remote))
+        return {"tenant": tenant, "key": self.key, "ref_id": self.ref_id,
+                "public_id": self.public_id, "status": self.status, "base": base,
+                "base_hash": base_hash, "local_hash": self.local_hash, "remote": remote,
+                "remote_updated_ms": self.remote_updated_ms, "last_error": self.last_error,
+                "attempts": self.attempts, "pending_since": self.pending_since,
+                "updated_at": now}
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class StateStore(Journal):
+    """Bookkeeping queries for one tenant. Reads open their own connection unless given one;
+    writes take the caller's open Connection so they commit with the local-table writes."""
+
+    def __init__(self, engine: Engine, tenant: str) -> None:
+        if not tenant or len(tenant) > 64:
+            raise ValueError(f"tenant must be 1 to 64 characters: {tenant!r}")
+        self.engine, self.tenant = engine, tenant
+        self._cols = [sync_state.c[name] for name in _COLUMNS]
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: everything written through the yielded Connection commits together."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _reading(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.connect() as own:
+                yield own
+
+    def _select(self) -> Any:
+        return select(*self._cols).where(sync_state.c.tenant == self.tenant)
+
+    def load(self, keys: Collection[str], *, conn: Connection | None = None
+             ) -> dict[str, SyncState]:
+        """The states of these keys (missing keys are simply absent)."""
+        return self._load_by(sync_state.c.key, keys, conn, lambda s: s.key)
+
+    def load_by_public_ids(self, ids: Collection[str], *, conn: Connection | None = None
+                           ) -> dict[str, SyncState]:
+        """The states of these CRM ids, keyed by public_id."""
+        return self._load_by(sync_state.c.public_id, ids, conn, lambda s: s.public_id)
+
+    def _load_by(self, column: Any, values: Collection[str], conn: Connection | None,
+                 key_of: Any) -> dict[str, SyncState]:
+        wanted = list(dict.fromkeys(values))
+        out: dict[str, SyncState] = {}
+        if not wanted:
+            return out
+        with self._reading(conn) as c:
+            for part in _chunks(wanted):
+                for row in c.execute(self._select().where(column.in_(part))):
+                    state = SyncState._from_row(row)
+                    out[key_of(state)] = state
+        return out
+
+    def iter_all(self, chunk: int = 1000) -> Iterator[list[SyncState]]:
+        """Every state of the tenant, in key order, `chunk` at a time (keyset pagination)."""
+        after: str | None = None
+        while True:
+            query = self._select().order_by(sync_state.c.key).limit(chunk)
+            if after is not None:
+                query = query.where(sync_state.c.key > after)
+            with self.engine.connect() as conn:
+                batch = [SyncState._from_row(row) for row in conn.execute(query)]
+            if not batch:
+                return
+            yield batch
+            if len(batch) < chunk:
+                return
+            after = batch[-1].key
+
+    def keys_by_status(self, status: str) -> list[str]:
+        query = (select(sync_state.c.key)
+                 .where(sync_state.c.tenant == self.tenant, sync_state.c.status == status)
+                 .order_by(sync_state.c.key))
+        with self.engine.connect() as conn:
+            return list(conn.scalars(query))
+
+    def counts(self) -> dict[str, int]:
+        """Contacts per status; every status present, zero when none."""
+        query = (select(sync_state.c.status, func.count())
+                 .where(sync_state.c.tenant == self.tenant).group_by(sync_state.c.status))
+        out = dict.fromkeys(STATUSES, 0)
+        with self.engine.connect() as conn:
+            out.update({status: int(n) for status, n in conn.execute(query)})
+        return out
+
+    def errors(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Contacts in status `error`, most recently updated first, with their last error."""
+        c = sync_state.c
+        query = (select(c.key, c.ref_id, c.public_id, c.status, c.last_error, c.attempts,
+                        c.pending_since, c.updated_at)
+                 .where(c.tenant == self.tenant, c.status == "error")
+                 .order_by(c.updated_at.desc(), c.key).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def save(self, conn: Connection, states: Iterable[SyncState]) -> None:
+        """Insert or update these states (the last one wins when a key repeats)."""
+        now = utcnow()
+        rows = list({s.key: s._row(self.tenant, now) for s in states}.values())
+        if not rows:
+            return
+        dialect = conn.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            stmt = insert(sync_state)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["tenant", "key"],
+                set_={name: stmt.excluded[name] for name in rows[0] if name not in ("tenant",
+                                                                                   "key")})
+            for part in _chunks(rows):
+                conn.execute(stmt, list(part))
+        else:  # other dialects: update what exists, insert the rest
+            self._save_generic(conn, rows)
+
+    def _save_generic(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        c = sync_state.c
+        update = (sync_state.update()
+                  .where(c.tenant == bindparam("b_tenant"), c.key == bindparam("b_key"))
+                  .values({name: bindparam(name) for name in rows[0]
+                           if name not in ("tenant", "key")}))
+        for part in _chunks(rows):
+            existing = set(conn.scalars(select(c.key).where(
+                c.tenant == self.tenant, c.key.in_([r["key"] for r in part]))))
+            old = [{**r, "b_tenant": r["tenant"], "b_key": r["key"]}
+                   for r in part if r["key"] in existing]
+            new = [r for r in part if r["key"] not in existing]
+            if old:
+                conn.execute(update, old)
+            if new:
+                conn.execute(sync_state.insert(), new)
+
+    def delete(self, conn: Connection, keys: Collection[str]) -> int:
+        """Forget these keys; returns how many states were deleted."""
+        deleted = 0
+        for part in _chunks(list(dict.fromkeys(keys))):
+            result = conn.execute(sync_state.delete().where(
+                sync_state.c.tenant == self.tenant, sync_state.c.key.in_(part)))
+            deleted += result.rowcount
+        return deleted

@@ -1,0 +1,143 @@
+"""sync.store.migrate: alembic configured in code; the migration matches schema.py."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from sync.errors import StoreError
+from sync.store import make_engine
+from sync.store.migrate import (
+    VERSION_TABLE,
+    check_schema,
+    current_revision,
+    head_revision,
+    is_up_to_date,
+    schema_diffs,
+    script_location,
+    upgrade,
+)
+from sync.store.schema import TABLE_NAMES
+
+from .conftest import pg_base_url, with_search_path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_kind_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An EMPTY database of each kind (PostgreSQL: a schema of its own, dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/fresh.db"
+        return
+    base = pg_base_url()
+    schema = f"crm_sync_migrate_test_{secrets.token_hex(4)}"
+    admin = make_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield with_search_path(base, schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_scripts_are_found_in_the_package() -> None:
+    location = Path(script_location())
+    assert (location / "env.py").is_file()
+    assert any(p.name.endswith(".py") for p in (location / "versions").iterdir())
+    assert head_revision() == "0001"
+
+
+def test_sqlite_upgrade_from_url_creates_the_directory(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/deep/er/sync.db"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine) == head_revision()
+        assert is_up_to_date(engine)
+        assert schema_diffs(engine) == []
+        upgrade(engine)  # a second upgrade is a no-op
+        assert set(inspect(engine).get_table_names()) == {*TABLE_NAMES, VERSION_TABLE}
+    finally:
+        engine.dispose()
+
+
+def test_fresh_database_is_reported_and_application_tables_left_alone(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/app.db")
+    try:
+        with engine.begin() as conn:  # the application's own tables, and its own alembic
+            conn.execute(text("CREATE TABLE contacts (ref_id TEXT PRIMARY KEY)"))
+            conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+            conn.execute(text("INSERT INTO alembic_version VALUES ('abc123')"))
+        assert current_revision(engine) is None
+        assert not is_up_to_date(engine)
+        with pytest.raises(StoreError, match="crm-sync db upgrade"):
+            check_schema(engine)
+        upgrade(engine)
+        check_schema(engine)
+        assert schema_diffs(engine) == []  # the application's tables are not "extra"
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "abc123"
+            assert conn.scalar(text("SELECT count(*) FROM contacts")) == 0
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_upgrades_of_a_fresh_database(db_kind_url: str) -> None:
+    """Replicas starting together (real processes): all succeed, the tables are made once."""
+    code = "import sys; from sync.store.migrate import upgrade; upgrade(sys.argv[1])"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, db_kind_url], cwd=ROOT, env=env,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    failures = [p.communicate(timeout=60)[1] for p in procs if p.wait(timeout=60) != 0]
+    assert failures == []
+    engine = make_engine(db_kind_url)
+    try:
+        assert is_up_to_date(engine) and schema_diffs(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/p.db")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+    finally:
+        engine.dispose()
+
+
+def test_diffs_are_detected(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/d.db"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP INDEX ix_sync_state_tenant_status"))
+        assert [d[0] for d in schema_diffs(engine)] == ["add_index"]
+    finally:
+        engine.dispose()
+
+
+def test_migration_matches_schema(db_kind_url: str) -> None:
+    engine = make_engine(db_kind_url)
+    try:
+        assert current_revision(engine) is None
+        upgrade(engine)
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        assert schema_diffs(engine) == []
+        assert set(inspect(engine).get_table_names()) == {*TABLE_NAMES, VERSION_TABLE}
+    finally:
+        engine.dispose()
