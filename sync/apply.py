@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from sync.codec import fields_hash
 from sync.cycle import CycleContext, PendingDelete
 from sync.errors import RemoteError
 from sync.merge import (
@@ -37,7 +36,7 @@ from sync.merge import (
     SaveBase,
     plan_contact,
 )
-from sync.record import Contact, Fields
+from sync.record import DYNAMIC_PREFIX, Contact, Fields
 from sync.store.state import SyncState
 
 if TYPE_CHECKING:
@@ -57,6 +56,12 @@ class ChunkItem:
     local: Fields | None
     remote_fields: Fields
     plan: ContactPlan | None
+
+
+def _sent(fields: Fields) -> Fields:
+    """What add-more carries of `fields`: it takes no dynamic attributes, so the agreed base
+    leaves them out and the first cycle that sees the contact pushes them with an update."""
+    return {k: (None if k.startswith(DYNAMIC_PREFIX) else v) for k, v in fields.items()}
 
 
 class Applier:
@@ -96,7 +101,7 @@ class Applier:
     def _synced(self, item: ChunkItem, base: Fields, remote: Contact, status: str = "synced",
                 error: str | None = None) -> SyncState:
         return self._state(item.key, item.state, ref_id=remote.ref_id, public_id=remote.public_id,
-                           status=status, base=base, base_hash=fields_hash(base), remote=remote,
+                           status=status, base=base, remote=remote,
                            remote_updated_ms=remote.updated_ms, last_error=error, attempts=0,
                            pending_since=None)
 
@@ -295,7 +300,7 @@ class Applier:
                 ctx.counts["created_remote"] += len(batch)
                 continue
             states = [self._state(k, prev, ref_id=k, public_id=None, status="pending_create",
-                                  base=f, base_hash=fields_hash(f), remote=None, last_error=None,
+                                  base=_sent(f), remote=None, last_error=None,
                                   attempts=(prev.attempts if prev else 0) + 1,
                                   pending_since=ctx.now) for k, f, prev in batch]
             with e.store.begin() as conn:  # recorded first: a crash after the call is safe

@@ -115,6 +115,30 @@ def run() -> None:
 
 
 @app.command()
+def health(
+    url: Annotated[str | None, typer.Option(
+        "--url", help="The daemon's base URL; default from CRM_SYNC_HEALTH_HOST/PORT.")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Probe /healthz only.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 3.0,
+) -> None:
+    """Probe a running daemon's /healthz and /readyz (for container HEALTHCHECKs): exit 0 when
+    healthy, 1 otherwise (never 2: Docker reserves it)."""
+    from sync.health import probe, probe_url
+
+    if url is None:
+        try:
+            s = load_settings()
+        except ConfigError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(ExitCode.FAILURE) from None
+        url = probe_url(s.health_host, s.health_port)
+    ok, lines = probe(url, live_only=live, timeout=timeout)
+    for line in lines:
+        (out if ok else err).print(line, markup=False, highlight=False)
+    raise typer.Exit(ExitCode.OK if ok else ExitCode.FAILURE)
+
+
+@app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
            ) -> None:
     """Last runs with their counts and API calls, pending creates, errors, open conflicts."""

@@ -7,6 +7,7 @@ import asyncio
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from rich.console import Console
@@ -92,6 +93,18 @@ def _script(console: Console, rt: Runtime, emu: object) -> int:
     codes.append(_cycle(console, rt, "3. third cycle: the create is confirmed, nothing else "
                         "to do (zero write calls)"))
     found = emu.find_by_ref_id("ERP-0001")
-    console.print(f"  the CRM now has ERP-0001 {len(found)} time(s); "
-                  f"{a['full_name']} there: job title and email both kept")
-    return max(codes) if max(codes) != 3 else 0  # the demo's conflict is expected
+    console.print(f"  the CRM has ERP-0001 {len(found)} time(s)")
+    crm_a = _attrs(emu.contact(a["crm_id"]) or {})
+    with rt.db.connect() as conn:
+        local_a = conn.execute(sa.select(table).where(table.c.ref_id == a["ref_id"])
+                               ).mappings().one()
+    console.print(f"  {a['full_name']}: in the CRM job title {crm_a.get('job_title')!r}, email "
+                  f"{crm_a.get('mail')!r}; in the table job title {local_a['job_title']!r}, "
+                  f"email {local_a['email']!r}")
+    return max(codes)
+
+
+def _attrs(contact: dict[str, Any]) -> dict[str, str]:
+    """First display value per field_code of a wire contact (for the account above)."""
+    return {a["field_code"]: a["value"][0]["display_value"]
+            for a in contact.get("attribute_structure", []) if a.get("value")}

@@ -240,6 +240,8 @@ class SyncEngine:
                     ctx.pending.append((state, local_f))
                 elif state is None or (state.base is None and state.public_id is None):
                     self._new_row(ctx, applier, key, local_f, state)
+                elif ctx.options.full and ctx.listing_complete:
+                    ctx.vanished.append((state, row, local_f))  # confirmed one by one later
                 elif state.base is not None and local_f != state.base and state.remote:
                     # Changed here but not in this listing (items shift): push against the
                     # CRM copy we know; an unknown refId answer is left to a full cycle.
@@ -249,8 +251,6 @@ class SyncEngine:
                                         read_only=state.ref_id is None or self.read_only_table)
                     edits.append(ChunkItem(key, state.remote, state, row, local_f, remote_f,
                                            plan))
-                elif ctx.options.full and ctx.listing_complete:
-                    ctx.vanished.append((state, row, local_f))
             if edits:
                 await applier.apply_chunk(edits)
         await self._pending(ctx, applier)

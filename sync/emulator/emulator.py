@@ -185,12 +185,12 @@ class Emulator:
             if name == "custom":  # API: a list replaces all; agent: a mapping merges per label
                 entries = {} if isinstance(value, list) else {lb: v for lb, v, _ in c.custom}
                 entries.update(value)
-                c.custom = [(lb, v, self._custom_key(lb)) for lb, v in entries.items() if v]
+                c.custom = tuple((lb, v, self._custom_key(lb)) for lb, v in entries.items() if v)
             elif name == "dynamic":  # per field_code; an empty list clears that field
                 merged = {**c.dynamic, **value}
-                c.dynamic = {code: vals for code, vals in merged.items() if vals}
+                c.dynamic = {code: tuple(vals) for code, vals in merged.items() if vals}
             elif name in ("phones", "emails", "tags"):
-                setattr(c, name, list(value))
+                setattr(c, name, tuple(value))
             else:
                 setattr(c, name, value)
 

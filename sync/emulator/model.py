@@ -52,13 +52,14 @@ class StoredContact:
     note: str | None = None
     birthday: str | None = None  # dd/MM/yyyy, validated on the way in
     owner_email: str | None = None
-    phones: list[Item] = field(default_factory=list)
-    emails: list[Item] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    custom: list[Custom] = field(default_factory=list)
-    dynamic: dict[str, list[str]] = field(default_factory=dict)
+    # Tuples, replaced whole on every edit: immutable, smaller than lists, () is shared.
+    phones: tuple[Item, ...] = ()
+    emails: tuple[Item, ...] = ()
+    tags: tuple[str, ...] = ()
+    custom: tuple[Custom, ...] = ()
+    dynamic: dict[str, tuple[str, ...]] = field(default_factory=dict)
     is_deleted: bool = False
-    cached_json: bytes | None = None  # dropped by every change (see ContactStore.touch)
+    cached_json: bytes | None = None  # dropped by every change (ContactStore.edit)
 
 
 def national_phone(raw: str) -> str:
@@ -187,7 +188,7 @@ def _render(c: StoredContact, field_types: dict[str, str]) -> str:
 def summary(c: StoredContact) -> dict[str, Any]:
     """The camelCase payload of `POST /api/contacts/update` [doc]."""
 
-    def items(values: list[Item]) -> list[dict[str, str]]:
+    def items(values: tuple[Item, ...]) -> list[dict[str, str]]:
         return [{"data": v, "type": k, "valueType": KIND_LABELS[k]} for v, k in values]
 
     return {"publicId": c.public_id, "fullName": c.full_name, "displayName": c.full_name,

@@ -64,7 +64,7 @@ def api_patch(body: Any, layout: Layout, *, require_name: bool = True) -> Patch:
             patch["custom"] = [_api_custom(e) for e in _array(body["more_infomation"], "custom")]
         if "dynamic_attributes" in body:
             patch["dynamic"] = _api_dynamic(_array(body["dynamic_attributes"], "dyn"), layout)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: e.g. a list where a kind belongs
         raise Invalid(detail=str(exc)) from exc
     if require_name and not patch.get("full_name"):
         raise Invalid(detail="fullName is required")

@@ -24,7 +24,9 @@ _START_TIMEOUT = 10.0  # seconds to wait for uvicorn to come up before giving up
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP, not 0: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto says TCP, and without it small answers wait ~40 ms on Nagle + delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -101,10 +103,16 @@ class EmulatorServer:
 
 def serve(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 8765,
           *, log_level: str = "info") -> None:
-    """Serve the emulator until interrupted (Ctrl-C / SIGTERM): `crm-sync emulator`."""
+    """Serve the emulator until interrupted: `crm-sync emulator`.
+
+    Ctrl-C (SIGINT) shuts down gracefully and returns. On SIGTERM uvicorn shuts down and then
+    re-raises the signal, so the process ends as terminated by SIGTERM (what systemd expects).
+    """
     emulator = Emulator(config)
+    server = _uvicorn(create_app(emulator=emulator), host, port, log_level)
     try:
-        server = _uvicorn(create_app(emulator=emulator), host, port, log_level)
         server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the captured SIGINT after its shutdown
+        pass
     finally:
         emulator.closing.set()

@@ -39,7 +39,7 @@ class ContactStore:
         self.by_id: dict[str, StoredContact] = {}
         self.version = 0  # bumped by every change; invalidates the cached orders
         self._seq = 0
-        self._index: dict[str, dict[str, list[str]]] = {name: {} for name in _INDEXED}
+        self._index: dict[str, dict[str, str | list[str]]] = {name: {} for name in _INDEXED}
         self._orders: dict[str, tuple[int, list[StoredContact]]] = {}
 
     def __len__(self) -> int:
@@ -76,8 +76,8 @@ class ContactStore:
 
     def find(self, kind: str, value: str) -> list[StoredContact]:
         """Live contacts whose `kind` (ref_id, ref_code, phone, email) matches, oldest first."""
-        ids = self._index[kind].get(lookup_key(kind, value), [])
-        found = [self.by_id[i] for i in ids]
+        held = self._index[kind].get(lookup_key(kind, value), [])
+        found = [self.by_id[i] for i in ([held] if isinstance(held, str) else held)]
         return sorted((c for c in found if not c.is_deleted), key=lambda c: c.seq)
 
     def ordered(self, order: str) -> list[StoredContact]:
@@ -110,21 +110,33 @@ class ContactStore:
             return rng.sample(base, max(0, min(size, total - offset))), total
         return base[offset:offset + size], total
 
+    # An index maps a key to one public_id (a str: the common case costs no list) or to a list
+    # of them when several contacts share the key (a duplicated add-more, a shared landline).
     def _add_to_index(self, contact: StoredContact) -> None:
+        pid = contact.public_id
         for name, keys in _INDEXED.items():
             index = self._index[name]
             for key in keys(contact):
-                index.setdefault(key, []).append(contact.public_id)
+                held = index.get(key)
+                if held is None:
+                    index[key] = pid
+                elif isinstance(held, str):
+                    index[key] = [held, pid]
+                else:
+                    held.append(pid)
 
     def _remove_from_index(self, contact: StoredContact) -> None:
+        pid = contact.public_id
         for name, keys in _INDEXED.items():
             index = self._index[name]
             for key in keys(contact):
-                ids = index.get(key)
-                if ids and contact.public_id in ids:
-                    ids.remove(contact.public_id)
-                    if not ids:
-                        del index[key]
+                held = index.get(key)
+                if held == pid:
+                    del index[key]
+                elif isinstance(held, list) and pid in held:
+                    held.remove(pid)
+                    if len(held) == 1:
+                        index[key] = held[0]
 
 
 def _selected(c: StoredContact, keyword: str | None,

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from hashlib import blake2b
 from types import TracebackType
 from typing import Any
@@ -81,17 +81,19 @@ class TenantLock:
         poll = min(1.0, self.lease_seconds / 4)
         seen: str | None = None
         while True:
-            busy_with = self._try_acquire()
-            if busy_with is None:
+            busy = self._try_acquire()
+            if busy is None:
                 self._held = True
                 self._start_heartbeat()
                 return
+            holder, expires = busy
             now = time.monotonic()
             if not wait or (deadline is not None and now >= deadline):
-                raise LockBusy(f"tenant {self.tenant!r} is being synced by {busy_with}")
-            if on_wait is not None and busy_with != seen:
-                on_wait(busy_with)
-            seen = busy_with
+                lease = "" if expires is None else f" (lease until {expires:%Y-%m-%d %H:%M:%S} UTC)"
+                raise LockBusy(f"tenant {self.tenant!r} is being synced by {holder}{lease}")
+            if on_wait is not None and holder != seen:
+                on_wait(holder)
+            seen = holder
             time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - now)))
 
     def release(self) -> None:
@@ -105,8 +107,11 @@ class TenantLock:
             if self._pg:
                 self._close_pg()
             elif was_held:
-                with self.engine.begin() as conn:
-                    conn.execute(sync_lease.delete().where(self._mine()))
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(sync_lease.delete().where(self._mine()))
+                except DBAPIError:
+                    pass  # the database is busy or gone: the lease expires on its own
 
     def renew(self) -> None:
         """Extend the lease now (the heartbeat thread also does it); StoreError if lost."""
@@ -131,11 +136,11 @@ class TenantLock:
         return {"holder": self.holder, "acquired_at": now,
                 "expires_at": now + timedelta(seconds=self.lease_seconds)}
 
-    def _try_acquire(self) -> str | None:
-        """None when taken, else who holds it."""
+    def _try_acquire(self) -> tuple[str, datetime | None] | None:
+        """None when taken, else who holds it (and until when, for a lease)."""
         return self._try_pg() if self._pg else self._try_lease()
 
-    def _try_lease(self) -> str | None:
+    def _try_lease(self) -> tuple[str, datetime | None] | None:
         values, c = self._lease_values(), sync_lease.c
         with self.engine.begin() as conn:
             taken = conn.execute(sync_lease.update().where(
@@ -151,7 +156,7 @@ class TenantLock:
         except IntegrityError:
             return self._current_holder()
 
-    def _try_pg(self) -> str | None:
+    def _try_pg(self) -> tuple[str, datetime | None] | None:
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             got = conn.scalar(text("SELECT pg_try_advisory_lock(:k)"),
@@ -186,16 +191,14 @@ class TenantLock:
         finally:
             conn.close()
 
-    def _current_holder(self) -> str:
+    def _current_holder(self) -> tuple[str, datetime | None]:
         with self.engine.connect() as conn:
             row = conn.execute(select(sync_lease.c.holder, sync_lease.c.expires_at)
                                .where(sync_lease.c.tenant == self.tenant)).first()
         if row is None:
-            return "another process (no holder recorded)"
-        holder, expires = row
-        if self._pg:
-            return str(holder)
-        return f"{holder} (lease until {expires:%Y-%m-%d %H:%M:%S} UTC)"
+            return "another process (no holder recorded)", None
+        # PostgreSQL's lock has no lease: the row only names the holder
+        return str(row.holder), None if self._pg else row.expires_at
 
     # --- heartbeat -------------------------------------------------------------------------
 
@@ -231,7 +234,7 @@ class TenantLock:
                     self._close_pg()
             return alive
 
-    def _beat_pg(self, expires: Any) -> bool:
+    def _beat_pg(self, expires: datetime) -> bool:
         if self._conn is None:
             return False
         try:

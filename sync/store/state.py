@@ -19,14 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sync.codec import (
-    contact_dumps,
-    contact_loads,
-    fields_dumps,
-    fields_hash,
-    fields_loads,
-    text_hash,
-)
+from sync import codec
 from sync.record import Contact, Fields
 from sync.store.journal import Journal
 from sync.store.schema import STATUSES, sync_state, utcnow
@@ -34,8 +27,7 @@ from sync.store.schema import STATUSES, sync_state, utcnow
 __all__ = ["STATUSES", "StateStore", "SyncState"]
 
 _UNSET: Any = object()
-_COLUMNS = ("key", "ref_id", "public_id", "status", "base", "base_hash", "local_hash", "remote",
-            "remote_updated_ms", "last_error", "attempts", "pending_since")
+# the public fields, in the order of the columns `_from_row` reads
 _PUBLIC = ("key", "ref_id", "public_id", "status", "base", "base_hash", "local_hash", "remote",
            "remote_updated_ms", "last_error", "attempts", "pending_since")
 CHUNK = 500  # keys per IN query / rows per executemany batch
@@ -94,7 +86,7 @@ class SyncState:
     @property
     def base(self) -> Fields | None:
         if self._base is _UNSET:
-            self._base = fields_loads(self._base_raw or "{}")
+            self._base = codec.fields_loads(self._base_raw or "{}")
         base: Fields | None = self._base
         return base
 
@@ -106,9 +98,9 @@ class SyncState:
     def base_hash(self) -> str | None:
         if self._base_hash is None:
             if self._base_raw is not None:
-                self._base_hash = text_hash(self._base_raw)
+                self._base_hash = codec.text_hash(self._base_raw)
             elif self._base is not None:
-                self._base_hash = fields_hash(self._base)
+                self._base_hash = codec.fields_hash(self._base)
         return self._base_hash
 
     @base_hash.setter
@@ -118,7 +110,7 @@ class SyncState:
     @property
     def remote(self) -> Contact | None:
         if self._remote is _UNSET:
-            self._remote = contact_loads(self._remote_raw or "{}")
+            self._remote = codec.contact_loads(self._remote_raw or "{}")
         remote: Contact | None = self._remote
         return remote
 
@@ -157,10 +149,10 @@ class SyncState:
         if self._base is _UNSET:
             base, base_hash = self._base_raw, self.base_hash
         else:
-            base = None if self._base is None else fields_dumps(self._base)
-            base_hash = None if base is None else text_hash(base)
+            base = None if self._base is None else codec.fields_dumps(self._base)
+            base_hash = None if base is None else codec.text_hash(base)
         remote = (self._remote_raw if self._remote is _UNSET
-                  else None if self._remote is None else contact_dumps(self._remote))
+                  else None if self._remote is None else codec.contact_dumps(self._remote))
         return {"tenant": tenant, "key": self.key, "ref_id": self.ref_id,
                 "public_id": self.public_id, "status": self.status, "base": base,
                 "base_hash": base_hash, "local_hash": self.local_hash, "remote": remote,
@@ -182,12 +174,18 @@ class StateStore(Journal):
         if not tenant or len(tenant) > 64:
             raise ValueError(f"tenant must be 1 to 64 characters: {tenant!r}")
         self.engine, self.tenant = engine, tenant
-        self._cols = [sync_state.c[name] for name in _COLUMNS]
+        self._cols = [sync_state.c[name] for name in _PUBLIC]
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """One transaction: everything written through the yielded Connection commits together."""
+        """One transaction: everything written through the yielded Connection commits together.
+
+        On SQLite it takes the write lock at once (BEGIN IMMEDIATE), so the engine's
+        read-check-write of a local row cannot interleave with an app's write.
+        """
         with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
 
     @contextmanager

@@ -172,7 +172,7 @@ def C(field: str, b: FieldValue, lv: FieldValue, rv: FieldValue, res: str) -> Co
 
 
 NAME, PHONE, EMAIL, TAGS = "full_name", "phone", "email", "tags"
-AN = {NAME: "Nguyễn Văn An", PHONE: "0393123456", EMAIL: "an@example.vn",
+AN: Fields = {NAME: "Nguyễn Văn An", PHONE: "0393123456", EMAIL: "an@example.vn",
       TAGS: frozenset({"Khách lẻ"})}
 
 # Hand-written rows: (id, base, local, remote, kwargs, merged, to_local, to_remote, conflicts)
@@ -264,8 +264,9 @@ def test_merge_fields_does_not_mutate_its_inputs() -> None:
 # --- the merge is per field: a multi-field merge is the union of single-field merges ------------
 
 FIELDS = [NAME, PHONE, EMAIL, TAGS]
-VALUES = st.sampled_from(["a", "b", "c", None])
-RECORDS = st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=len(FIELDS))
+VALUES: st.SearchStrategy[FieldValue] = st.sampled_from(["a", "b", "c", None])
+RECORDS: st.SearchStrategy[Fields] = st.dictionaries(st.sampled_from(FIELDS), VALUES,
+                                                  max_size=len(FIELDS))
 DIRECTIONS = st.dictionaries(st.sampled_from(FIELDS), st.sampled_from(list(Direction)),
                              max_size=2)
 
@@ -298,7 +299,7 @@ def test_merge_fields_is_per_field(base: Fields | None, local: Fields, remote: F
 # ================================================================================================
 
 K = "KH-000123"
-BASE = dict(AN)
+BASE: Fields = dict(AN)
 LOCAL_STATES: dict[str, Fields | None] = {
     "absent": None,
     "unchanged": BASE,
@@ -433,10 +434,10 @@ def test_presence_matrix_is_complete() -> None:
 
 # --- hand-written plans for the cases that matter most (full actions, not shapes) -------------
 
-L_EDIT = {**BASE, EMAIL: "an.nguyen@example.vn"}
-R_EDIT = {**BASE, PHONE: "0912345678"}
-BOTH_EDITS = {**BASE, EMAIL: "an.nguyen@example.vn", PHONE: "0912345678"}
-R_CLASH = {**BASE, EMAIL: "nguyen.an@example.vn"}
+L_EDIT: Fields = {**BASE, EMAIL: "an.nguyen@example.vn"}
+R_EDIT: Fields = {**BASE, PHONE: "0912345678"}
+BOTH_EDITS: Fields = {**BASE, EMAIL: "an.nguyen@example.vn", PHONE: "0912345678"}
+R_CLASH: Fields = {**BASE, EMAIL: "nguyen.an@example.vn"}
 
 PLAN_ROWS: list[tuple[str, Fields | None, Fields | None, Fields | None, dict[str, Any],
                       tuple[object, ...]]] = [
@@ -526,7 +527,7 @@ def test_newest_wins_delete_vs_edit_ignores_timestamps(newer: bool | None) -> No
 
 # --- a field missing from a version counts as None: also for whole-contact comparisons -------
 
-WITH_NONE = {**BASE, "note": None}
+WITH_NONE: Fields = {**BASE, "note": None}
 
 _M2 = pytest.mark.xfail(strict=True, reason=(
     "BUG M2: plan_contact compares whole dicts, so {note: None} != {} and an untouched contact "

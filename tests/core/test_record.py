@@ -148,7 +148,7 @@ def vn_mobile(draw: st.DrawFn) -> tuple[str, str]:
 
 
 @given(vn_mobile())
-def test_vietnamese_mobiles_in_any_form_normalise_to_the_national_form(case: tuple[str, str]) -> None:
+def test_vietnamese_mobiles_in_any_form_normalise_to_national(case: tuple[str, str]) -> None:
     national, written = case
     assert norm_phone(written) == national
     assert norm_phone(national) == national

@@ -89,6 +89,16 @@ async def test_latency_is_added(make_api: MakeApi) -> None:
     assert time.perf_counter() - start >= 0.05
 
 
+async def test_timeout_in_process_answers_504_after_the_hang(make_api: MakeApi) -> None:
+    api = await make_api()
+    await api.login()
+    api.emulator.configure(timeout_rate=1.0, timeout_hang=0.05)
+    start = time.perf_counter()
+    response = await api.call("POST", "/api/contacts/add", json=NEW)
+    assert response.status_code == 504 and time.perf_counter() - start >= 0.05
+    assert api.emulator.find_by_ref_id("KH-F1") == []
+
+
 def test_timeout_hangs_before_executing_then_answers_504() -> None:
     config = EmulatorConfig(timeout_rate=1.0, timeout_hang=0.3)
     with EmulatorServer(config) as server:

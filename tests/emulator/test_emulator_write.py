@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .helpers import Api, FakeClock, MakeApi, attr, first
 
@@ -212,3 +214,25 @@ async def test_add_note_refusals_store_nothing(api: Api, body: Any) -> None:
     batch = [good, *body] if isinstance(body, list) else body
     assert await api.fail("POST", "/api/contacts/add-note", json=batch) == "request_invalid"
     assert api.emulator.notes == []
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+    | st.sampled_from(["male", "home", "Nhà", "0393123456", "01/02/1990", "hTqLmZpXcR"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["fullName", "refId", "phones", "emails", "data", "type", "value",
+                         "valueType", "tags", "gender", "birthday", "more_infomation",
+                         "value_type", "display_value", "dynamic_attributes", "field_code",
+                         "dynamic_attribute_value", "content", "phone", "keyword", "filters"]),
+        inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_json, path=st.sampled_from(["add", "add-more", "update", "add-note", "list"]))
+async def test_any_json_body_gets_an_envelope_never_a_crash(api: Api, body: Any,
+                                                            path: str) -> None:
+    response = await api.call("POST", f"/api/contacts/{path}", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["status_code"] in (9999, -9999)

@@ -11,12 +11,12 @@ from sqlalchemy import Engine, select, text
 
 from sync.codec import fields_hash
 from sync.errors import StoreError
-from sync.record import Contact, CustomEntry, DynamicValue, Item
+from sync.record import Contact, CustomEntry, DynamicValue, Fields, Item
 from sync.store.schema import STATUSES, sync_state
 from sync.store.state import StateStore, SyncState
 
-FIELDS = {"full_name": "Phạm Minh Châu", "phone": "0393123456", "birthday": date(1992, 7, 1),
-          "tags": frozenset({"vip"}), "custom:Hạng": "Vàng"}
+FIELDS: Fields = {"full_name": "Phạm Minh Châu", "phone": "0393123456",
+                  "birthday": date(1992, 7, 1), "tags": frozenset({"vip"}), "custom:Hạng": "Vàng"}
 REMOTE = Contact(ref_id="KH1", full_name="Phạm Minh Châu", phones=(Item("0393123456", "home"),
                  Item("0281234567", "office")), custom=(CustomEntry("Hạng", "Vàng", "k9"),),
                  dynamic={"d1": DynamicValue("select", ("x",))}, public_id="p-1",
@@ -123,7 +123,7 @@ def test_bulk_chunks_iteration_status_and_delete(store: StateStore) -> None:
     assert store.keys_by_status("error") == sorted(k for k in keys if statuses[k] == "error")
     assert sum(store.counts().values()) == 2345
     with store.begin() as conn:
-        assert store.delete(conn, keys[:1500] + ["nope"]) == 1500
+        assert store.delete(conn, [*keys[:1500], "nope"]) == 1500
     assert [s.key for b in store.iter_all() for s in b] == keys[1500:]
     assert list(store.iter_all()) != [] and list(StateStore(store.engine, "x").iter_all()) == []
 

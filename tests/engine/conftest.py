@@ -1,0 +1,95 @@
+"""Fixtures for the engine's integration tests: the emulator over real HTTP, a Runtime on a
+database of each kind (a SQLite file, or PostgreSQL in a schema of the test's own).
+
+PostgreSQL needs CRM_SYNC_TEST_PG_URL (e.g. postgresql+psycopg://postgres@127.0.0.1/test) and is
+skipped, saying so, only when it is unset. The approach is tests/store/conftest.py's (search_path
+set through the URL's `options`), but per TEST rather than per session: the engine owns the
+fixed-name local table `contacts`, which no tenant column separates.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from sync.emulator import EmulatorConfig, EmulatorServer
+from sync.settings import default_mapping_file, load_settings
+from sync.store import make_engine
+
+from .helpers import Db, Harness
+
+PG_ENV = "CRM_SYNC_TEST_PG_URL"
+API_KEY = "demo-key"
+
+MakeHarness = Callable[..., Harness]
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    parsed = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+    return parsed.render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """An empty database of each kind (the runtime migrates it)."""
+    if request.param == "sqlite":
+        yield Db("sqlite", f"sqlite:///{tmp_path}/engine.db")
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
+    schema = f"crm_sync_engine_test_{secrets.token_hex(4)}"
+    admin = make_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield Db("postgresql", _with_search_path(base, schema))
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def make_harness(db: Db, tmp_path: Path) -> Iterator[MakeHarness]:
+    """make_harness(emulator=EmulatorConfig | dict of knobs, mapping=YAML text, **settings).
+
+    Starts an EmulatorServer on a loopback port and builds a Runtime on `db` with fast,
+    explicit settings (explicit so that a developer's .env or CRM_SYNC_* cannot change them).
+    """
+    made: list[Harness] = []
+
+    def make(emulator: EmulatorConfig | dict[str, Any] | None = None, *,
+             mapping: str | None = None, **settings: Any) -> Harness:
+        config = (emulator if isinstance(emulator, EmulatorConfig)
+                  else EmulatorConfig(**{"api_key": API_KEY, **(emulator or {})}))
+        server = EmulatorServer(config).start()
+        mapping_file = default_mapping_file()
+        if mapping is not None:
+            mapping_file = tmp_path / f"mapping-{len(made)}.yaml"
+            mapping_file.write_text(mapping, encoding="utf-8")
+        values: dict[str, Any] = dict(
+            base_url=server.url, api_key=config.api_key, database_url=db.url,
+            mapping_file=mapping_file, tenant=f"t-{secrets.token_hex(4)}", page_size=100,
+            concurrency=4, batch_size=100, conflict_policy="remote_wins",
+            max_delete_fraction=0.1, pending_recheck_seconds=0.0, max_retries=5,
+            backoff_max=0.05, read_timeout=10.0)
+        values.update(settings)
+        try:
+            h = Harness.build(server, db, load_settings(**values))
+        except BaseException:
+            server.stop()
+            raise
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()

@@ -1,0 +1,112 @@
+"""Scenarios 1 and 2: a full pull reproduces every contact field for field, under every list
+order and a page-size cap; a cycle with no changes makes zero write calls."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sync.emulator.config import ORDERS
+
+from .conftest import MakeHarness
+from .helpers import Harness, assert_mirrored, write_calls
+
+N = 60
+CAP = 17
+
+
+def _agent_extras(h: Harness) -> dict[str, str]:
+    """Contacts in the awkward shapes agents produce, beside the seeded ones."""
+    emu = h.emulator
+    return {
+        "two_phones": emu.agent_create(
+            full_name="Trần Văn Tiến", ref_id="KH-X-1", ref_code="CX1",
+            phones=["+84 393 187 319", ("02838123456", "office")],
+            emails=[("TienTV@Example.VN", "office"), "tien.tran@gmail.com"],
+            gender="male", birthday="29/02/1988", job_title="Trưởng phòng",
+            address="12 Nguyễn Huệ, Quận 1, TP. Hồ Chí Minh", passport="079088001234",
+            note="Gọi lại sau 17h\nKhách quan tâm gói VIP", tags=["Khách lẻ", "Đã gọi"],
+            owner_email="Lan.Nguyen@cskh.example.vn",
+            custom={"Màu sắc yêu thích": "Vàng", "Điểm": "90"},
+            dynamic={"vWabCEBkqM": "120"}),
+        "ui_made": emu.agent_create(full_name="Lê Thị Hồng Nhung", phones=["84912345678"],
+                                    tags=["VIP"]),
+        "bare": emu.agent_create(full_name="Phạm Quốc Bảo", ref_id="KH-X-2"),
+    }
+
+
+@pytest.mark.parametrize("order", ORDERS)
+async def test_full_pull_reproduces_every_field(make_harness: MakeHarness, order: str) -> None:
+    h = make_harness({"contacts": N, "page_size_cap": CAP, "order": order, "seed": 3})
+    extras = _agent_extras(h)
+    total = N + len(extras)
+    crm = h.crm()
+    assert len(crm) == total
+
+    first = await h.cycle()
+    assert first.status == "ok", first.notes
+    assert not write_calls(first.api_calls)
+    if order != "random":
+        # the client follows the capped page_size it gets back, not the 100 it asked for
+        assert first.api_calls["list"] == math.ceil(total / CAP)
+        assert first.counts["pulled"] == total
+        assert first.counts["created_local"] == total
+    else:
+        # a fresh random sample per page: one listing misses some; later cycles fill in
+        for _ in range(40):
+            if len(h.rows()) == total:
+                break
+            r = await h.cycle()
+            assert r.status == "ok", r.notes
+            assert not write_calls(r.api_calls)
+            assert r.counts["deleted_local"] == r.counts["updated_local"] == 0
+        assert len(h.rows()) == total
+
+    assert_mirrored(h)
+
+    states = h.states()
+    ui_made = [k for k in crm if k.startswith("crm:")]
+    assert len(ui_made) >= 2  # the seed makes ~10% in the CRM's interface, plus ours
+    assert f"crm:{extras['ui_made']}" in ui_made
+    for key in crm:
+        expected = "read_only" if key.startswith("crm:") else "synced"
+        assert states[key].status == expected, (key, states[key])
+        assert states[key].public_id == crm[key]["public_id"]
+    # the awkward contact, spelled out
+    row = h.row("KH-X-1")
+    assert row is not None
+    assert (row["phone"], row["email"], row["owner_email"]) == (
+        "0393187319", "tientv@example.vn", "lan.nguyen@cskh.example.vn")
+    assert row["custom_fields"] == {"Màu sắc yêu thích": "Vàng", "Điểm": "90"}
+    assert str(row["birthday"]) == "1988-02-29"
+    assert row["note"] == "Gọi lại sau 17h\nKhách quan tâm gói VIP"
+    ui = h.row(f"crm:{extras['ui_made']}")
+    assert ui is not None and ui["phone"] == "0912345678" and ui["ref_code"] is None
+
+
+@pytest.mark.parametrize("order", ["created", "updated_desc", "random"])
+async def test_no_op_cycle_makes_zero_write_calls(make_harness: MakeHarness, order: str) -> None:
+    h = make_harness({"contacts": N, "page_size_cap": CAP, "order": order, "seed": 5})
+    for _ in range(40):
+        r = await h.cycle()
+        assert r.status == "ok", r.notes
+        if len(h.rows()) == N:
+            break
+    assert len(h.rows()) == N
+    rows_before = h.rows()
+    writes_before = write_calls(h.emulator.stats())
+    crm_before = h.emulator.contacts()
+
+    for full in (False, True, False):
+        r = await h.cycle(full=full)
+        assert r.status == "ok", r.notes
+        assert r.exit_code == 0
+        assert not write_calls(r.api_calls), r.api_calls
+        changed = {k: v for k, v in r.counts.items() if k != "pulled" and v}
+        assert not changed, changed
+
+    assert write_calls(h.emulator.stats()) == writes_before
+    assert h.rows() == rows_before
+    assert h.emulator.contacts() == crm_before
+    assert_mirrored(h)
