@@ -99,6 +99,7 @@ class MappingSpec(_Strict):
     # optional: a column the app keeps as its last-modified time; `newest_wins` needs it
     updated_at_column: str | None = None
     direction: Direction = Direction.BOTH  # the table's default; a pull-only export says pull
+    notes_table: str | None = "contact_notes"  # the notes outbox (add-note); null: no notes
     fields: tuple[FieldMap, ...] = ()
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -59,7 +60,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
 
 @pytest.fixture
 def make_harness(db: Db, tmp_path: Path) -> Iterator[MakeHarness]:
-    """make_harness(emulator=EmulatorConfig | dict of knobs, mapping=YAML text, **settings).
+    """make_harness(emulator=EmulatorConfig | dict of knobs, mapping=YAML text, transport=...,
+    **settings).
 
     Starts an EmulatorServer on a loopback port and builds a Runtime on `db` with fast,
     explicit settings (explicit so that a developer's .env or CRM_SYNC_* cannot change them).
@@ -67,7 +69,8 @@ def make_harness(db: Db, tmp_path: Path) -> Iterator[MakeHarness]:
     made: list[Harness] = []
 
     def make(emulator: EmulatorConfig | dict[str, Any] | None = None, *,
-             mapping: str | None = None, **settings: Any) -> Harness:
+             mapping: str | None = None, transport: httpx.AsyncBaseTransport | None = None,
+             **settings: Any) -> Harness:
         config = (emulator if isinstance(emulator, EmulatorConfig)
                   else EmulatorConfig(**{"api_key": API_KEY, **(emulator or {})}))
         server = EmulatorServer(config).start()
@@ -83,7 +86,7 @@ def make_harness(db: Db, tmp_path: Path) -> Iterator[MakeHarness]:
             backoff_max=0.05, read_timeout=10.0)
         values.update(settings)
         try:
-            h = Harness.build(server, db, load_settings(**values))
+            h = Harness.build(server, db, load_settings(**values), transport=transport)
         except BaseException:
             server.stop()
             raise

@@ -7,14 +7,16 @@ without the engine's converter, so that a converter that misreads the contract f
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 from sync.cycle import CycleOptions, CycleResult
@@ -171,6 +173,11 @@ class Harness:
         self.rt.close()
         self.server.stop()
 
+    def restart(self) -> None:
+        """A new process on the same database: nothing survives but what was committed."""
+        self.rt.close()
+        self.rt = build_runtime(self.rt.settings, transport=self.rt.transport)
+
     @property
     def emulator(self) -> Emulator:
         return self.server.emulator
@@ -294,3 +301,66 @@ def app_rows(prefix: str, n: int, start: int = 1) -> list[dict[str, Any]]:
             "custom_fields": {"Kênh": "Zalo", "Điểm": str(i)} if i % 2 else None,
         })
     return out
+
+
+# --- a transport that sees every request: to record them and to inject crashes --------------
+
+@dataclass
+class Exchange:
+    """One request as sent and what came back (None: no answer reached the client)."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    body: Any
+    status: int | None = None
+    payload: Any = None
+
+
+class Hooked(httpx.AsyncBaseTransport):
+    """Real HTTP (a fresh AsyncHTTPTransport per client) with hooks around each request.
+
+    `hook(exchange, send)` may replace the round trip: `await send()` performs it and returns the
+    response; raising simulates what the client would see (a lost answer, a crash).
+    """
+
+    def __init__(self, hook: Hook | None = None) -> None:
+        self.hook = hook
+        self.log: list[Exchange] = []
+        self._inner: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._inner is None:
+            self._inner = httpx.AsyncHTTPTransport()
+        inner = self._inner
+        raw = request.content
+        ex = Exchange(request.method, request.url.path, dict(request.url.params),
+                      json.loads(raw) if raw else None)
+        self.log.append(ex)
+
+        async def send() -> httpx.Response:
+            response = await inner.handle_async_request(request)
+            content = await response.aread()
+            ex.status = response.status_code
+            try:
+                ex.payload = json.loads(content).get("payload")
+            except (ValueError, AttributeError):
+                ex.payload = None
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  content=content, request=request)
+
+        if self.hook is None:
+            return await send()
+        return await self.hook(ex, send)
+
+    async def aclose(self) -> None:
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            await inner.aclose()
+
+    def calls(self, path_part: str) -> list[Exchange]:
+        return [e for e in self.log if path_part in e.path]
+
+
+Send = Callable[[], Awaitable[httpx.Response]]
+Hook = Callable[[Exchange, Send], Awaitable[httpx.Response]]
