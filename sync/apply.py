@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from sync.cycle import CycleContext, PendingDelete
-from sync.errors import RemoteError
+from sync.errors import NotSent, RemoteError
 from sync.merge import (
     Action,
     Conflict,
@@ -115,7 +115,7 @@ class Applier:
                     ctx.plan.extend(it.plan.actions)
                     self._count(it.plan.actions)
             return
-        pushes: list[tuple[ChunkItem, PushUpdate]] = []
+        pushes: list[tuple[ChunkItem, PushUpdate, SyncState]] = []
         with e.store.begin() as conn:
             current = e.local.load(conn, [it.key for it in items], lock=True)
             states: list[SyncState] = []
@@ -150,11 +150,12 @@ class Applier:
                                  "contact has no refId, the API cannot update it")
                     elif isinstance(a, PushDelete):
                         ctx.deletes.append(PendingDelete(it.key, it.remote.public_id, it.state,
-                                                         None, None, "local"))
+                                                         None, None, "local", it.remote))
                 if it.remote.ref_id is None or e.read_only_table:
                     status = "read_only" if status == "synced" else status
-                if push is not None:
-                    pushes.append((it, push))
+                if push is not None:  # the base is saved once the CRM took the push
+                    assert base is not None
+                    pushes.append((it, push, self._synced(it, base, it.remote, status, error)))
                 elif base is not None and not any(isinstance(a, PushDelete) for a in acts):
                     states.append(self._synced(it, base, it.remote, status, error))
                 self._count(acts)
@@ -204,12 +205,12 @@ class Applier:
             elif isinstance(a, ReadOnlyEdit):
                 c["read_only_edits"] += 1
 
-    async def _push_updates(self, pushes: list[tuple[ChunkItem, PushUpdate]]) -> None:
+    async def _push_updates(self, pushes: list[tuple[ChunkItem, PushUpdate, SyncState]]) -> None:
         e = self.e
         sem = asyncio.Semaphore(e.concurrency)
         done: list[SyncState] = []
 
-        async def one(it: ChunkItem, push: PushUpdate) -> None:
+        async def one(it: ChunkItem, push: PushUpdate, after: SyncState) -> None:
             contact = e.conv.to_contact(it.remote.ref_id, push.fields, it.remote)
             async with sem:
                 try:
@@ -219,9 +220,11 @@ class Applier:
                     self.row_error(it.key, it.state, f"update refused: {exc.code}",
                                    public_id=it.remote.public_id)
                     return
-            done.append(self._synced(it, push.fields, replace(contact, updated_ms=None)))
+            # The CRM now holds `contact`; its timestamp is unknown until the next listing.
+            done.append(after.replace(remote=replace(contact, updated_ms=None),
+                                      remote_updated_ms=None))
 
-        await asyncio.gather(*(one(it, p) for it, p in pushes))
+        await asyncio.gather(*(one(*p) for p in pushes))
         with e.store.begin() as conn:
             e.store.save(conn, done)
             self._flush_queued(conn)
@@ -235,7 +238,9 @@ class Applier:
                 await self._delete_remote(d)
                 continue
             base = d.state.base if d.state else None
-            plan = plan_contact(d.key, base, d.local, None, policy=e.policy)
+            plan = plan_contact(d.key, base, d.local, None, policy=e.policy,
+                                directions=e.directions,
+                                read_only=e.read_only_table or bool(d.state and not d.state.ref_id))
             if ctx.options.dry_run:
                 ctx.plan.extend(plan.actions)
                 continue
@@ -262,7 +267,8 @@ class Applier:
         if public_id:
             await e.client.delete(public_id)  # False means already gone: fine
             ctx.counts["deleted_remote"] += 1
-        values = d.state.base if d.state else None
+        # the CRM's last version: what the delete erased there
+        values = d.remote or (d.state.remote or d.state.base if d.state else None)
         with e.store.begin() as conn:
             if public_id:
                 e.store.add_tombstones(conn, [dict(key=d.key, public_id=public_id, side="local",
@@ -306,7 +312,15 @@ class Applier:
             with e.store.begin() as conn:  # recorded first: a crash after the call is safe
                 e.store.save(conn, states)
                 self._flush_queued(conn)
-            await e.client.add_more([e.conv.to_contact(k, f, None) for k, f, _ in batch])
+            try:
+                await e.client.add_more([e.conv.to_contact(k, f, None) for k, f, _ in batch])
+            except NotSent as exc:
+                # Certainly never received: these rows are plain new rows again next cycle.
+                with e.store.begin() as conn:
+                    e.store.save(conn, [st.replace(status="error", base=None, pending_since=None,
+                                                   last_error=f"add-more not sent: {exc}")
+                                        for st in states])
+                raise
             ctx.counts["created_remote"] += len(batch)
         if self._queued:
             with e.store.begin() as conn:

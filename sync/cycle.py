@@ -43,6 +43,7 @@ class PendingDelete:
     row: dict[str, object] | None
     local: Fields | None
     side: Literal["local", "remote"]  # the side where the contact disappeared
+    remote: Contact | None = None  # the CRM's latest version, kept in the tombstone
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class CycleContext:
     seen_keys: set[str] = field(default_factory=set)
     local_keys: set[str] = field(default_factory=set)
     listing_complete: bool = False
+    refused: bool = False  # the delete guard refused a side's deletions
     creates: list[tuple[str, Fields, SyncState | None]] = field(default_factory=list)
     pending: list[tuple[SyncState, Fields | None]] = field(default_factory=list)
     vanished: list[tuple[SyncState, dict[str, object] | None, Fields | None]] = field(

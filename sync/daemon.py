@@ -1,19 +1,16 @@
-"""`crm-sync run`: the daemon. A cycle at start and every CRM_SYNC_INTERVAL_SECONDS, a full
-reconcile on CRM_SYNC_FULL_SYNC_CRON, health and metrics over HTTP, systemd notifications.
+"""`crm-sync run`: a cycle at start and every CRM_SYNC_INTERVAL_SECONDS, a full reconcile on
+CRM_SYNC_FULL_SYNC_CRON, health and metrics over HTTP, systemd notifications.
 
-One event loop runs everything: APScheduler's AsyncIOScheduler (the cycle is a coroutine, so no
-thread hops), the health server, the signal handlers. Never two cycles at once:
-- in this process: max_instances=1 per job, and one asyncio.Lock shared by both jobs (a sync
-  tick that finds the lock taken is skipped; a full reconcile waits for its turn, because
-  skipping it would lose a whole day);
-- across processes and hosts: the tenant's database lock, tried without waiting on every tick.
-  A replica that finds it held skips the tick: in an HA group that is how standbys behave, and
-  since the lock is taken per cycle, a replica that dies (kill -9 included: PostgreSQL frees
-  an advisory lock with its connection) is replaced at the next tick of any other replica.
-A cycle that fails is logged and counted; the next tick tries again. Nothing a cycle raises
-stops the daemon. SIGTERM/SIGINT: no new ticks, the running cycle gets STOP_GRACE_SECONDS to
-finish, then is cancelled (each chunk commits on its own, so that is safe), its run row is
-closed and the lock released; exit 0 well within 10 s. A second signal cancels at once.
+One event loop runs it all: APScheduler's AsyncIOScheduler (the cycle is a coroutine), the
+health server, the signal handlers. Never two cycles at once: in this process, max_instances=1
+and one asyncio.Lock for both jobs (a sync tick finding it taken is skipped; a full reconcile
+waits its turn, skipping it would lose a day); across processes and hosts, the tenant's
+database lock, tried without waiting on every tick: a replica finding it held skips the tick
+(HA standbys do just that), and as it is taken per cycle, a dead holder (kill -9 frees a
+PostgreSQL advisory lock with its connection) is replaced at the next tick of another. A
+failing cycle is logged, counted and retried next tick. SIGTERM/SIGINT: no new ticks, the
+running cycle gets STOP_GRACE_SECONDS to finish, then is cancelled (each chunk commits on its
+own), its run closed and the lock released; exit 0 within 10 s. A second signal cancels at once.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -39,16 +36,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sync import logs
 from sync.cycle import CycleOptions, CycleResult
 from sync.errors import ConfigError, LockBusy
-from sync.health import (
-    Check,
-    HealthServer,
-    create_app,
-    last_success,
-    liveness_check,
-    readiness_check,
-)
+from sync.health import Check, HealthServer, create_app, liveness_check, readiness_check
 from sync.metrics import Metrics
-from sync.notify import notify, watchdog_period
+from sync.notify import notify, watchdog, watchdog_period
 from sync.runtime import Runtime, build_runtime
 from sync.settings import Settings
 from sync.store.state import StateStore
@@ -65,12 +55,12 @@ ABANDONED = "abandoned: its process stopped before the cycle finished"
 
 
 def run_daemon(settings: Settings) -> int:
-    # Logs to stdout (journald, `docker logs`); JSON unless stdout is a terminal.
-    logs.configure(settings.log_format, settings.log_level, stream=sys.stdout)
-    _route_stdlib_logging(settings.log_level)
     if not settings.api_key.get_secret_value():
         raise ConfigError("CRM_SYNC_API_KEY (or CRM_SYNC_API_KEY_FILE) is not set: the daemon "
                           "cannot reach the CRM without it")
+    # Logs to stdout (journald, `docker logs`); JSON unless stdout is a terminal.
+    logs.configure(settings.log_format, settings.log_level, stream=sys.stdout)
+    _route_stdlib_logging(settings.log_level)
     try:
         return asyncio.run(Daemon(settings).run())
     finally:
@@ -114,12 +104,14 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop, sig.name)
         self.health = HealthServer(create_app(self, self.metrics), s.health_host, s.health_port)
-        watchdog: asyncio.Task[None] | None = None
+        pinger: asyncio.Task[None] | None = None
         try:
             await self.health.start()
             period = watchdog_period()
             if period:
-                watchdog = asyncio.create_task(self._watchdog(period), name="crm-sync-watchdog")
+                # Starting (database retries) and stopping count as alive: the loop turns.
+                pinger = asyncio.create_task(watchdog(period, lambda: self.rt is None or (
+                    self._stopping or self.liveness()[0])), name="crm-sync-watchdog")
             self.rt = await self._start_runtime()
             if self.rt is not None:
                 self.rt.on_request = self.metrics.observe_request
@@ -137,8 +129,8 @@ class Daemon:
             if self.scheduler is not None and self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
                 await asyncio.sleep(0)  # the shutdown runs as a loop callback
-            if watchdog is not None:
-                watchdog.cancel()
+            if pinger is not None:
+                pinger.cancel()
             await self.health.stop()
             if self.rt is not None:
                 self.rt.close()
@@ -164,7 +156,7 @@ class Daemon:
         delay = 1.0
         while not self._stopping:
             try:
-                return await self._until_stopped(_in_daemon_thread(self._build, self.settings))
+                return await self._off_loop(self._build, self.settings)
             except SQLAlchemyError as exc:
                 log.warning("daemon.database_unavailable", error=_short(exc), retry_in_s=delay)
             with suppress(TimeoutError):
@@ -172,12 +164,32 @@ class Daemon:
             delay = min(delay * 2, 30.0)
         return None
 
-    async def _until_stopped(self, awaitable: Awaitable[T]) -> T | None:
-        work = asyncio.ensure_future(awaitable)
-        stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        return work.result() if work.done() else None
+    async def _off_loop(self, fn: Callable[[Settings], T], arg: Settings) -> T | None:
+        """fn(arg) in a daemon thread; None if a stop comes first. Not asyncio.to_thread: a
+        connect hanging on an unreachable host would then delay the exit (its executor is
+        joined at interpreter exit)."""
+        loop, done = asyncio.get_running_loop(), asyncio.Event()
+        box: list[tuple[T | None, BaseException | None]] = []
+
+        def target() -> None:
+            try:
+                box.append((fn(arg), None))
+            except BaseException as exc:
+                box.append((None, exc))
+            with suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=target, name="crm-sync-startup", daemon=True).start()
+        waits = {asyncio.ensure_future(done.wait()), asyncio.ensure_future(self._stop.wait())}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if not box:
+            return None
+        result, error = box[0]
+        if error is not None:
+            raise error
+        return result  # a T (None only when fn returned None)
 
     def _start_scheduler(self) -> AsyncIOScheduler:
         interval = self.settings.interval_seconds
@@ -204,13 +216,6 @@ class Daemon:
             if pending:
                 log.error("daemon.cycle_did_not_stop", waited_s=CANCEL_WAIT_SECONDS)
         await asyncio.sleep(0)  # ticks submitted just before the pause see _stopping and end
-
-    async def _watchdog(self, period: float) -> None:
-        while True:
-            # Starting (database retries) and stopping count as alive: the loop turns.
-            if self.rt is None or self._stopping or self.liveness()[0]:
-                notify("WATCHDOG=1")
-            await asyncio.sleep(period)
 
     # --- one tick ---------------------------------------------------------------------------
 
@@ -240,7 +245,12 @@ class Daemon:
             if self._stopping:
                 return
             self._last_tick = time.monotonic()
-            await self._cycle(kind)
+            try:
+                await self._cycle(kind)
+            except Exception as exc:  # never the daemon's end: the next tick tries again
+                self.role = "error"
+                log.error("cycle.error", kind=kind, error=_short(exc), exc_info=True)
+                self.metrics.observe_outcome(kind, "error")
             self._refresh_backlog()
 
     async def _cycle(self, kind: str) -> None:
@@ -254,11 +264,6 @@ class Daemon:
             log.info("cycle.skipped", kind=kind, reason="tenant lock held", detail=str(exc))
             self.metrics.observe_outcome(kind, "skipped_locked")
             return
-        except SQLAlchemyError as exc:
-            self.role = "error"
-            log.error("cycle.error", kind=kind, error=_short(exc), step="lock")
-            self.metrics.observe_outcome(kind, "error")
-            return
         self.metrics.lock_held.set(1)
         finished = False
         try:
@@ -267,10 +272,6 @@ class Daemon:
                 result = await rt.cycle(CycleOptions(full=kind == "full", kind=kind))
             finished = True
             self._record(result)
-        except Exception as exc:
-            self.role = "error"
-            log.error("cycle.error", kind=kind, error=_short(exc), exc_info=True)
-            self.metrics.observe_outcome(kind, "error")
         finally:
             structlog.contextvars.unbind_contextvars("run_id")
             if not finished:  # raised or cancelled: its run row must not stay `running`
@@ -289,18 +290,11 @@ class Daemon:
                f"{result.finished_at:%Y-%m-%d %H:%M:%S} UTC (run {result.run_id})")
 
     def _refresh_backlog(self) -> None:
-        """Tenant-wide gauges from the shared tables: standbys report them too."""
-        rt = self.rt
-        if rt is None:
-            return
-        try:
-            self.metrics.set_backlog(rt.store.counts(), rt.store.count_open_conflicts())
-            last = last_success(rt.db, self.settings.tenant_id)
-        except SQLAlchemyError as exc:
-            log.warning("metrics.refresh_failed", error=_short(exc))
-            return
-        if last is not None:
-            self.metrics.note_success(last)
+        if self.rt is not None:
+            try:
+                self.metrics.refresh(self.rt.store)
+            except SQLAlchemyError as exc:
+                log.warning("metrics.refresh_failed", error=_short(exc))
 
     # --- health (sync.health.HealthSource) ----------------------------------------------------
 
@@ -341,33 +335,6 @@ def _bind_run_ids(store: StateStore) -> None:
         return run_id
 
     store.start_run = start_and_bind  # type: ignore[method-assign]
-
-
-async def _in_daemon_thread(fn: Callable[[Settings], T], arg: Settings) -> T:
-    """Run blocking start-up work (connect, migrate) off the loop, in a daemon thread: a
-    connect that hangs on an unreachable host must not delay a SIGTERM, nor the exit after
-    it (asyncio.to_thread's executor is joined at interpreter exit)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def target() -> None:
-        try:
-            result, error = fn(arg), None
-        except BaseException as exc:
-            result, error = None, exc
-        with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=target, name="crm-sync-startup", daemon=True).start()
-    return await future
 
 
 def _short(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ Order of a cycle:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -30,8 +31,8 @@ from sync.cycle import (
     CycleResult,
     PendingDelete,
     ProgressFn,
+    RunStatus,
 )
-from sync.errors import GuardTripped
 from sync.merge import Policy, deletions_allowed, plan_contact
 from sync.record import Contact, Fields
 from sync.store.local import LocalTable
@@ -85,49 +86,61 @@ class SyncEngine:
         calls_before = dict(self.client.calls)
         if not options.dry_run:
             ctx.run_id = self.store.start_run(options.kind)
-        log_ = log.bind(run_id=ctx.run_id, kind=options.kind)
-        log_.info("cycle.start", full=options.full, dry_run=options.dry_run)
-        applier = Applier(self, ctx)
-        status, message = "ok", None
+        # every line of the cycle, the client's too, carries its run id
+        with structlog.contextvars.bound_contextvars(run_id=ctx.run_id):
+            return await self._run(ctx, calls_before)
+
+    async def _run(self, ctx: CycleContext, calls_before: dict[str, int]) -> CycleResult:
+        log_ = log.bind(kind=ctx.options.kind)
+        log_.info("cycle.start", full=ctx.options.full, dry_run=ctx.options.dry_run)
+        status: RunStatus = "ok"
         try:
-            await self._pull(ctx, applier)
-            await self._local(ctx, applier)
-            self._orphans(ctx)
-            if options.full and ctx.listing_complete:
-                await self._vanished(ctx, applier)
-            self._guard(ctx)
-            await applier.deletes()
-            await applier.creates()
-        except GuardTripped as exc:
-            status, message = "refused", str(exc)
-            await applier.creates()  # the guard stops deletions, not the rest
+            await self._steps(ctx)
+            if ctx.refused:
+                status = "refused"
+        except asyncio.CancelledError:
+            # Stopped by the daemon: every chunk already applied is whole; say so and go.
+            ctx.notes.append("cancelled (shutdown)")
+            self._finish(ctx, "failed", calls_before)
+            raise
         except Exception as exc:
-            status, message = "failed", f"{type(exc).__name__}: {exc}"
-            log_.error("cycle.failed", error=message)
+            status = "failed"
+            ctx.notes.insert(0, f"{type(exc).__name__}: {exc}")
+            log_.error("cycle.failed", error=ctx.notes[0])
+        result = self._finish(ctx, status, calls_before)
+        log_.info("cycle.end", status=result.status, duration_s=round(result.duration_s, 3),
+                  api_calls=sum(result.api_calls.values()),
+                  **{k: v for k, v in result.counts.items() if v})
+        return result
+
+    async def _steps(self, ctx: CycleContext) -> None:
+        applier = Applier(self, ctx)
+        await self._pull(ctx, applier)
+        await self._local(ctx, applier)
+        self._orphans(ctx)
+        if ctx.options.full and ctx.listing_complete:
+            await self._vanished(ctx, applier)
+        self._guard(ctx)
+        await applier.deletes()
+        await applier.creates()
+
+    def _finish(self, ctx: CycleContext, status: RunStatus,
+                calls_before: dict[str, int]) -> CycleResult:
         calls = {k: v - calls_before.get(k, 0) for k, v in self.client.calls.items()
                  if v - calls_before.get(k, 0)}
         counts = {k: ctx.counts.get(k, 0) for k in COUNTERS}
         extra = {k: v for k, v in ctx.counts.items() if k not in COUNTERS and v}
-        by_status = self.store.counts()
-        rows_in_error = by_status.get("error", 0)
-        open_conflicts = self.store.count_open_conflicts()
         if status == "ok" and (counts["errors"] or counts["conflicts"]):
             status = "partial"
-        if message is None and ctx.notes:
-            message = "; ".join(ctx.notes)
-        elif message and ctx.notes:
-            message = "; ".join([message, *ctx.notes])
+        message = "; ".join(ctx.notes) or None
         if ctx.run_id is not None:
             self.store.finish_run(ctx.run_id, status=status, counts=counts, api_calls=calls,
                                   message=message)
-        result = CycleResult(
-            run_id=ctx.run_id, kind=options.kind, status=status,  # type: ignore[arg-type]
-            counts=counts | extra, api_calls=calls, started_at=ctx.now, finished_at=self.now(),
-            notes=tuple([message] if status in ("failed", "refused") and message else ctx.notes),
-            plan=tuple(ctx.plan), rows_in_error=rows_in_error, open_conflicts=open_conflicts)
-        log_.info("cycle.end", status=status, duration_s=round(result.duration_s, 3),
-                  api_calls=sum(calls.values()), **{k: v for k, v in counts.items() if v})
-        return result
+        return CycleResult(
+            run_id=ctx.run_id, kind=ctx.options.kind, status=status, counts=counts | extra,
+            api_calls=calls, started_at=ctx.now, finished_at=self.now(), notes=tuple(ctx.notes),
+            plan=tuple(ctx.plan), rows_in_error=self.store.counts().get("error", 0),
+            open_conflicts=self.store.count_open_conflicts())
 
     # --- 1. pull ----------------------------------------------------------------------------
 
@@ -177,7 +190,8 @@ class SyncEngine:
                 continue
             base = state.base if state and state.base is not None else None
             if (base is not None and local_f == base and remote_f == base and state is not None
-                    and state.status == "synced" and state.public_id == remote.public_id):
+                    and state.status in ("synced", "read_only")
+                    and state.public_id == remote.public_id):
                 if state.remote_updated_ms != remote.updated_ms:
                     applier.refresh_remote(state, remote)  # unmapped CRM data moved on
                 if row is not None and self.conv.spec.crm_id_column and \
@@ -315,14 +329,18 @@ class SyncEngine:
     # --- 5. the delete guard ------------------------------------------------------------------
 
     def _guard(self, ctx: CycleContext) -> None:
+        """Refuse, per side, deletions beyond the configured fraction; the rest goes on."""
         real = [d for d in ctx.deletes if d.public_id or d.side == "remote"]
         known = sum(self.store.counts().values())
         for side in ("local", "remote"):
             n = sum(1 for d in real if d.side == side)
-            if not deletions_allowed(n, known, self.max_delete_fraction):
-                where = "the local table" if side == "local" else "the CRM"
-                ctx.deletes = [d for d in ctx.deletes if d.side != side]
-                raise GuardTripped(
-                    f"refused: {n} of {known} contacts disappeared from {where} in one cycle, "
-                    f"more than CRM_SYNC_MAX_DELETE_FRACTION={self.max_delete_fraction}; "
-                    "nothing was deleted. If this is intended, raise the fraction for one run.")
+            if deletions_allowed(n, known, self.max_delete_fraction):
+                continue
+            where = "the local table" if side == "local" else "the CRM"
+            ctx.deletes = [d for d in ctx.deletes if d.side != side]
+            ctx.refused = True
+            ctx.notes.append(
+                f"refused: {n} of {known} contacts disappeared from {where} in one cycle, more "
+                f"than CRM_SYNC_MAX_DELETE_FRACTION={self.max_delete_fraction}; none of them "
+                "was deleted. If this is intended, raise the fraction for one run.")
+            log.warning("guard.refused", side=side, deletions=n, known=known)

@@ -5,13 +5,13 @@
     │   └── MappingError            the mapping file, with file, line and key
     ├── ApiError                    anything the OMICall API did or did not answer
     │   ├── AuthError               the API key was refused: fatal, fix the key (exit 2)
-    │   ├── RetriableError          5xx, 429, timeout, connection, malformed body: retry later
-    │   │   └── RateLimited         429, carries retry_after seconds
+    │   ├── RetriableError          5xx, 429, timeout, connection, undecodable body: retry later
+    │   │   ├── RateLimited         429, carries retry_after seconds
+    │   │   └── NotSent             certainly never reached the server (safe to re-send)
     │   ├── RemoteError             status_code -9999: carries the message code; per-item skip
-    │   └── ProtocolError           an answer that breaks the contract (non-JSON 200, bad shape)
-    ├── StoreError                  the local database (schema missing, lock not taken)
-    │   └── LockBusy                another sync holds this tenant's lock
-    └── GuardTripped                the delete guard refused a mass deletion
+    │   └── ProtocolError           JSON of the wrong shape, a paging loop: retrying won't help
+    └── StoreError                  the local database (schema missing, lock not taken)
+        └── LockBusy                another sync holds this tenant's lock
 
 Messages never contain the API key or an access token.
 """
@@ -62,6 +62,10 @@ class RateLimited(RetriableError):
         self.retry_after = retry_after
 
 
+class NotSent(RetriableError):
+    """The request certainly never reached the server's handler: safe to re-send, even a create."""
+
+
 class RemoteError(ApiError):
     """The API answered status_code -9999; `code` is its message (e.g. request_invalid)."""
 
@@ -81,7 +85,3 @@ class StoreError(CrmSyncError):
 
 class LockBusy(StoreError):
     """Another sync holds this tenant's lock."""
-
-
-class GuardTripped(CrmSyncError):
-    """The delete guard refused to propagate a mass deletion."""

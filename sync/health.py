@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import uvicorn
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,13 +31,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sync.errors import ConfigError
-from sync.metrics import SUCCESS, Metrics
+from sync.metrics import Metrics, last_success
 from sync.settings import Settings
-from sync.store.schema import sync_runs
 
 __all__ = [
-    "Check", "HealthServer", "HealthSource", "create_app", "last_success", "liveness_check",
-    "probe", "probe_url", "readiness_check",
+    "Check", "HealthServer", "HealthSource", "create_app", "liveness_check", "probe",
+    "probe_url", "readiness_check",
 ]
 
 Check = tuple[bool, dict[str, Any]]
@@ -50,15 +49,6 @@ class HealthSource(Protocol):
 
     def readiness(self) -> Check:  # may do blocking I/O: called in a worker thread
         ...
-
-
-def last_success(db: Engine, tenant: str) -> datetime | None:
-    """When the newest successful cycle of the tenant finished, whichever process ran it."""
-    query = select(func.max(sync_runs.c.finished_at)).where(
-        sync_runs.c.tenant == tenant, sync_runs.c.status.in_(sorted(SUCCESS)))
-    with db.connect() as conn:
-        value: datetime | None = conn.scalar(query)
-    return value
 
 
 def liveness_check(*, scheduler: str | None, stopping: bool, role: str, busy: bool,

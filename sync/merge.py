@@ -61,6 +61,11 @@ class FieldMerge:
         return any(c.resolution == "manual" for c in self.conflicts)
 
 
+def _same(a: Fields, b: Fields) -> bool:
+    """Equal as `merge_fields` reads them: a field missing from a version counts as None."""
+    return all(a.get(k) == b.get(k) for k in a.keys() | b.keys())
+
+
 def _winner(policy: Policy, local_is_newer: bool | None) -> Resolution:
     if policy is Policy.LOCAL_WINS:
         return "local"
@@ -147,7 +152,11 @@ class PushCreate:
 
 @dataclass(frozen=True, slots=True)
 class PushUpdate:
-    """Send the merged contact to the CRM; `changed` names the fields that differ there."""
+    """Send `fields` to the CRM; `changed` names the fields that differ there.
+
+    `fields` is what the CRM holds afterwards: the merged version, except that a field in a
+    manual conflict keeps the CRM's own value. Save the plan's SaveBase, not these, as the base.
+    """
 
     key: str
     fields: Fields
@@ -227,27 +236,31 @@ def plan_contact(
         assert remote is not None
         if base is None:
             acts += [PullCreate(key, remote), SaveBase(key, remote)]
-        elif remote == base or policy is Policy.LOCAL_WINS:
+        elif _same(remote, base):
             acts.append(PushDelete(key))
-        else:  # deleted here, edited there: keep the edit, nothing is lost
-            won: Resolution = "manual" if policy is Policy.MANUAL else "remote"
-            acts.append(RecordConflicts(key, (Conflict(DELETED, None, None, DELETED, won),)))
-            if won == "remote":
+        else:  # deleted here, edited there: recorded whoever wins
+            won: Resolution = ("local" if policy is Policy.LOCAL_WINS
+                               else "manual" if policy is Policy.MANUAL else "remote")
+            acts.append(RecordConflicts(key, (Conflict(DELETED, None, DELETED, None, won),)))
+            if won == "remote":  # keep the edit, nothing is lost
                 acts += [PullCreate(key, remote), SaveBase(key, remote)]
+            elif won == "local":
+                acts.append(PushDelete(key))
     elif remote is None:
         if base is None:
             if read_only:
                 return ContactPlan(key)
             acts += [PushCreate(key, local), SaveBase(key, local)]
-        elif local == base or policy in (Policy.REMOTE_WINS, Policy.NEWEST_WINS):
+        elif _same(local, base):
             acts.append(LocalDelete(key))
-            if local != base:
-                acts.append(RecordConflicts(
-                    key, (Conflict(DELETED, None, DELETED, None, "remote"),)))
+        elif policy in (Policy.REMOTE_WINS, Policy.NEWEST_WINS):
+            acts += [LocalDelete(key), RecordConflicts(
+                key, (Conflict(DELETED, None, None, DELETED, "remote"),))]
         elif policy is Policy.LOCAL_WINS and not read_only:
-            acts += [PushCreate(key, local), SaveBase(key, local)]
+            acts += [PushCreate(key, local), SaveBase(key, local), RecordConflicts(
+                key, (Conflict(DELETED, None, None, DELETED, "local"),))]
         else:
-            acts.append(RecordConflicts(key, (Conflict(DELETED, None, DELETED, None, "manual"),)))
+            acts.append(RecordConflicts(key, (Conflict(DELETED, None, None, DELETED, "manual"),)))
     else:
         acts += _plan_both(key, base, local, remote, policy, directions, local_is_newer,
                            read_only)
@@ -275,10 +288,13 @@ def _plan_both(
     if m.to_local:
         acts.append(PullUpdate(key, m.to_local))
     if m.to_remote and not read_only:
-        acts.append(PushUpdate(key, merged, frozenset(m.to_remote)))
+        # A manual conflict is left alone on both sides: the CRM keeps its own value.
+        sent = {**merged, **{c.field: remote.get(c.field) for c in m.conflicts
+                             if c.resolution == "manual"}}
+        acts.append(PushUpdate(key, sent, frozenset(m.to_remote)))
     if m.conflicts:
         acts.append(RecordConflicts(key, m.conflicts))
-    if merged != base:
+    if base is None or not _same(merged, base):
         acts.append(SaveBase(key, merged))
     return acts
 
@@ -292,4 +308,5 @@ def deletions_allowed(n_deletions: int, n_known: int, max_fraction: float) -> bo
         return True
     if n_known <= 0:
         return False
-    return n_deletions <= max(1, int(n_known * max_fraction))
+    # a ratio, not int(n_known * max_fraction): 100 * 0.29 == 28.999999999999996
+    return n_deletions <= 1 or n_deletions / n_known <= max_fraction

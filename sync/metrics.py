@@ -11,7 +11,6 @@ the same tenant-wide values, whichever replica ran the last cycle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 
 from prometheus_client import (
@@ -24,15 +23,18 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from sqlalchemy import Engine, func, select
 
 from sync import __version__
 from sync.api.client import RequestEvent
 from sync.cycle import COUNTERS, CycleResult
+from sync.store.schema import sync_runs
+from sync.store.state import StateStore
 
-__all__ = ["ACTIONS", "SUCCESS", "Metrics"]
+__all__ = ["ACTIONS", "SUCCESS", "Metrics", "last_success"]
 
 # No `*_created` series: they double the exposition and no dashboard of ours reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # The per-contact actions a cycle counts (COUNTERS without conflicts/errors, which are gauges
 # of the backlog instead: what matters is how many are open now, not how often they happened).
@@ -43,6 +45,15 @@ SUCCESS = frozenset({"ok", "partial"})
 # Cycles last from a fraction of a second (nothing changed) to an hour (first full import).
 _CYCLE_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, float("inf"))
 _REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf"))
+
+
+def last_success(db: Engine, tenant: str) -> datetime | None:
+    """When the newest successful cycle of the tenant finished, whichever process ran it."""
+    query = select(func.max(sync_runs.c.finished_at)).where(
+        sync_runs.c.tenant == tenant, sync_runs.c.status.in_(sorted(SUCCESS)))
+    with db.connect() as conn:
+        value: datetime | None = conn.scalar(query)
+    return value
 
 
 class Metrics:
@@ -118,11 +129,16 @@ class Metrics:
             self._last_success_ts = ts
             self.last_success.set(ts)
 
-    def set_backlog(self, states: Mapping[str, int], open_conflicts: int) -> None:
-        """From StateStore.counts() and count_open_conflicts()."""
+    def refresh(self, store: StateStore) -> None:
+        """The tenant-wide gauges, from the shared bookkeeping tables (so that standbys report
+        them too). SQLAlchemyError when the database is unreachable."""
+        states = store.counts()
         self.pending_creates.set(states.get("pending_create", 0))
         self.rows_in_error.set(states.get("error", 0))
-        self.open_conflicts.set(open_conflicts)
+        self.open_conflicts.set(store.count_open_conflicts())
+        last = last_success(store.engine, store.tenant)
+        if last is not None:
+            self.note_success(last)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

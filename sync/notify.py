@@ -11,10 +11,12 @@ NOTIFY_SOCKET is unset and every call is a silent no-op, so the daemon calls the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+from collections.abc import Callable
 
-__all__ = ["notify", "watchdog_period"]
+__all__ = ["notify", "watchdog", "watchdog_period"]
 
 
 def _address(raw: str) -> str:
@@ -53,3 +55,12 @@ def watchdog_period(env: dict[str, str] | None = None) -> float | None:
     except ValueError:
         return None
     return value / 2 / 1_000_000 if value > 0 else None
+
+
+async def watchdog(period: float, alive: Callable[[], bool]) -> None:
+    """Ping every `period` seconds while `alive()`: a hung loop or a dead scheduler stops the
+    pings, and systemd restarts the service after WatchdogSec."""
+    while True:
+        if alive():
+            notify("WATCHDOG=1")
+        await asyncio.sleep(period)

@@ -109,34 +109,39 @@ def norm_multiline(value: object) -> str | None:
 def norm_phone(value: object) -> str | None:
     """Vietnamese numbers to the national form: `+84 393 123 456`, `84393123456` -> `0393123456`.
 
-    Numbers that are not Vietnamese (another country code) keep a leading `+`.
+    Numbers that are not Vietnamese (another country code) keep a leading `+`. A trunk `0`
+    written after the country code (`+84 (0) 393 123 456`) is dropped. Without `+`/`00`, `84`
+    is read as the country code for 11 digits (mobiles) and 12 digits (landlines).
     """
     text = norm_text(value)
     if text is None:
         return None
-    digits = _PHONE_JUNK.sub("", text)
+    # removing separators can bring a base letter next to a combining mark: NFC again
+    digits = unicodedata.normalize("NFC", _PHONE_JUNK.sub("", text))
     if digits.startswith("00"):
         digits = "+" + digits[2:]
     if digits.startswith("+84"):
-        return "0" + digits[3:]
-    if digits.startswith("84") and len(digits) == 11:
-        return "0" + digits[2:]
+        return "0" + digits[3:].lstrip("0")
+    if digits.startswith("84") and len(digits) in (11, 12):
+        return "0" + digits[2:].lstrip("0")
     return digits or None
 
 
 def norm_email(value: object) -> str | None:
-    text = norm_text(value)
-    return text.lower() if text else None
+    text = norm_text(value)  # lower() can undo NFC ('J\u030c' -> 'j\u030c'): NFC after it
+    return unicodedata.normalize("NFC", text.lower()) if text else None
 
 
 def norm_gender(value: object) -> str | None:
     text = norm_text(value)
-    return text.lower() if text else None
+    return unicodedata.normalize("NFC", text.lower()) if text else None
 
 
 def norm_tags(values: Iterable[object] | None) -> frozenset[str]:
     if not values:
         return frozenset()
+    if isinstance(values, str):  # one tag, not its letters
+        values = [values]
     return frozenset(t for t in (norm_text(v) for v in values) if t)
 
 
@@ -145,15 +150,20 @@ def parse_date(value: object) -> date | None:
 
     Raises ValueError naming the value when it is none of these.
     """
-    if value is None or value == "":
+    if value is None:
         return None
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value / 1000, tz=UTC).date()
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC).date()
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"not a date (epoch milliseconds out of range): {value!r}") from None
     text = str(value).strip()
+    if not text:
+        return None
     for fmt in ("%d/%m/%Y", "%Y-%m-%d"):
         try:
             return datetime.strptime(text, fmt).date()
@@ -164,7 +174,8 @@ def parse_date(value: object) -> date | None:
 
 def format_date(value: date | None) -> str | None:
     """The wire form, dd/MM/yyyy."""
-    return value.strftime("%d/%m/%Y") if value else None
+    # not strftime: glibc's %Y does not zero-pad years before 1000
+    return f"{value.day:02d}/{value.month:02d}/{value.year:04d}" if value is not None else None
 
 
 def first(items: tuple[Item, ...]) -> str | None:

@@ -6,7 +6,8 @@
 """
 
 from sync.api.adapter import LayoutField, NoteIn, Page
-from sync.api.client import NotSent, OmiClient, RequestEvent
+from sync.api.client import OmiClient, RequestEvent
 from sync.api.paging import Paginator
+from sync.errors import NotSent
 
 __all__ = ["LayoutField", "NotSent", "NoteIn", "OmiClient", "Page", "Paginator", "RequestEvent"]

@@ -30,7 +30,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from sync.api import adapter
 from sync.api.adapter import AUTH, LayoutField, NoteIn, Page, TokenRejected
 from sync.api.paging import Paginator
-from sync.errors import ApiError, AuthError, RateLimited, RemoteError, RetriableError
+from sync.errors import ApiError, AuthError, NotSent, RateLimited, RemoteError, RetriableError
 from sync.record import Contact
 
 log = structlog.get_logger("sync.api")
@@ -48,10 +48,6 @@ class _RedactKeyFilter(logging.Filter):
 
 
 logging.getLogger("httpx").addFilter(_RedactKeyFilter())
-
-
-class NotSent(RetriableError):
-    """The request certainly never reached the server's handler: safe to re-send, even a create."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,8 +55,9 @@ def _json(body: bytes, status: int = 200) -> Response:
 
 async def _hang(request: Request, emu: Emulator) -> None:
     """Sit on a request for timeout_hang seconds, or until the client or the server leaves."""
-    deadline = emu.clock() + emu.config.timeout_hang
-    while (left := deadline - emu.clock()) > 0 and not emu.closing.is_set():
+    # Real time, not emu.clock: this is an actual wait (a test's fake clock would never move).
+    deadline = time.monotonic() + emu.config.timeout_hang
+    while (left := deadline - time.monotonic()) > 0 and not emu.closing.is_set():
         await asyncio.sleep(min(0.05, left))
         if await request.is_disconnected():
             return

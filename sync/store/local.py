@@ -80,7 +80,13 @@ def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
 def ensure_table(engine: Engine, spec: MappingSpec) -> sa.Table:
     """Create the table when absent; otherwise reflect-check it. Returns the mapped Table."""
     table = build_table(spec)
-    table.metadata.create_all(engine, checkfirst=True)
+    try:
+        table.metadata.create_all(engine, checkfirst=True)
+    except sa.exc.DatabaseError:
+        # Replicas starting together on an empty database race to create it: the loser's
+        # CREATE fails, which is fine if the table is there now.
+        if not sa.inspect(engine).has_table(spec.table):
+            raise
     return table
 
 

@@ -30,9 +30,9 @@ from sqlalchemy import (
 )
 
 __all__ = [
-    "CONFLICT_RESOLUTIONS", "RUN_COUNT_COLUMNS", "RUN_KINDS", "RUN_STATUSES", "STATUSES",
-    "TABLE_NAMES", "TOMBSTONE_SIDES", "UtcDateTime", "conflicts", "metadata", "sync_lease",
-    "sync_runs", "sync_state", "tombstones", "utcnow",
+    "CONFLICT_RESOLUTIONS", "NOTE_STATUSES", "RUN_COUNT_COLUMNS", "RUN_KINDS", "RUN_STATUSES",
+    "STATUSES", "TABLE_NAMES", "TOMBSTONE_SIDES", "UtcDateTime", "conflicts", "metadata",
+    "note_outbox", "sync_lease", "sync_runs", "sync_state", "tombstones", "utcnow",
 ]
 
 STATUSES = ("synced", "pending_create", "error", "conflict", "read_only")
@@ -44,6 +44,7 @@ RUN_COUNT_COLUMNS = (
 )
 CONFLICT_RESOLUTIONS = ("local", "remote", "manual")
 TOMBSTONE_SIDES = ("local", "remote")
+NOTE_STATUSES = ("pending", "in_flight", "sent", "failed", "unknown")
 
 
 def utcnow() -> datetime:
@@ -157,6 +158,22 @@ sync_lease = Table(
     Column("holder", String(255), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False),
     Column("acquired_at", UtcDateTime(), nullable=False),
+)
+
+# The notes outbox (sync/notes.py): one row per local note once it has been looked at.
+note_outbox = Table(
+    "note_outbox", metadata,
+    _tenant(),
+    Column("note_id", BigInteger, nullable=False),  # the local notes table's id
+    Column("status", String(20), nullable=False),  # one of NOTE_STATUSES
+    Column("phone", Text),  # the normalised phone it was (to be) sent to
+    _count("attempts"),  # sends started (rows marked in_flight)
+    Column("last_error", Text),
+    Column("sent_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant", "note_id", name="pk_note_outbox"),
+    Index("ix_note_outbox_tenant_status", "tenant", "status"),
 )
 
 TABLE_NAMES: frozenset[str] = frozenset(metadata.tables)

@@ -392,25 +392,12 @@ def expected_plan(base: Fields | None, local: Fields | None, remote: Fields | No
     return acts
 
 
-def _presence_known_bug(base: Fields | None, local: Fields | None, remote: Fields | None,
-                        policy: Policy, read_only: bool) -> bool:
-    """BUG M3: under local_wins a delete-vs-edit is resolved without recording a conflict."""
-    if base is None or policy != LOCAL:
-        return False
-    if local is None and remote is not None:
-        return not same(remote, base)
-    return remote is None and local is not None and not same(local, base) and not read_only
-
-
 PRESENCE_MATRIX = []
 for (bid, base_), (lid, local_), (rid, remote_), (pid, pol, newer), ro in itertools.product(
         [("base", BASE), ("no-base", None)], LOCAL_STATES.items(), REMOTE_STATES.items(),
         POLICIES, [False, True]):
-    marks = [pytest.mark.xfail(strict=True, reason=(
-        "BUG M3: local_wins resolves a delete-vs-edit without recording a conflict"))] \
-        if _presence_known_bug(base_, local_, remote_, pol, ro) else []
     PRESENCE_MATRIX.append(pytest.param(
-        base_, local_, remote_, pol, newer, ro, marks=marks,
+        base_, local_, remote_, pol, newer, ro,
         id=f"{bid}|L={lid}|R={rid}|{pid}|{'read_only' if ro else 'rw'}"))
 
 
@@ -496,8 +483,6 @@ def test_plan_contact_hand_rows(base: Fields | None, local: Fields | None, remot
 
 # --- delete vs edit: what the conflict record says -------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG M1: the '(contact deleted)' marker is put on the side that still HAS the contact"))
 @pytest.mark.parametrize("policy", [REMOTE, MANUAL, NEWEST])
 def test_delete_vs_edit_marker_names_the_deleting_side_local(policy: Policy) -> None:
     plan = plan_contact(K, BASE, None, R_EDIT, policy=policy)
@@ -506,8 +491,6 @@ def test_delete_vs_edit_marker_names_the_deleting_side_local(policy: Policy) -> 
     assert (c.field, c.local, c.remote) == (DELETED, DELETED, None)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG M1: the '(contact deleted)' marker is put on the side that still HAS the contact"))
 @pytest.mark.parametrize("policy", [REMOTE, MANUAL, NEWEST])
 def test_delete_vs_edit_marker_names_the_deleting_side_remote(policy: Policy) -> None:
     plan = plan_contact(K, BASE, L_EDIT, None, policy=policy)
@@ -529,20 +512,13 @@ def test_newest_wins_delete_vs_edit_ignores_timestamps(newer: bool | None) -> No
 
 WITH_NONE: Fields = {**BASE, "note": None}
 
-_M2 = pytest.mark.xfail(strict=True, reason=(
-    "BUG M2: plan_contact compares whole dicts, so {note: None} != {} and an untouched contact "
-    "looks edited: a deleted row is resurrected, or a contact deleted in the CRM re-created"))
-
-
 @pytest.mark.parametrize("policy", [
-    pytest.param(REMOTE, marks=_M2), pytest.param(NEWEST, marks=_M2),
-    pytest.param(MANUAL, marks=_M2), LOCAL])
+REMOTE, NEWEST, MANUAL, LOCAL])
 def test_local_delete_of_untouched_contact_with_none_field(policy: Policy) -> None:
     assert plan_contact(K, WITH_NONE, None, BASE, policy=policy).actions == (PushDelete(K),)
     assert plan_contact(K, BASE, None, WITH_NONE, policy=policy).actions == (PushDelete(K),)
 
 
-@_M2
 @pytest.mark.parametrize("policy", [REMOTE, NEWEST, MANUAL, LOCAL])
 def test_crm_delete_of_untouched_contact_with_none_field(policy: Policy) -> None:
     assert plan_contact(K, BASE, WITH_NONE, None, policy=policy).actions == (LocalDelete(K),)
@@ -558,10 +534,6 @@ def test_none_field_vs_missing_field_is_no_change_when_both_present() -> None:
 
 # --- a push never sends the CRM a value it should not get -------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG M4: with a manual conflict on one field and a push of another, PushUpdate.fields "
-    "carries the BASE value of the conflicted field; the engine sends all of `fields`, which "
-    "silently reverts the CRM's edit"))
 def test_push_update_keeps_crm_value_of_manual_conflict_field() -> None:
     local = {**BASE, NAME: "L", EMAIL: "an.nguyen@example.vn"}
     remote = {**BASE, NAME: "R"}
@@ -736,9 +708,6 @@ def test_read_only_never_writes_the_crm(v: dict[str, Any]) -> None:
     assert not any(isinstance(a, PushCreate | PushUpdate) for a in acts)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG M4: PushUpdate.fields disagrees with the CRM on a field it does not name as changed "
-    "(the base value of a manual conflict), and the engine sends all of `fields`"))
 @SETTINGS
 @given(versions())
 @example({"base": {NAME: "a"}, "local": {NAME: "b", EMAIL: "c"}, "remote": {NAME: "c"},
@@ -780,21 +749,16 @@ GUARD_ROWS = [
     (100_000, 100_000, 0.1, False),
 ]
 
-FLOAT_BOUNDARY = pytest.mark.xfail(strict=True, reason=(
-    "BUG M5: int(n_known * max_fraction) truncates 100 * 0.29 == 28.999999999999996 to 28"))
-
-
 @pytest.mark.parametrize(("n", "known", "fraction", "allowed"), [
     *[pytest.param(*r, id=f"{r[0]}of{r[1]}@{r[2]}") for r in GUARD_ROWS],
-    pytest.param(29, 100, 0.29, True, id="29of100@0.29", marks=FLOAT_BOUNDARY),
-    pytest.param(57, 100, 0.57, True, id="57of100@0.57", marks=FLOAT_BOUNDARY),
+    pytest.param(29, 100, 0.29, True, id="29of100@0.29"),
+    pytest.param(57, 100, 0.57, True, id="57of100@0.57"),
     pytest.param(30, 100, 0.29, False, id="30of100@0.29"),
 ])
 def test_deletions_allowed(n: int, known: int, fraction: float, allowed: bool) -> None:
     assert deletions_allowed(n, known, fraction) is allowed
 
 
-@pytest.mark.xfail(strict=True, reason="BUG M5: float truncation at the exact fraction")
 @given(st.integers(0, 2000), st.integers(0, 2000), st.integers(0, 100))
 @example(29, 100, 29)
 def test_deletions_allowed_is_exactly_the_fraction(n: int, known: int, percent: int) -> None:

@@ -31,6 +31,7 @@ from sync.store import make_engine
 ROOT = Path(__file__).resolve().parents[2]
 PG_ENV = "CRM_SYNC_TEST_PG_URL"
 API_KEY = "demo-key"
+CANCELLED = "cancelled (shutdown)"  # the engine's note on a run cancelled by a stop
 
 
 def free_port() -> int:
@@ -143,10 +144,12 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     """spawn(args, name=..., **CRM_SYNC settings lower-case) -> Proc; all killed at the end."""
     procs: list[Proc] = []
 
-    def start(args: list[str], name: str = "proc", **settings: Any) -> Proc:
+    def start(args: list[str], name: str = "proc", extra_env: dict[str, str] | None = None,
+              **settings: Any) -> Proc:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("CRM_SYNC_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         env["PYTHONPATH"] = str(ROOT)
+        env.update(extra_env or {})
         env.update({f"CRM_SYNC_{k.upper()}": str(v) for k, v in settings.items()})
         workdir = tmp_path / name
         workdir.mkdir(exist_ok=True)

@@ -20,13 +20,12 @@ from sync.health import (
     Check,
     HealthServer,
     create_app,
-    last_success,
     liveness_check,
     probe,
     probe_url,
     readiness_check,
 )
-from sync.metrics import Metrics
+from sync.metrics import Metrics, last_success
 from sync.store import make_engine
 from sync.store.migrate import upgrade
 from sync.store.state import StateStore

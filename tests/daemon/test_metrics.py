@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 
 from sync.api.client import RequestEvent
 from sync.cycle import COUNTERS, CycleResult
 from sync.metrics import ACTIONS, Metrics
+from sync.store import make_engine
+from sync.store.migrate import upgrade
+from sync.store.state import StateStore
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -71,16 +77,42 @@ def test_requests_by_endpoint_and_status_and_skips() -> None:
     m.observe_request(RequestEvent("list", "POST", 429, 0.01, 1))
     m.observe_request(RequestEvent("add_more", "POST", None, 5.0, 2, "timeout"))
     m.observe_outcome("full", "skipped_locked")
-    m.set_backlog({"pending_create": 7, "error": 2, "synced": 100}, 4)
     s = samples(m)
     assert s[("crm_sync_api_requests_total", (("endpoint", "list"), ("status", "200")))] == 1
     assert s[("crm_sync_api_requests_total", (("endpoint", "list"), ("status", "429")))] == 1
     assert s[("crm_sync_api_requests_total", (("endpoint", "add_more"), ("status", "error")))] \
         == 1
     assert s[("crm_sync_cycles_total", (("kind", "full"), ("result", "skipped_locked")))] == 1
+
+
+class Backlog:
+    """What Metrics.refresh reads of a StateStore, over a real (migrated) database."""
+
+    def __init__(self, engine: Engine, tenant: str) -> None:
+        self.engine, self.tenant = engine, tenant
+
+    def counts(self) -> dict[str, int]:
+        return {"pending_create": 7, "error": 2, "synced": 100}
+
+    def count_open_conflicts(self) -> int:
+        return 4
+
+
+def test_refresh_reads_the_tenant_wide_backlog_and_last_success(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    upgrade(url)
+    engine = make_engine(url)
+    store = StateStore(engine, "acme")
+    run = store.start_run("sync")
+    store.finish_run(run, status="ok", counts={}, api_calls={})  # by another replica, say
+    m = Metrics()
+    m.refresh(Backlog(engine, "acme"))  # type: ignore[arg-type]
+    s = samples(m)
     assert s[("crm_sync_pending_creates", ())] == 7
     assert s[("crm_sync_rows_in_error", ())] == 2
     assert s[("crm_sync_open_conflicts", ())] == 4
+    assert abs(s[("crm_sync_last_success_timestamp_seconds", ())] - time.time()) < 60
+    engine.dispose()
 
 
 def test_registries_are_isolated() -> None:

@@ -30,6 +30,9 @@ PG_ENV = "CRM_SYNC_TEST_PG_URL"
 API_KEY = "demo-key"
 
 MakeHarness = Callable[..., Harness]
+# Re-check a pending create only after the emulator's default add-more delay (0.2 s) has passed:
+# a lookup before that finds nothing, and a re-send then makes a duplicate (duplicate_on_resend).
+RECHECK = 0.5
 
 
 def _with_search_path(url: str, schema: str) -> str:
@@ -82,7 +85,7 @@ def make_harness(db: Db, tmp_path: Path) -> Iterator[MakeHarness]:
             base_url=server.url, api_key=config.api_key, database_url=db.url,
             mapping_file=mapping_file, tenant=f"t-{secrets.token_hex(4)}", page_size=100,
             concurrency=4, batch_size=100, conflict_policy="remote_wins",
-            max_delete_fraction=0.1, pending_recheck_seconds=0.0, max_retries=5,
+            max_delete_fraction=0.1, pending_recheck_seconds=RECHECK, max_retries=5,
             backoff_max=0.05, read_timeout=10.0)
         values.update(settings)
         try:

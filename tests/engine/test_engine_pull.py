@@ -110,3 +110,36 @@ async def test_no_op_cycle_makes_zero_write_calls(make_harness: MakeHarness, ord
     assert h.rows() == rows_before
     assert h.emulator.contacts() == crm_before
     assert_mirrored(h)
+
+
+async def test_local_edits_to_read_only_contacts_are_reported_never_sent(
+        make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": 30, "seed": 5})
+    await h.cycle()
+    key = sorted(k for k in h.rows() if k.startswith("crm:"))[0]
+    crm_before = h.crm()[key]
+    h.update(key, job_title="Sửa ở bảng", phone="0909 111 222")
+    for _ in range(2):
+        r = await h.cycle()
+        assert r.status == "ok", r.notes
+        assert not write_calls(r.api_calls), r.api_calls
+        assert r.counts["read_only_edits"] == 1
+    state = h.states()[key]
+    assert state.status == "read_only"
+    assert "job_title" in (state.last_error or "") and "phone" in (state.last_error or "")
+    assert h.crm()[key] == crm_before
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (contract): a contact made in the CRM's interface is pull-only (omicall-api.md), yet "
+    "deleting its mirror row locally deletes the agent's contact in the CRM: plan_contact "
+    "plans PushDelete without looking at read_only"))
+async def test_deleting_a_read_only_row_does_not_delete_the_crm_contact(
+        make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": 30, "seed": 5})
+    await h.cycle()
+    key = sorted(k for k in h.rows() if k.startswith("crm:"))[0]
+    h.delete(key)
+    r = await h.cycle()
+    assert "delete" not in r.api_calls, r.api_calls
+    assert key in h.crm()

@@ -97,8 +97,10 @@ async def test_inserts_updates_deletes_reach_the_crm_once(make_harness: MakeHarn
 
 
 async def test_dropped_creates_are_resent_only_after_a_lookup(make_harness: MakeHarness) -> None:
+    # seed 1: every item is created within the engine's 5 attempts (each dropped at most 4
+    # times); the give-up after 5 has a test of its own below
     transport = Hooked()
-    h = make_harness({"contacts": 0, "seed": 2, "add_more_delay": 0.05,
+    h = make_harness({"contacts": 0, "seed": 1, "add_more_delay": 0.05,
                       "add_more_drop_rate": 0.5, "duplicate_on_resend": True},
                      pending_recheck_seconds=0.15, transport=transport)
     new = app_rows("DROP", 12)
@@ -106,9 +108,39 @@ async def test_dropped_creates_are_resent_only_after_a_lookup(make_harness: Make
     await h.settle(max_cycles=80, pause=0.1)
     refs = [n["ref_id"] for n in new]
     _one_each(h, refs)
-    assert h.emulator.stats()["add_more"] >= 2  # some were dropped and sent again
+    sends = Counter(i["refId"] for e in transport.calls("add-more") for i in e.body)
+    assert max(sends.values()) >= 2  # some were dropped and sent again
     _resends_were_checked(transport.log)
     assert_mirrored(h)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: a create the engine gives up on (5 add-more attempts, never shown) keeps status "
+    "pending_create: the cycle says 'partial' with exit code 0, later cycles say nothing, and "
+    "`attempts` / the message's count grow every cycle without a send"))
+async def test_create_given_up_after_max_attempts_is_reported(make_harness: MakeHarness) -> None:
+    transport = Hooked()
+    h = make_harness({"contacts": 0, "add_more_delay": 0.02, "add_more_drop_rate": 1.0},
+                     pending_recheck_seconds=0.03, transport=transport)
+    h.insert(*app_rows("LOST", 1))
+    results = []
+    for _ in range(60):
+        results.append(await h.cycle())
+        if any(r.counts["errors"] for r in results):
+            break
+        await asyncio.sleep(0.03)
+    gave_up = results[-1]
+    assert gave_up.counts["errors"] == 1
+    assert len(transport.calls("add-more")) == 5  # MAX_CREATE_ATTEMPTS, each after a lookup
+    _resends_were_checked(transport.log)
+    assert h.crm_by_ref("LOST-0001") == []
+    state = h.states()["LOST-0001"]
+    assert "add-more" in (state.last_error or "")
+    assert gave_up.exit_code == 3, f"{gave_up.status}, exit {gave_up.exit_code}"
+    later = await h.cycle()
+    assert later.exit_code == 3 and later.rows_in_error == 1
+    assert len(transport.calls("add-more")) == 5
+    assert h.states()["LOST-0001"].attempts == 5, h.states()["LOST-0001"]
 
 
 async def test_add_more_answer_lost_then_no_duplicate(make_harness: MakeHarness) -> None:
@@ -198,7 +230,8 @@ async def test_crash_around_add_more_never_duplicates(make_harness: MakeHarness,
     h.restart()
     await h.settle(pause=0.1)
     _one_each(h, [n["ref_id"] for n in new])
-    assert h.emulator.stats()["add_more"] == (1 if when == "after_send" else 2)
+    assert h.emulator.stats()["add_more"] == 1  # received once: sent once, or sent again
+    assert len(transport.calls("add-more")) == (1 if when == "after_send" else 2)
     _resends_were_checked(transport.log)
     assert_mirrored(h)
 
@@ -265,5 +298,20 @@ async def test_pushed_update_keeps_second_phone_email_and_unmapped_data(
     assert_mirrored(h)
 
 
-def test_counter_helper() -> None:  # keeps the import of Counter honest for ruff
-    assert Counter("aa")["a"] == 2
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: the cycle that confirms a pending create (state -> synced) leaves the row's crm_id "
+    "NULL; only the next cycle writes it"))
+async def test_crm_id_is_written_when_a_create_is_confirmed(make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": 3, "add_more_delay": 0.05}, pending_recheck_seconds=0.1)
+    h.insert(*app_rows("CID", 1))
+    await h.cycle()
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        await h.cycle()
+        if h.states()["CID-0001"].status == "synced":
+            break
+    state = h.states()["CID-0001"]
+    assert state.status == "synced" and state.public_id
+    row = h.row("CID-0001")
+    assert row is not None and row["crm_id"] == state.public_id

@@ -1,0 +1,116 @@
+"""Scenario 6: deletions. CRM deletes arrive only with `full=True`, confirmed by a lookup, and
+go to tombstones with the last values; local deletes delete in the CRM; a mass disappearance on
+either side trips the guard: refused, exit code 1, nothing deleted."""
+
+from __future__ import annotations
+
+from .conftest import MakeHarness
+from .helpers import Hooked, assert_mirrored, write_calls
+
+N = 50
+
+
+async def test_crm_deletes_arrive_only_with_full_and_a_confirming_lookup(
+        make_harness: MakeHarness) -> None:
+    transport = Hooked()
+    h = make_harness({"contacts": N, "seed": 31, "page_size_cap": 20}, transport=transport)
+    await h.cycle()
+    crm = h.crm()
+    with_ref = sorted(k for k in crm if not k.startswith("crm:"))[7]
+    ui_made = sorted(k for k in crm if k.startswith("crm:"))[0]
+    last = {k: h.row(k) for k in (with_ref, ui_made)}
+    for k in (with_ref, ui_made):
+        h.emulator.agent_delete(crm[k]["public_id"])
+
+    r = await h.cycle()  # a plain cycle believes nothing
+    assert r.status == "ok" and r.counts["deleted_local"] == 0
+    assert with_ref in h.rows() and ui_made in h.rows()
+    assert h.tombstones() == []
+
+    transport.log.clear()
+    r = await h.cycle(full=True)
+    assert r.status == "ok", r.notes
+    assert r.counts["deleted_local"] == 2
+    assert not write_calls(r.api_calls)
+    assert with_ref not in h.rows() and ui_made not in h.rows()
+    assert with_ref not in h.states() and ui_made not in h.states()
+    # confirmed one by one, after the listing: by ref_id, or by public_id without one
+    lists = [i for i, e in enumerate(transport.log) if e.path.endswith("/contacts/list")]
+    lookups = {(e.path.rsplit("/", 1)[-1], tuple(sorted(e.params.items())))
+               for e in transport.log[max(lists):] if e.method == "GET" and e.status == 200}
+    assert ("get", (("ref_id", with_ref),)) in lookups
+    assert (crm[ui_made]["public_id"], ()) in lookups  # details/{public_id}
+    stones = {t["key"]: t for t in h.tombstones()}
+    assert set(stones) == {with_ref, ui_made}
+    for k, row in last.items():
+        assert row is not None
+        t = stones[k]
+        assert (t["side"], t["public_id"]) == ("remote", crm[k]["public_id"])
+        assert t["values"]["full_name"] == row["full_name"]
+        assert t["values"]["phone"] == row["phone"]
+        assert t["values"]["crm_id"] == row["crm_id"]
+    await h.settle(full=True)
+    assert_mirrored(h)
+
+
+async def test_eighty_percent_disappearance_in_the_crm_trips_the_guard(
+        make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": N, "seed": 32})
+    await h.cycle()
+    rows_before, states_before = h.rows(), h.states()
+    for w in h.emulator.contacts()[: int(N * 0.8)]:
+        h.emulator.agent_delete(w["public_id"])
+
+    r = await h.cycle()
+    assert r.status == "ok" and r.counts["deleted_local"] == 0
+    for _ in range(2):  # and it stays refused: nothing leaks out cycle after cycle
+        r = await h.cycle(full=True)
+        assert r.status == "refused" and r.exit_code == 1
+        assert any("MAX_DELETE_FRACTION" in n for n in r.notes), r.notes
+        assert r.counts["deleted_local"] == 0
+        assert h.rows() == rows_before
+        assert h.states().keys() == states_before.keys()
+        assert h.tombstones() == []
+    assert not write_calls(h.emulator.stats())
+
+
+async def test_local_deletes_reach_the_crm(make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": N, "seed": 33})
+    await h.cycle()
+    keys = sorted(k for k in h.rows() if not k.startswith("crm:"))[10:13]
+    ids = {k: h.row(k)["crm_id"] for k in keys}  # type: ignore[index]
+    last = {k: h.states()[k].base for k in keys}
+    h.delete(*keys)
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert write_calls(r.api_calls) == {"delete": 3}
+    assert r.counts["deleted_remote"] == 3
+    for k, pid in ids.items():
+        assert h.emulator.contact(pid)["is_deleted"] is True  # type: ignore[index]
+        assert h.crm_by_ref(k) == []
+        assert k not in h.states()
+    stones = {t["key"]: t for t in h.tombstones()}
+    assert {k: (stones[k]["side"], stones[k]["public_id"]) for k in keys} == {
+        k: ("local", ids[k]) for k in keys}
+    for k in keys:  # the last agreed values, nothing lost
+        assert stones[k]["values"]["full_name"] == last[k]["full_name"]  # type: ignore[index]
+    await h.settle(full=True)
+    assert_mirrored(h)
+
+
+async def test_mass_local_deletion_trips_the_guard(make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": N, "seed": 34})
+    await h.cycle()
+    crm_before, states_before = h.emulator.contacts(), h.states()
+    h.execute("DELETE FROM contacts")
+    for full in (False, True):
+        r = await h.cycle(full=full)
+        assert r.status == "refused" and r.exit_code == 1
+        assert any("MAX_DELETE_FRACTION" in n for n in r.notes), r.notes
+        assert not write_calls(r.api_calls)
+        assert h.emulator.contacts() == crm_before
+        assert h.states().keys() == states_before.keys()
+        assert h.tombstones() == []
+    # the app's deletion is not undone either (the operator decides); only pull-only
+    # contacts made in the CRM's interface may come back to the mirror
+    assert [k for k in h.rows() if not k.startswith("crm:")] == []
