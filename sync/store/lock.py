@@ -8,7 +8,8 @@ its connection and the server frees the lock at once. The holder is also written
 SQLite and other databases: a lease row in `sync_lease` taken atomically (an UPDATE that only
 succeeds when the lease expired or is ours, else an INSERT that fails when the row exists) and
 renewed by a heartbeat thread every lease/3. A holder that dies stops blocking others when its
-lease expires (30 s by default).
+lease expires (30 s by default), or at once for a process of the same host and PID namespace
+that is known to be gone.
 """
 
 from __future__ import annotations
@@ -34,8 +35,33 @@ from sync.store.schema import sync_lease, utcnow
 __all__ = ["TenantLock", "advisory_key", "default_holder"]
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").rstrip("]")
+    except OSError:
+        return "?"
+
+
 def default_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`host:pid@pidns`: the namespace tells apart containers that share a hostname (a pod)."""
+    return f"{socket.gethostname()}:{os.getpid()}@{_pid_namespace()}"
+
+
+def _dead_here(holder: str) -> bool:
+    """True when `holder` names a process of this host and PID namespace that no longer runs:
+    its lease need not be waited out (a `kill -9` leaves one behind)."""
+    who = holder.split(" #", 1)[0]
+    host, _, rest = who.rpartition(":")
+    pid, _, ns = rest.partition("@")
+    if host != socket.gethostname() or ns != _pid_namespace() or ns == "?" or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, under another user
+    return False
 
 
 def advisory_key(tenant: str) -> int:
@@ -154,7 +180,14 @@ class TenantLock:
                 conn.execute(sync_lease.insert().values(tenant=self.tenant, **values))
             return None
         except IntegrityError:
-            return self._current_holder()
+            holder, expires = self._current_holder()
+        if _dead_here(holder):
+            with self.engine.begin() as conn:  # only if that dead holder still has it
+                taken = conn.execute(sync_lease.update().where(
+                    c.tenant == self.tenant, c.holder == holder).values(values))
+            if taken.rowcount == 1:
+                return None
+        return holder, expires
 
     def _try_pg(self) -> tuple[str, datetime | None] | None:
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")

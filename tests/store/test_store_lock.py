@@ -24,7 +24,8 @@ HOLDER = """
 import sys, time
 from sync.store import make_engine
 from sync.store.lock import TenantLock
-lock = TenantLock(make_engine(sys.argv[1]), sys.argv[2], holder="child",
+holder = None if sys.argv[4:] == ["default"] else "child"
+lock = TenantLock(make_engine(sys.argv[1]), sys.argv[2], holder=holder,
                   lease_seconds=float(sys.argv[3]))
 lock.acquire(timeout=10)
 print("ACQUIRED", flush=True)
@@ -161,6 +162,33 @@ def test_a_killed_holder_stops_blocking(engine: Engine, tenant: str,
         assert waited < limit, waited
     finally:
         lock.release()
+
+
+def test_a_dead_holder_on_this_host_is_not_waited_for(tmp_path: Path, tenant: str) -> None:
+    """kill -9 leaves a SQLite lease behind; a process of this host that is gone is known to
+    hold nothing, so its 60 s lease is not waited out."""
+    from sync.store import make_engine
+    from sync.store.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'lease.db'}"
+    upgrade(url)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url, tenant, "60", "default"], stdout=subprocess.PIPE,
+        text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ACQUIRED"
+    engine = make_engine(url)
+    lock = TenantLock(engine, tenant, lease_seconds=60)
+    try:
+        with pytest.raises(LockBusy, match=f":{proc.pid}@"):
+            lock.acquire(wait=False)  # alive: busy
+        proc.kill()
+        proc.wait()
+        lock.acquire(wait=False)  # dead: taken at once
+        assert lock.held
+    finally:
+        lock.release()
+        proc.kill()
+        engine.dispose()
 
 
 @pytest.mark.postgres
