@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from sync.convert import validate_for_push
 from sync.cycle import CycleContext, PendingDelete
 from sync.errors import NotSent, RemoteError
 from sync.merge import (
@@ -151,6 +152,10 @@ class Applier:
                     elif isinstance(a, PushDelete):
                         ctx.deletes.append(PendingDelete(it.key, it.remote.public_id, it.state,
                                                          None, None, "local", it.remote))
+                if (crm_id and now_row is not None
+                        and not any(isinstance(a, PullUpdate) for a in acts)
+                        and now_row.get(str(self.spec.crm_id_column)) != it.remote.public_id):
+                    e.local.update(conn, it.key, crm_id)  # e.g. a create just confirmed
                 if it.remote.ref_id is None or e.read_only_table:
                     status = "read_only" if status == "synced" else status
                 if push is not None:  # the base is saved once the CRM took the push
@@ -211,6 +216,12 @@ class Applier:
         done: list[SyncState] = []
 
         async def one(it: ChunkItem, push: PushUpdate, after: SyncState) -> None:
+            problems = validate_for_push(push.fields)
+            if problems:  # what the CRM would refuse (or update_body raise on): a row error
+                self.ctx.counts["updated_remote"] -= 1
+                self.row_error(it.key, it.state, "; ".join(problems),
+                               public_id=it.remote.public_id)
+                return
             contact = e.conv.to_contact(it.remote.ref_id, push.fields, it.remote)
             async with sem:
                 try:
@@ -264,6 +275,9 @@ class Applier:
         if public_id is None and d.state is not None and d.state.status == "pending_create":
             found = await e.client.get(ref_id=d.key)  # created meanwhile? then delete it too
             public_id = found.public_id if found else None
+            since = d.state.pending_since or ctx.now
+            if public_id is None and ctx.now - since < e.pending_recheck * 2 ** 5:
+                return  # add-more may still create it: keep the state; the pull deletes it
         if public_id:
             await e.client.delete(public_id)  # False means already gone: fine
             ctx.counts["deleted_remote"] += 1

@@ -4,31 +4,25 @@ the dynamic attribute layout. Each problem raises a ConfigError naming what is w
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
+from sync.api.adapter import LayoutField
 from sync.errors import ConfigError
 from sync.mapping import MappingSpec
-from sync.mapping_file import load_mapping
+from sync.mapping_file import load_mapping, locate
 from sync.settings import Settings
 from sync.status import safe_url
 from sync.store import make_engine
 from sync.store.local import check_table
 
-# Which layout field_types a mapped column type can hold.
-_FITS = {
-    "text": {"single_text", "multi_text", "radio", "select", "number", "date", "checkbox"},
-    "json": {"checkbox", "select", "single_text", "multi_text", "radio"},
-    "integer": {"number"},
-    "number": {"number"},
-    "date": {"date"},
-    "boolean": {"checkbox", "radio"},
-}
-
 
 def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
     done = [f"settings (tenant {settings.tenant_id}, CRM {settings.base_url})"]
     spec = load_mapping(settings.mapping_file)
-    done.append(f"mapping {settings.mapping_file}: table {spec.table!r}, "
-                f"{len(spec.fields)} mapped fields")
+    kinds = [sum(1 for f in spec.fields if getattr(f, k) is not None)
+             for k in ("field", "custom", "dynamic")]
+    done.append(f"mapping {settings.mapping_file}: table {spec.table!r}, {len(spec.fields)} "
+                f"mapped fields ({kinds[0]} standard, {kinds[1]} custom, {kinds[2]} dynamic)")
     db = make_engine(settings.database_url)
     try:
         with db.connect():
@@ -42,11 +36,41 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
     finally:
         db.dispose()
     if problems:
-        raise ConfigError("the table does not fit the mapping:\n  " + "\n  ".join(problems))
+        raise ConfigError(
+            f"{settings.mapping_file}: the existing table {spec.table!r} does not fit the "
+            "mapping:\n  " + "\n  ".join(problems) + "\n  (add or alter those columns, or map "
+            "the table's own columns; a table that does not exist is created)")
     done.append(f"database {safe_url(settings.database_url)}")
     if online:
         done += asyncio.run(_online(settings, spec))
     return done
+
+
+def layout_problems(spec: MappingSpec, layout: Mapping[str, LayoutField]
+                    ) -> list[tuple[int, str]]:
+    """(index in fields, problem): each way the mapping's dynamic attributes disagree with the
+    tenant's layout."""
+    problems: list[tuple[int, str]] = []
+    for i, f in enumerate(spec.fields):
+        if f.dynamic is None:
+            continue
+        where = f"fields[{i}].dynamic (column {f.column!r})"
+        have = layout.get(f.dynamic)
+        if have is None:
+            problems.append((i, f"{where}: dynamic field_code {f.dynamic!r} is not in the tenant's "
+                            f"layout; it has: " + (", ".join(
+                                f"{c} ({v.field_name}, {v.field_type})"
+                                for c, v in sorted(layout.items())) or "none")))
+        elif have.field_type != f.field_type:
+            problems.append((i, f"{where}: dynamic {f.dynamic!r} ({have.field_name}) is a "
+                            f"{have.field_type} in the tenant's layout, the mapping says "
+                            f"field_type {f.field_type!r}"))
+        elif f.values and have.options:
+            missing = sorted(set(f.values.values()) - set(have.options))
+            if missing:
+                problems.append((i, f"{where}: values maps to {', '.join(map(repr, missing))}, "
+                                f"not options of {f.dynamic!r} ({', '.join(have.options)})"))
+    return problems
 
 
 async def _online(settings: Settings, spec: MappingSpec) -> list[str]:
@@ -58,22 +82,12 @@ async def _online(settings: Settings, spec: MappingSpec) -> list[str]:
                          timeout=settings.read_timeout, max_retries=settings.max_retries) as c:
         await c.authenticate()
         layout = {f.field_code: f for f in await c.layout()}
-    problems = []
-    for f in spec.fields:
-        if not f.dynamic:
-            continue
-        have = layout.get(f.dynamic)
-        if have is None:
-            problems.append(f"dynamic field_code {f.dynamic!r} (column {f.column!r}) is not in "
-                            f"the tenant's layout; it has: {', '.join(sorted(layout)) or 'none'}")
-        elif have.field_type != f.field_type:
-            problems.append(f"dynamic {f.dynamic!r}: the mapping says field_type "
-                            f"{f.field_type!r}, the tenant's layout says {have.field_type!r}")
-        elif have.field_type not in _FITS[f.column_type]:
-            problems.append(f"dynamic {f.dynamic!r} ({have.field_type}) cannot be kept in a "
-                            f"{f.column_type} column ({f.column!r})")
+    problems = layout_problems(spec, layout)
     if problems:
-        raise ConfigError(f"{settings.mapping_file}: " + "; ".join(problems))
+        file = settings.mapping_file
+        raise ConfigError("the mapping does not fit the tenant's dynamic attribute layout:\n  "
+                          + "\n  ".join(f"{file}:{locate(file, ('fields', i, 'dynamic')) or '?'}"
+                                        f": {msg}" for i, msg in problems))
     return [f"API key accepted by {settings.base_url} (fingerprint "
             f"{settings.api_key_fingerprint})",
             f"dynamic attribute layout: {len(layout)} fields, mapping's dynamic fields present"]

@@ -16,6 +16,7 @@ from rich.console import Console
 from sync import __version__, logs
 from sync.cycle import CycleOptions, CycleResult, ExitCode
 from sync.errors import AuthError, ConfigError, CrmSyncError, LockBusy
+from sync.notes_cli import notes_app
 from sync.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
          "Settings come from CRM_SYNC_* environment variables and .env; see .env.example.")
 db_app = typer.Typer(help="The bookkeeping schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(notes_app, name="notes")
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -150,8 +152,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
         out.print_json(json.dumps(data, default=str, ensure_ascii=False))
     else:
         print_status(out, data)
-    states = data["states"]
-    attention = states.get("error", 0) + data["open_conflicts"]
+    states, notes = data["states"], data.get("notes") or {}
+    attention = (states.get("error", 0) + data["open_conflicts"] + notes.get("failed", 0)
+                 + notes.get("unknown", 0))
     raise typer.Exit(ExitCode.ROWS_NEED_ATTENTION if attention else ExitCode.OK)
 
 

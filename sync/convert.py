@@ -2,79 +2,50 @@
 
 Pure: no I/O. Both sides are projected onto the same canonical Fields so that the merge
 compares like with like, and a value that round-trips is never seen as a change.
+
+Field names: a standard field by its name (`phone`), a mapped custom field `custom:<label>`,
+a dynamic attribute `dynamic:<field_code>`, a custom field no column claims (kept in the JSON
+column) `custom_fields:<label>`, and `@mapping`: a fingerprint of the mapping, equal on both
+sides, which the agreed base keeps so that `rebase` can tell which fields the mapping changed
+since (their recorded base is dropped: a new or re-pointed column is pulled, never pushed empty).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
-from datetime import date, datetime
+from datetime import date
+from hashlib import blake2b
 from typing import Any
 
+from sync import transform as tf
 from sync.mapping import FieldMap, MappingSpec
 from sync.record import (
-    CUSTOM_PREFIX,
+    GENDERS,
     Contact,
     CustomEntry,
     DynamicValue,
     Fields,
     FieldValue,
     Item,
-    norm_email,
-    norm_gender,
-    norm_multiline,
-    norm_phone,
-    norm_tags,
     norm_text,
-    parse_date,
 )
+from sync.transform import from_crm as canon
+
+__all__ = ["EXTRA_PREFIX", "MAPPING_KEY", "Converter", "RowError", "canon", "validate_for_push"]
 
 DEFAULT_KIND = "personal"
+EXTRA_PREFIX = "custom_fields:"  # an unclaimed custom field, kept in the JSON column
+MAPPING_KEY = "@mapping"
 
 
 class RowError(ValueError):
-    """A local value that cannot be converted; the message names the column."""
+    """A value that cannot be converted; the message names the column (and the CRM field)."""
 
 
-def _norm_number(value: object) -> str | None:
-    text = norm_text(value)
-    if text is None:
-        return None
-    try:
-        num = float(text.replace(",", "."))
-    except ValueError:
-        return text
-    return str(int(num)) if num.is_integer() else repr(num)
-
-
-def canon(f: FieldMap, value: object) -> FieldValue:
-    """A value in the CRM's vocabulary to its canonical form for field `f`."""
-    name = f.field or ""
-    if f.is_list:
-        items: Iterable[object] = (
-            () if value is None else value if isinstance(value, list | tuple | set | frozenset)
-            else [value])
-        if name in ("phones", "emails"):
-            norm = norm_phone if name == "phones" else norm_email
-            return tuple(dict.fromkeys(v for v in (norm(i) for i in items) if v))
-        return norm_tags(items)
-    if value is None or value == "":
-        return None
-    if f.is_date:
-        return parse_date(value)
-    if name == "phone":
-        return norm_phone(value)
-    if name in ("email", "owner_email"):
-        return norm_email(value)
-    if name == "gender":
-        return norm_gender(value)
-    if name == "note" or f.field_type == "multi_text":
-        return norm_multiline(value)
-    if f.field_type == "number":
-        return _norm_number(value)
-    return norm_text(value)
+def _digest(*parts: object) -> str:
+    return blake2b(repr(parts).encode(), digest_size=4).hexdigest()
 
 
 class Converter:
@@ -84,105 +55,124 @@ class Converter:
         self.spec = spec
         self.fields = spec.fields
         self.claimed = spec.claimed_custom
-        self._reverse = {f.name: {v: k for k, v in f.values.items()} for f in spec.fields}
+        self.extra_col = spec.custom_fields_column
+        # fields whose column may refuse a CRM value: checked on the way in, per contact
+        self._fit = frozenset(f.name for f in spec.fields if (
+            f.values and f.column_type != "text") or (f.is_list and f.format == "delimited"))
+        sigs = {f.name: _digest(f.name, f.model_dump(exclude={"direction"}))
+                for f in spec.fields}
+        if spec.ref_code_column:
+            sigs["ref_code"] = _digest("ref_code", spec.ref_code_column)
+        if self.extra_col:
+            sigs[EXTRA_PREFIX] = _digest(EXTRA_PREFIX, self.extra_col)
+        self._sigs = sigs
+        self.signature: frozenset[str] = frozenset(sigs.values())
 
     # --- local row -> canonical ---------------------------------------------------------------
 
     def row_fields(self, row: Mapping[str, Any]) -> Fields:
-        out: Fields = {}
+        out: Fields = {MAPPING_KEY: self.signature}
         for f in self.fields:
-            raw = row.get(f.column)
             try:
-                out[f.name] = canon(f, self._from_column(f, raw))
+                out[f.name] = tf.from_column(f, row.get(f.column))
             except (ValueError, TypeError) as exc:
                 raise RowError(f"column {f.column!r}: {exc}") from None
         spec = self.spec
         if spec.ref_code_column:
             out["ref_code"] = norm_text(row.get(spec.ref_code_column))
-        if spec.custom_fields_column:
-            extra = _json(row.get(spec.custom_fields_column))
-            if extra is not None and not isinstance(extra, dict):
-                raise RowError(f"column {spec.custom_fields_column!r}: not a JSON object")
-            for label, value in (extra or {}).items():
-                key = norm_text(label)
-                if key and key not in self.claimed:
-                    out[CUSTOM_PREFIX + key] = norm_text(value)
+        if self.extra_col:
+            for label, value in self._extra(row).items():
+                out[EXTRA_PREFIX + label] = value
         return out
 
-    def _from_column(self, f: FieldMap, raw: object) -> object:
-        if raw is None or raw == "":
-            return f.default
-        if f.is_list:
-            if f.format == "delimited" and isinstance(raw, str):
-                return [p for p in raw.split(f.separator)]
-            return _json(raw)
-        if f.is_date and isinstance(raw, str) and f.column_type == "text":
-            return datetime.strptime(raw.strip(), f.date_format).date()
-        if isinstance(raw, bool | int | float) and not f.is_date:
-            raw = str(raw).lower() if isinstance(raw, bool) else str(raw)
-        if f.values:
-            return f.values.get(str(raw), raw)
-        return raw
+    def _extra(self, row: Mapping[str, Any]) -> dict[str, str]:
+        """The JSON column's unclaimed labels, normalised (claimed ones are ignored)."""
+        col = str(self.extra_col)
+        raw = row.get(col)
+        try:
+            data = tf.json_object(raw)
+        except ValueError as exc:
+            raise RowError(f"column {col!r}: {exc}") from None
+        out: dict[str, str] = {}
+        for label, value in data.items():
+            key = norm_text(label)
+            if isinstance(value, dict | list):
+                raise RowError(f"column {col!r}: {label!r} holds a {type(value).__name__}, "
+                               "not a plain value")
+            text = tf.literal(value)
+            if key and key not in self.claimed and text is not None and key not in out:
+                out[key] = text
+        return out
 
     # --- canonical -> local row ---------------------------------------------------------------
 
-    def row_values(self, fields: Mapping[str, FieldValue]) -> dict[str, Any]:
-        """Column values for the fields present in `fields` (a full record or just changes)."""
+    def row_values(self, fields: Mapping[str, FieldValue],
+                   row: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Column values for the fields present in `fields`: a full record, or just changes.
+
+        With changes, give the row they apply to: its JSON column keeps the unclaimed custom
+        fields the changes do not mention.
+        """
         out: dict[str, Any] = {}
         for f in self.fields:
             if f.name in fields:
-                out[f.column] = self._to_column(f, fields[f.name])
+                try:
+                    out[f.column] = tf.to_column(f, fields[f.name])
+                except (ValueError, TypeError) as exc:
+                    raise RowError(f"column {f.column!r}: {exc}") from None
         spec = self.spec
         if spec.ref_code_column and "ref_code" in fields:
             out[spec.ref_code_column] = fields["ref_code"]
-        if spec.custom_fields_column and any(k.startswith(CUSTOM_PREFIX) for k in fields):
-            extra = {k[len(CUSTOM_PREFIX):]: v for k, v in sorted(fields.items())
-                     if k.startswith(CUSTOM_PREFIX) and k[len(CUSTOM_PREFIX):] not in self.claimed
-                     and v is not None}
-            out[spec.custom_fields_column] = extra or None
+        changed = {k[len(EXTRA_PREFIX):]: v for k, v in fields.items()
+                   if k.startswith(EXTRA_PREFIX)}
+        full = MAPPING_KEY in fields  # a whole record replaces the JSON object
+        if self.extra_col and (changed or full or self._stale(row)):
+            extra: dict[str, Any] = {} if full or row is None else dict(self._extra(row))
+            for label, v in changed.items():
+                if v is None:
+                    extra.pop(label, None)
+                elif label not in self.claimed:
+                    extra[label] = tf.to_crm_text(v)
+            out[self.extra_col] = dict(sorted(extra.items())) or None
         return out
 
-    def _to_column(self, f: FieldMap, value: FieldValue) -> Any:
-        if value is None or value == frozenset() or value == ():
-            return None
-        if isinstance(value, frozenset | tuple):
-            items = sorted(value) if isinstance(value, frozenset) else list(value)
-            return f.separator.join(items) if f.format == "delimited" else items
-        if isinstance(value, date):
-            return value if f.column_type == "date" else value.strftime(f.date_format)
-        value = self._reverse[f.name].get(str(value), value)
-        kind = f.column_type
+    def _stale(self, row: Mapping[str, Any] | None) -> bool:
+        """Does the row's JSON column still hold a label a column now claims?"""
+        if row is None or not self.claimed:
+            return False
         try:
-            if kind == "integer":
-                return int(float(str(value)))
-            if kind == "number":
-                return float(str(value))
-            if kind == "boolean":
-                return str(value).lower() in ("1", "true", "yes", "on", "có")
+            return any(norm_text(k) in self.claimed for k in tf.json_object(
+                row.get(str(self.extra_col))))
         except ValueError:
-            raise RowError(f"column {f.column!r}: CRM value {value!r} is not a {kind}") from None
-        return value
+            return False
 
     # --- CRM contact -> canonical ---------------------------------------------------------------
 
     def remote_fields(self, c: Contact) -> Fields:
-        out: Fields = {}
+        out: Fields = {MAPPING_KEY: self.signature}
         for f in self.fields:
-            out[f.name] = canon(f, self._from_contact(f, c))
+            value = self._from_contact(f, c)
+            try:
+                out[f.name] = v = canon(f, value)
+                if f.name in self._fit:
+                    tf.to_column(f, v)
+            except (ValueError, TypeError) as exc:
+                raise RowError(f"the CRM's {f.source} ({value!r}) does not fit column "
+                               f"{f.column!r}: {exc}") from None
         if self.spec.ref_code_column:
             out["ref_code"] = c.ref_code
-        if self.spec.custom_fields_column:
+        if self.extra_col:
             for entry in c.custom:
-                name = CUSTOM_PREFIX + entry.label
+                name = EXTRA_PREFIX + entry.label
                 if entry.label not in self.claimed and name not in out:
                     out[name] = norm_text(entry.value)
         return out
 
     @staticmethod
     def _from_contact(f: FieldMap, c: Contact) -> object:
-        if f.custom:
+        if f.custom is not None:
             return next((e.value for e in c.custom if e.label == f.custom), None)
-        if f.dynamic:
+        if f.dynamic is not None:
             dv = c.dynamic.get(f.dynamic)
             if dv is None:
                 return None
@@ -195,6 +185,28 @@ class Converter:
             return [i.value for i in (c.phones if name == "phones" else c.emails)]
         return getattr(c, str(name))
 
+    # --- the agreed base, seen through the current mapping --------------------------------------
+
+    def rebase(self, base: Fields) -> Fields:
+        """`base` without what the current mapping does not produce (fields no longer mapped,
+        custom fields removed) nor what it produces differently since the base was recorded
+        (a new, re-pointed or re-typed column): for those, the base was never recorded, so
+        the merge pulls the CRM's value instead of pushing an empty column."""
+        old = base.get(MAPPING_KEY)
+        # a base recorded before fingerprints existed is trusted as is
+        known = old if isinstance(old, frozenset) else self.signature
+        sigs = self._sigs
+        out: Fields = {}
+        for name, value in base.items():
+            if name == MAPPING_KEY:
+                out[name] = value
+                continue
+            sig = sigs.get(EXTRA_PREFIX if name.startswith(EXTRA_PREFIX) else name)
+            if sig is not None and sig in known and (value is not None
+                                                     or not name.startswith(EXTRA_PREFIX)):
+                out[name] = value
+        return out
+
     # --- canonical -> CRM contact to push -------------------------------------------------------
 
     def to_contact(self, ref_id: str | None, fields: Fields, previous: Contact | None) -> Contact:
@@ -205,17 +217,17 @@ class Converter:
         """
         c = previous or Contact(ref_id=ref_id)
         changes: dict[str, Any] = {"ref_id": ref_id or c.ref_id}
-        custom = {e.label: e for e in c.custom}
+        custom = list(c.custom)
         dynamic = dict(c.dynamic)
         for f in self.fields:
             if f.name not in fields:
                 continue
             v = fields[f.name]
-            if f.custom:
-                _set_custom(custom, f.custom, v)
-            elif f.dynamic:
-                vals = (tuple(sorted(v)) if isinstance(v, frozenset)
-                        else () if v is None else (_wire_text(v),))
+            if f.custom is not None:
+                _set_custom(custom, f.custom, None if v is None else tf.to_crm_text(v))
+            elif f.dynamic is not None:
+                vals = (() if v is None else tuple(sorted(v)) if isinstance(v, frozenset)
+                        else (tf.to_crm_text(v),))
                 dynamic[f.dynamic] = DynamicValue(str(f.field_type), vals)
             elif f.field in ("phone", "email"):
                 key = "phones" if f.field == "phone" else "emails"
@@ -223,34 +235,35 @@ class Converter:
             elif f.field in ("phones", "emails"):
                 assert isinstance(v, tuple | type(None))
                 changes[str(f.field)] = _set_all(getattr(c, str(f.field)), v or ())
+            elif f.field == "tags":
+                changes["tags"] = v or frozenset()
             else:
                 changes[str(f.field)] = v
         if self.spec.ref_code_column and "ref_code" in fields:
             changes["ref_code"] = fields["ref_code"]
-        if self.spec.custom_fields_column:
-            for name, v in fields.items():
-                label = name[len(CUSTOM_PREFIX):]
-                if name.startswith(CUSTOM_PREFIX) and label not in self.claimed:
-                    _set_custom(custom, label, v)
+        if self.extra_col:
+            known = {n[len(EXTRA_PREFIX):]: v for n, v in fields.items()
+                     if n.startswith(EXTRA_PREFIX)}
+            for label, v in known.items():
+                if label not in self.claimed:
+                    _set_custom(custom, label, None if v is None else tf.to_crm_text(v))
             # labels the table dropped from its JSON column are removed in the CRM too
-            known = {n[len(CUSTOM_PREFIX):] for n in fields if n.startswith(CUSTOM_PREFIX)}
-            for label in [lb for lb in custom if lb not in known and lb not in self.claimed]:
-                del custom[label]
-        changes["custom"] = tuple(custom.values())
+            custom = [e for e in custom if e.label in self.claimed or e.label in known]
+        changes["custom"] = tuple(custom)
         changes["dynamic"] = dynamic
         return replace(c, **changes)
 
 
-def _set_custom(custom: dict[str, CustomEntry], label: str, v: FieldValue) -> None:
-    if v is None:
-        custom.pop(label, None)
-    else:
-        old = custom.get(label)
-        custom[label] = CustomEntry(label, _wire_text(v), old.key if old else None)
-
-
-def _wire_text(v: FieldValue) -> str:
-    return v.strftime("%d/%m/%Y") if isinstance(v, date) else str(v)
+def _set_custom(custom: list[CustomEntry], label: str, value: str | None) -> None:
+    """Set (or remove, for None) the first entry with `label`, keeping its place and key."""
+    at = next((i for i, e in enumerate(custom) if e.label == label), None)
+    if value is None:
+        if at is not None:
+            del custom[at]
+    elif at is None:
+        custom.append(CustomEntry(label, value))
+    elif custom[at].value != value:
+        custom[at] = CustomEntry(label, value, custom[at].key)
 
 
 def _set_first(items: tuple[Item, ...], v: FieldValue) -> tuple[Item, ...]:
@@ -266,15 +279,6 @@ def _set_all(items: tuple[Item, ...], values: tuple[str, ...]) -> tuple[Item, ..
     return tuple(Item(v, kinds.get(v, DEFAULT_KIND)) for v in values)
 
 
-def _json(raw: object) -> Any:
-    if isinstance(raw, str):
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON ({exc.msg})") from None
-    return raw
-
-
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?\d{8,15}$")
 
@@ -288,7 +292,17 @@ def validate_for_push(fields: Fields) -> list[str]:
         v = fields.get(name)
         if isinstance(v, str) and not _EMAIL.match(v):
             problems.append(f"{name} {v!r} is not an email address")
+    for v in [*(fields.get("emails") or ())]:  # type: ignore[misc]
+        if isinstance(v, str) and not _EMAIL.match(v):
+            problems.append(f"email {v!r} is not an email address")
     for v in [fields.get("phone"), *(fields.get("phones") or ())]:  # type: ignore[misc]
         if isinstance(v, str) and not _PHONE.match(v):
             problems.append(f"phone {v!r} is not a phone number")
+    gender = fields.get("gender")
+    if gender is not None and gender not in GENDERS:
+        problems.append(f"gender {gender!r} is not male, female or other (map the column's "
+                        "words with `values:` in the mapping)")
+    birthday = fields.get("birthday")
+    if birthday is not None and not isinstance(birthday, date):
+        problems.append(f"birthday {birthday!r} is not a date")
     return problems

@@ -82,16 +82,23 @@ def _script(console: Console, rt: Runtime, emu: object) -> int:
             email="Bao.Pham@Example.VN", gender="male", birthday=date(1990, 5, 17),
             tags=["Khách sỉ"]))
         conn.execute(table.delete().where(table.c.ref_id == d["ref_id"]))
+        if rt.notes.table is not None:
+            conn.execute(rt.notes.table.insert().values(
+                ref_id=b["ref_id"], content="Đơn hàng #1234 đã giao, khách hài lòng",
+                note_by="lan.nguyen@shop.vn"))
     console.print(f"  app:   {a['full_name']} -> email khachhang.moi@example.vn "
                   "(a different field than the agent's: both survive)")
     console.print(f"  app:   {c['full_name']} -> another address [yellow](conflict: the agent "
                   "changed it too; remote_wins)[/]")
     console.print("  app:   inserts ERP-0001 Phạm Quốc Bảo; deletes " + d["ref_id"])
+    console.print(f"  app:   a note for {b['full_name']} in contact_notes (for the agents)")
     codes.append(_cycle(console, rt, "2. second cycle: both directions, one conflict"))
 
     time.sleep(0.5)  # add-more is asynchronous: the CRM shows the new contact a moment later
     codes.append(_cycle(console, rt, "3. third cycle: the create is confirmed, nothing else "
                         "to do (zero write calls)"))
+    for note in emu.notes:
+        console.print(f"  the CRM got the note for {note.get('phone')}: {note.get('content')!r}")
     found = emu.find_by_ref_id("ERP-0001")
     console.print(f"  the CRM has ERP-0001 {len(found)} time(s)")
     crm_a = _attrs(emu.contact(a["crm_id"]) or {})

@@ -34,6 +34,7 @@ from sync.cycle import (
     RunStatus,
 )
 from sync.merge import Policy, deletions_allowed, plan_contact
+from sync.notes import NotesOutbox
 from sync.record import Contact, Fields
 from sync.store.local import LocalTable
 from sync.store.state import StateStore, SyncState
@@ -61,6 +62,7 @@ class SyncEngine:
         store: StateStore,
         local: LocalTable,
         converter: Converter,
+        notes: NotesOutbox | None = None,
         policy: Policy = Policy.REMOTE_WINS,
         page_size: int = 100,
         concurrency: int = 4,
@@ -72,6 +74,7 @@ class SyncEngine:
     ):
         self.client, self.db, self.store, self.local, self.conv = (
             client, db, store, local, converter)
+        self.notes = notes
         self.policy = policy
         self.page_size, self.concurrency, self.batch_size = page_size, concurrency, batch_size
         self.max_delete_fraction = max_delete_fraction
@@ -115,6 +118,9 @@ class SyncEngine:
 
     async def _steps(self, ctx: CycleContext) -> None:
         applier = Applier(self, ctx)
+        if self.notes and not ctx.options.dry_run:
+            # notes left in flight by a crash: maybe delivered, so held as `unknown`
+            ctx.counts["notes_unknown"] += self.notes.recover()
         await self._pull(ctx, applier)
         await self._local(ctx, applier)
         self._orphans(ctx)
@@ -123,6 +129,9 @@ class SyncEngine:
         self._guard(ctx)
         await applier.deletes()
         await applier.creates()
+        if self.notes:
+            ctx.counts.update(await self.notes.push(self.client, batch_size=self.batch_size,
+                                                    dry_run=ctx.options.dry_run))
 
     def _finish(self, ctx: CycleContext, status: RunStatus,
                 calls_before: dict[str, int]) -> CycleResult:
@@ -291,9 +300,10 @@ class SyncEngine:
             existing = await self.client.get(ref_id=state.key)
             if existing is not None:
                 found.append(existing)
-            elif state.attempts >= MAX_CREATE_ATTEMPTS:
-                applier.row_error(state.key, state, f"the CRM has not shown this contact after "
-                                  f"{state.attempts} add-more attempts", keep_status=True)
+            elif state.attempts >= MAX_CREATE_ATTEMPTS:  # given up: a row in error, once
+                applier.row_error(state.key, state.replace(attempts=state.attempts - 1),
+                                  f"the CRM has not shown this contact after "
+                                  f"{state.attempts} add-more attempts")
             elif local_f is not None:
                 ctx.creates.append((state.key, local_f, state))
         if found:

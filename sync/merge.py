@@ -236,6 +236,8 @@ def plan_contact(
         assert remote is not None
         if base is None:
             acts += [PullCreate(key, remote), SaveBase(key, remote)]
+        elif read_only:  # pull-only: the CRM keeps its contact, and the mirror gets it back
+            acts += [ReadOnlyEdit(key, ("(row deleted)",)), PullCreate(key, remote)]
         elif _same(remote, base):
             acts.append(PushDelete(key))
         else:  # deleted here, edited there: recorded whoever wins

@@ -21,21 +21,14 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
+from sync import errors
 from sync.api.adapter import NoteIn
 from sync.api.client import OmiClient
-from sync.errors import (
-    ApiError,
-    AuthError,
-    ConfigError,
-    NotSent,
-    RateLimited,
-    RemoteError,
-    StoreError,
-)
+from sync.errors import ApiError, AuthError, NotSent, RateLimited, RemoteError
 from sync.mapping import MappingSpec
 from sync.record import norm_phone
 from sync.store.local import LocalTable
-from sync.store.schema import NOTE_STATUSES, note_outbox, utcnow
+from sync.store.schema import NOTE_STATUSES, note_outbox, sync_state, utcnow
 
 __all__ = ["NOTE_COLUMNS", "NOTE_STATUSES", "NotesOutbox", "build_notes_table"]
 
@@ -76,8 +69,6 @@ class NotesOutbox:
     def enabled(self) -> bool:
         return self.table is not None
 
-    # --- the local table ------------------------------------------------------------------------
-
     def ensure_table(self) -> None:
         """Create the notes table when absent; otherwise check it has the columns push reads."""
         if self.table is None:
@@ -87,21 +78,16 @@ class NotesOutbox:
             self.table.metadata.create_all(self.db, checkfirst=True)
             return
         have = {c["name"] for c in insp.get_columns(self.table.name)}
-        missing = [c for c in NOTE_COLUMNS if c not in have]
-        if missing:
-            raise ConfigError(f"the notes table {self.table.name!r} lacks column(s) "
+        if missing := [c for c in NOTE_COLUMNS if c not in have]:
+            raise errors.ConfigError(f"the notes table {self.table.name!r} lacks column(s) "
                               f"{', '.join(missing)}; it needs {', '.join(NOTE_COLUMNS)} "
                               "(or set notes_table: null in the mapping)")
         if self.db.dialect.name == "sqlite":
             with self.db.connect() as conn:
                 ddl = conn.scalar(sa.text("SELECT sql FROM sqlite_master WHERE name = :n"),
                                   {"n": self.table.name}) or ""
-            if "AUTOINCREMENT" not in ddl.upper():
-                log.warning("notes.ids_may_be_reused", table=self.table.name,
-                            hint="without AUTOINCREMENT SQLite reuses the id of a deleted newest "
-                                 "row; a reused id is taken as already handled")
-
-    # --- a cycle --------------------------------------------------------------------------------
+            if "AUTOINCREMENT" not in ddl.upper():  # a reused id looks already handled
+                log.warning("notes.ids_may_be_reused", table=self.table.name)
 
     def recover(self) -> int:
         """Rows left `in_flight` (a crash between send and record) become `unknown`."""
@@ -120,8 +106,9 @@ class NotesOutbox:
     async def push(self, client: OmiClient, *, batch_size: int = 100,
                    dry_run: bool = False) -> Counter[str]:
         """Send new and pending notes in id order, batch by batch. Counts: notes_sent,
-        notes_failed, notes_unknown, notes_deferred (back to pending); a dry run counts
-        notes_to_send and notes_to_fail and writes nothing."""
+        notes_failed, notes_unknown, notes_deferred (back to pending), notes_waiting (their
+        contact's create is not confirmed yet); a dry run counts notes_to_send and
+        notes_to_fail instead and writes nothing."""
         counts: Counter[str] = Counter()
         if self.table is None:
             return counts
@@ -133,6 +120,8 @@ class NotesOutbox:
                     return counts
                 last = int(rows[-1]["id"])
                 good, bad = self._resolve(conn, rows)
+                if waiting := len(rows) - len(good) - len(bad):
+                    counts["notes_waiting"] += waiting
                 if dry_run:
                     counts["notes_to_send"] += len(good)
                     counts["notes_to_fail"] += len(bad)
@@ -151,7 +140,7 @@ class NotesOutbox:
             self._settle(ids, "pending", _err(exc))
             counts["notes_deferred"] += len(ids)
             if isinstance(exc, AuthError):
-                raise
+                raise  # a refused key stops the cycle
             return False
         except RemoteError as exc:  # the API refused the batch
             self._settle(ids, "failed", _err(exc))
@@ -169,29 +158,38 @@ class NotesOutbox:
         return True
 
     def _candidates(self, conn: Connection, after: int, limit: int) -> list[dict[str, Any]]:
-        assert self.table is not None
-        n = self.table.c
-        joined = self.table.outerjoin(note_outbox, sa.and_(_o.tenant == self.tenant,
-                                                           _o.note_id == n.id))
-        query = (sa.select(*(n[c] for c in NOTE_COLUMNS), _o.status).select_from(joined)
+        table = self._joined()
+        n = table.left.c
+        query = (sa.select(*(n[c] for c in NOTE_COLUMNS), _o.status).select_from(table)
                  .where(n.id > after, sa.or_(_o.note_id.is_(None), _o.status == "pending"))
                  .order_by(n.id).limit(limit))
         return [dict(r) for r in conn.execute(query).mappings()]
 
+    def _joined(self) -> sa.Join:
+        """The local notes with their outbox rows (none: never looked at)."""
+        assert self.table is not None
+        return self.table.outerjoin(note_outbox, sa.and_(_o.tenant == self.tenant,
+                                                         _o.note_id == self.table.c.id))
+
     def _resolve(self, conn: Connection, rows: Sequence[dict[str, Any]]
                  ) -> tuple[dict[int, NoteIn], dict[int, str]]:
-        """(note id -> what to send, note id -> why it cannot be sent)."""
         refs = {str(r["ref_id"]).strip() for r in rows
                 if _blank(r["phone"]) and not _blank(r["ref_id"])}
         phones = self._contact_phones(conn, refs)
+        # a contact whose add-more is not confirmed yet may not be in the CRM: its notes wait
+        waiting = set(conn.scalars(sa.select(sync_state.c.key).where(
+            sync_state.c.tenant == self.tenant, sync_state.c.status == "pending_create",
+            sync_state.c.key.in_(sorted(refs))))) if refs else set()
         good: dict[int, NoteIn] = {}
-        bad: dict[int, str] = {}
+        bad: dict[int, str] = {}  # note id -> why
         for r in rows:
             note_id = int(r["id"])
             phone, why = self._phone_of(r, phones)
+            if _blank(r["phone"]) and str(r["ref_id"]).strip() in waiting:
+                continue
             if _blank(r["content"]):
                 bad[note_id] = "empty content"
-            elif why is not None or phone is None:
+            elif phone is None:
                 bad[note_id] = why or "no phone"
             else:
                 by = None if _blank(r["note_by"]) else str(r["note_by"]).strip()
@@ -222,8 +220,7 @@ class NotesOutbox:
     def _contact_phones(self, conn: Connection, refs: Collection[str]) -> dict[str, Any]:
         if not refs or self.phone_column is None:
             return {}
-        t = self.local.table
-        query = sa.select(self.local.key, t.c[self.phone_column]).where(
+        query = sa.select(self.local.key, self.local.table.c[self.phone_column]).where(
             self.local.key.in_(sorted(refs)))
         return {str(key): phone for key, phone in conn.execute(query)}
 
@@ -234,10 +231,11 @@ class NotesOutbox:
         now = utcnow()
         known = {int(r["id"]) for r in rows if r["status"] is not None}
         fresh = [{"tenant": self.tenant, "note_id": i, "created_at": now, "updated_at": now,
-                  "status": "failed" if i in bad else "in_flight", "last_error": bad.get(i),
-                  "phone": good[i].phone if i in good else None,
-                  "attempts": 0 if i in bad else 1}
-                 for i in (*good, *bad) if i not in known]
+                  "status": "in_flight", "phone": good[i].phone, "attempts": 1,
+                  "last_error": None} for i in good if i not in known]
+        fresh += [{"tenant": self.tenant, "note_id": i, "created_at": now, "updated_at": now,
+                   "status": "failed", "phone": None, "attempts": 0, "last_error": why}
+                  for i, why in bad.items() if i not in known]
         if fresh:
             conn.execute(note_outbox.insert(), fresh)  # the primary key forbids a double take
         again = [i for i in good if i in known]
@@ -253,21 +251,20 @@ class NotesOutbox:
                 _o.tenant == self.tenant, _o.note_id.in_(ids), _o.status == "pending")
                 .values(updated_at=now, **values)).rowcount
             if done != len(ids):
-                raise StoreError("notes outbox: rows changed under this push (another push "
+                raise errors.StoreError("notes outbox: rows changed under this push (another push "
                                  "for the same tenant?); nothing of this batch was sent")
 
     def _settle(self, ids: list[int], status: str, error: str | None) -> None:
         now = utcnow()
-        values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error}
-        if status == "sent":
-            values["sent_at"] = now
+        values: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error,
+                                  **({"sent_at": now} if status == "sent" else {})}
         with self.db.begin() as conn:
             conn.execute(note_outbox.update().where(
                 _o.tenant == self.tenant, _o.note_id.in_(ids), _o.status == "in_flight")
                 .values(values))
         log.info("notes.batch", status=status, notes=len(ids), tenant=self.tenant, error=error)
 
-    # --- status and the operator's commands ---------------------------------------------------
+    # --- status and the operator's command ---------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         """pending (including notes never looked at), in_flight, sent, failed, unknown."""
@@ -277,17 +274,14 @@ class NotesOutbox:
         with self.db.connect() as conn:
             out.update({str(s): int(n) for s, n in conn.execute(query)})
             if self.table is not None and sa.inspect(conn).has_table(self.table.name):
-                n = self.table.c
-                joined = self.table.outerjoin(note_outbox, sa.and_(
-                    _o.tenant == self.tenant, _o.note_id == n.id))
                 out["pending"] += int(conn.scalar(sa.select(sa.func.count()).select_from(
-                    joined).where(_o.note_id.is_(None))) or 0)
+                    self._joined()).where(_o.note_id.is_(None))) or 0)
         return out
 
     def problems(self, limit: int = 20) -> list[dict[str, Any]]:
         """Notes failed or unknown, newest change first, with their last error."""
-        query = (sa.select(_o.note_id, _o.status, _o.phone, _o.attempts, _o.last_error,
-                           _o.updated_at)
+        query = (sa.select(*(_o[c] for c in ("note_id", "status", "phone", "attempts",
+                                             "last_error", "updated_at")))
                  .where(_o.tenant == self.tenant, _o.status.in_(("failed", "unknown")))
                  .order_by(_o.updated_at.desc(), _o.note_id).limit(limit))
         with self.db.connect() as conn:
@@ -305,8 +299,7 @@ class NotesOutbox:
                 conn.execute(note_outbox.update().where(
                     _o.tenant == self.tenant, _o.status == "unknown", _o.note_id.in_(found))
                     .values(status="pending", updated_at=utcnow()))
-        if found and not dry_run:
-            log.warning("notes.resend", notes=len(found), tenant=self.tenant)
+                log.warning("notes.resend", notes=len(found), tenant=self.tenant)
         return found
 
 

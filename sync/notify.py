@@ -34,7 +34,9 @@ def notify(*lines: str, env: dict[str, str] | None = None) -> bool:
     # A newline inside a value would start a new assignment: keep STATUS to one line.
     message = "\n".join(line.replace("\n", " ") for line in lines).encode("utf-8")
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # Non-blocking: with a full queue (nobody reading) the message is dropped, never waited on.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                           | socket.SOCK_NONBLOCK) as sock:
             sock.connect(_address(raw))
             sock.sendall(message)
     except OSError:

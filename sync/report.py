@@ -36,6 +36,13 @@ LABELS = {
     "duplicates_in_crm": "CRM contacts sharing a refId (reported, not touched)",
     "read_only_edits": "local edits to read-only contacts (not sent)",
     "skipped_changed_during_cycle": "rows changed by an app during the cycle (next cycle)",
+    "notes_sent": "notes sent to agents (add-note)",
+    "notes_failed": "notes that cannot be sent (see status)",
+    "notes_unknown": "notes maybe delivered, held as unknown (crm-sync notes resend)",
+    "notes_deferred": "notes to retry next cycle",
+    "notes_waiting": "notes waiting for their contact's create",
+    "notes_to_send": "notes that would be sent",
+    "notes_to_fail": "notes that would fail",
 }
 
 
@@ -126,6 +133,11 @@ def print_status(console: Console, status: Mapping[str, Any]) -> None:
     console.print(runs)
     for e in status["errors"]:
         console.print(f"  [red]error[/] {e['key']}: {e['last_error']}")
+    notes = status.get("notes") or {}
+    if notes:
+        console.print("notes: " + ", ".join(f"{v} {k}" for k, v in notes.items()))
+    for n in status.get("note_problems", []):
+        console.print(f"  [red]note {n['note_id']}[/] {n['status']}: {n['last_error']}")
     for c in status["conflicts"]:
         console.print(f"  [yellow]conflict[/] {c['key']}.{c['field']}: local={c['local_value']!r}"
                       f" crm={c['remote_value']!r} ({c['resolution']})")

@@ -18,6 +18,7 @@ from sync.engine import SyncEngine, utcnow
 from sync.errors import ConfigError, StoreError
 from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping
+from sync.notes import NotesOutbox
 from sync.settings import Settings
 from sync.store import make_engine
 from sync.store.local import LocalTable, check_table, ensure_table
@@ -36,6 +37,7 @@ class Runtime:
     store: StateStore
     local: LocalTable
     converter: Converter
+    notes: NotesOutbox
     transport: httpx.AsyncBaseTransport | None = None
     now: Callable[[], datetime] = utcnow
     on_request: Callable[..., None] | None = None
@@ -52,7 +54,7 @@ class Runtime:
         return SyncEngine(
             client=client, db=self.db, store=self.store, local=self.local,
             converter=self.converter, policy=s.conflict_policy, page_size=s.page_size,
-            concurrency=s.concurrency, batch_size=s.batch_size,
+            concurrency=s.concurrency, batch_size=s.batch_size, notes=self.notes,
             max_delete_fraction=s.max_delete_fraction,
             pending_recheck_seconds=s.pending_recheck_seconds, now=self.now, progress=progress)
 
@@ -89,14 +91,17 @@ def build_runtime(settings: Settings, *, migrate: bool = True,
                   now: Callable[[], datetime] = utcnow) -> Runtime:
     spec = load_mapping(settings.mapping_file)
     db = make_engine(settings.database_url)
+    local = LocalTable.for_spec(spec)
+    notes = NotesOutbox(db, settings.tenant_id, spec, local)
     try:
         prepare_database(db, spec, migrate=migrate)
+        notes.ensure_table()
     except Exception:
         db.dispose()
         raise
     return Runtime(settings=settings, spec=spec, db=db,
-                   store=StateStore(db, settings.tenant_id), local=LocalTable.for_spec(spec),
-                   converter=Converter(spec), transport=transport, now=now)
+                   store=StateStore(db, settings.tenant_id), local=local,
+                   converter=Converter(spec), notes=notes, transport=transport, now=now)
 
 
 @asynccontextmanager

@@ -7,8 +7,11 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from sync.errors import StoreError
+from sync.mapping_file import load_mapping
+from sync.notes import NotesOutbox
 from sync.settings import Settings
 from sync.store import make_engine
+from sync.store.local import LocalTable
 from sync.store.migrate import current_revision
 from sync.store.state import StateStore
 
@@ -25,6 +28,8 @@ def collect_status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             raise StoreError(f"no crm-sync schema in {safe_url(settings.database_url)} yet: "
                              "run `crm-sync db upgrade` or a first `crm-sync sync`")
         store = StateStore(db, settings.tenant_id)
+        spec = load_mapping(settings.mapping_file)
+        notes = NotesOutbox(db, settings.tenant_id, spec, LocalTable.for_spec(spec))
         return {
             "tenant": settings.tenant_id,
             "database": safe_url(settings.database_url),
@@ -33,6 +38,8 @@ def collect_status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             "runs": store.last_runs(runs),
             "errors": store.errors(20),
             "conflicts": store.open_conflicts(20),
+            "notes": notes.counts() if notes.enabled else {},
+            "note_problems": notes.problems() if notes.enabled else [],
         }
     finally:
         db.dispose()

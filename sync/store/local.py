@@ -13,11 +13,34 @@ from sqlalchemy.engine import Connection, Engine
 
 from sync.mapping import MappingSpec
 
+
+class _Date(sa.types.TypeDecorator[Any]):
+    """A date column. SQLite stores whatever an app writes; a value its Date cannot read is
+    returned as it is, so the converter reports that row (naming the column) instead of the
+    read failing for the whole table."""
+
+    impl = sa.Date
+    cache_ok = True
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        inner = super().result_processor(dialect, coltype)
+        if inner is None:
+            return None
+
+        def process(value: Any) -> Any:
+            try:
+                return inner(value)
+            except ValueError:
+                return value
+
+        return process
+
+
 _TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
     "text": sa.Text,
     "integer": sa.BigInteger,
     "number": sa.Float,
-    "date": sa.Date,
+    "date": _Date,
     "boolean": sa.Boolean,
     "json": lambda: sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
     "timestamp": lambda: sa.DateTime(timezone=True),

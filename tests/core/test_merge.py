@@ -340,6 +340,8 @@ def expected_plan(base: Fields | None, local: Fields | None, remote: Fields | No
         assert remote is not None
         if base is None:  # new in the CRM
             return [("PullCreate", remote), ("SaveBase", remote)]
+        if read_only:  # pull-only: the CRM keeps its contact; the mirror row comes back
+            return [("ReadOnlyEdit", ("(row deleted)",)), ("PullCreate", remote)]
         if same(remote, base):  # deleted here, untouched there
             return [("PushDelete",)]
         # deleted here, edited there: a conflict, recorded whoever wins

@@ -208,7 +208,7 @@ def test_ha_takeover_after_kill_9(pg_url: str, spawn: Spawn) -> None:
         by_pid = {proc.pid: port for port, proc in replicas.items()}
 
         def holder_mid_cycle() -> int | None:
-            """The pid of the lock holder once its cycle's run row exists ("host:pid #x")."""
+            """The pid of the lock holder once its cycle's run row exists ("host:pid@ns #x")."""
             with rt.db.connect() as conn:
                 row = conn.execute(select(sync_lease.c.holder)
                                    .where(sync_lease.c.tenant == tenant)).first()
@@ -216,7 +216,7 @@ def test_ha_takeover_after_kill_9(pg_url: str, spawn: Spawn) -> None:
                     sync_runs.c.tenant == tenant, sync_runs.c.status == "running")).first()
             if row is None or running is None:
                 return None
-            pid = int(row[0].split(" ")[0].rsplit(":", 1)[1])
+            pid = int(row[0].split(" ")[0].rsplit(":", 1)[1].split("@")[0])
             return pid if pid in by_pid else None
 
         victim = wait_for(holder_mid_cycle, 10, step=0.01, what="a replica in a cycle")

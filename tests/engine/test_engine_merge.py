@@ -63,15 +63,11 @@ CASES = {
     "newest_wins-agent-newer": ("newest_wins", MAPPING_WITH_UPDATED_AT, -timedelta(days=400),
                                 "remote", True),
 }
-MANUAL_PUSH_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: policy manual, and the app changed another field of the contact too: the push sends "
-    "the merged record, whose conflicted field holds the BASE value, so the agent's edit is "
-    "erased in the CRM; and the state is saved `synced`, not `conflict`"))
+# "manual-and-another-field-pushed": the push of the other field must carry the CRM's own
+# value of the conflicted field (not the base), and the state must stay `conflict`.
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=MANUAL_PUSH_BUG) if c == "manual-and-another-field-pushed" else c
-    for c in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 async def test_same_field_conflict_resolved_per_policy(make_harness: MakeHarness,
                                                        case: str) -> None:
     policy, mapping, app_age, winner, other_field = CASES[case]

@@ -130,10 +130,6 @@ async def test_local_edits_to_read_only_contacts_are_reported_never_sent(
     assert h.crm()[key] == crm_before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (contract): a contact made in the CRM's interface is pull-only (omicall-api.md), yet "
-    "deleting its mirror row locally deletes the agent's contact in the CRM: plan_contact "
-    "plans PushDelete without looking at read_only"))
 async def test_deleting_a_read_only_row_does_not_delete_the_crm_contact(
         make_harness: MakeHarness) -> None:
     h = make_harness({"contacts": 30, "seed": 5})

@@ -47,8 +47,8 @@ def _resends_were_checked(log: list[Exchange]) -> None:
 
 async def test_inserts_updates_deletes_reach_the_crm_once(make_harness: MakeHarness) -> None:
     # add-more takes longer than a cycle; the engine looks again only after the recheck wait
-    h = make_harness({"contacts": 40, "seed": 11, "add_more_delay": 0.6,
-                      "duplicate_on_resend": True}, pending_recheck_seconds=1.0)
+    h = make_harness({"contacts": 40, "seed": 11, "add_more_delay": 0.8,
+                      "duplicate_on_resend": True}, pending_recheck_seconds=1.2)
     await h.cycle()
     synced = sorted(k for k in h.rows() if not k.startswith("crm:"))
     new = app_rows("APP", 20)
@@ -114,10 +114,6 @@ async def test_dropped_creates_are_resent_only_after_a_lookup(make_harness: Make
     assert_mirrored(h)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a create the engine gives up on (5 add-more attempts, never shown) keeps status "
-    "pending_create: the cycle says 'partial' with exit code 0, later cycles say nothing, and "
-    "`attempts` / the message's count grow every cycle without a send"))
 async def test_create_given_up_after_max_attempts_is_reported(make_harness: MakeHarness) -> None:
     transport = Hooked()
     h = make_harness({"contacts": 0, "add_more_delay": 0.02, "add_more_drop_rate": 1.0},
@@ -134,13 +130,15 @@ async def test_create_given_up_after_max_attempts_is_reported(make_harness: Make
     assert len(transport.calls("add-more")) == 5  # MAX_CREATE_ATTEMPTS, each after a lookup
     _resends_were_checked(transport.log)
     assert h.crm_by_ref("LOST-0001") == []
-    state = h.states()["LOST-0001"]
-    assert "add-more" in (state.last_error or "")
+    message = h.states()["LOST-0001"].last_error or ""
+    assert "5 add-more attempts" in message
     assert gave_up.exit_code == 3, f"{gave_up.status}, exit {gave_up.exit_code}"
-    later = await h.cycle()
-    assert later.exit_code == 3 and later.rows_in_error == 1
+    for _ in range(2):  # and it stays reported, as it is: no new sends, no growing count
+        await asyncio.sleep(0.05)
+        later = await h.cycle()
+        assert later.exit_code == 3 and later.rows_in_error == 1
     assert len(transport.calls("add-more")) == 5
-    assert h.states()["LOST-0001"].attempts == 5, h.states()["LOST-0001"]
+    assert h.states()["LOST-0001"].last_error == message
 
 
 async def test_add_more_answer_lost_then_no_duplicate(make_harness: MakeHarness) -> None:
@@ -236,9 +234,6 @@ async def test_crash_around_add_more_never_duplicates(make_harness: MakeHarness,
     assert_mirrored(h)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a row deleted by the app while its create is still queued in add-more is forgotten "
-    "after one null lookup; the queued create lands later and the pull brings the row back"))
 async def test_row_deleted_while_create_pending_stays_deleted(make_harness: MakeHarness) -> None:
     h = make_harness({"contacts": 20, "add_more_delay": 0.5, "duplicate_on_resend": True},
                      pending_recheck_seconds=2.0, max_delete_fraction=0.5)
@@ -299,9 +294,6 @@ async def test_pushed_update_keeps_second_phone_email_and_unmapped_data(
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the cycle that confirms a pending create (state -> synced) leaves the row's crm_id "
-    "NULL; only the next cycle writes it"))
 async def test_crm_id_is_written_when_a_create_is_confirmed(make_harness: MakeHarness) -> None:
     h = make_harness({"contacts": 3, "add_more_delay": 0.05}, pending_recheck_seconds=0.1)
     h.insert(*app_rows("CID", 1))

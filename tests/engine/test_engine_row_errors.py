@@ -84,10 +84,6 @@ async def test_unreadable_date_in_a_sqlite_date_column_is_a_row_error(
     h = make_harness({"contacts": 10, "add_more_delay": 0.05})
     if h.db.kind != "sqlite":
         pytest.skip("a PostgreSQL date column cannot hold an unreadable date")
-    request.applymarker(pytest.mark.xfail(strict=True, reason=(
-        "BUG: on SQLite, one row whose DATE column holds a string SQLAlchemy's Date cannot "
-        "parse fails every cycle (ValueError from the result processor while iterating the "
-        "table): no row syncs any more")))
     await h.cycle()
     h.insert(*app_rows("SQ", 2))
     h.execute("INSERT INTO contacts (ref_id, full_name, birthday) "
@@ -100,10 +96,6 @@ async def test_unreadable_date_in_a_sqlite_date_column_is_a_row_error(
 
 async def test_emptied_full_name_on_a_synced_contact_is_a_row_error(
         make_harness: MakeHarness, request: pytest.FixtureRequest) -> None:
-    request.applymarker(pytest.mark.xfail(strict=True, reason=(
-        "BUG: a synced row whose full_name the app empties makes `update_body` raise "
-        "ValueError inside the update push: the whole cycle fails (exit 1) instead of one row "
-        "error, and so does every later cycle")))
     h = make_harness({"contacts": 20, "seed": 72})
     await h.cycle()
     keys = sorted(k for k in h.rows() if not k.startswith("crm:"))
@@ -120,10 +112,6 @@ async def test_emptied_full_name_on_a_synced_contact_is_a_row_error(
 
 async def test_invalid_email_on_a_synced_contact_names_the_field(
         make_harness: MakeHarness, request: pytest.FixtureRequest) -> None:
-    request.applymarker(pytest.mark.xfail(strict=True, reason=(
-        "BUG: an update the engine never validated is refused by the CRM and recorded as "
-        "'update refused: request_invalid', which names no field; creates are validated "
-        "(validate_for_push) but updates are not")))
     h = make_harness({"contacts": 20, "seed": 73})
     await h.cycle()
     key = sorted(k for k in h.rows() if not k.startswith("crm:"))[0]

@@ -221,6 +221,27 @@ async def test_in_flight_rows_become_unknown_on_recover(setup: Setup) -> None:
     assert "may or may not" in rows[ids[0]]["last_error"]
 
 
+async def test_notes_wait_for_a_create_not_confirmed_yet(setup: Setup,
+                                                         server: EmulatorServer) -> None:
+    """add-more is asynchronous: a note for a contact the CRM may not have yet waits."""
+    from sync.store.state import StateStore, SyncState
+
+    setup.add_contacts([{"ref_id": "KH-NEW", "full_name": "Phạm Thị D", "phone": "0912345678"}])
+    store = StateStore(setup.db, setup.tenant)
+    with setup.db.begin() as conn:
+        store.save(conn, [SyncState("KH-NEW", ref_id="KH-NEW", status="pending_create")])
+    ids = setup.add_notes([{"ref_id": "KH-NEW", "content": "Đặt hàng lần đầu"},
+                           {"phone": "0912345678", "content": "Theo số điện thoại"}])
+    async with client_for(server.url) as client:
+        assert await setup.outbox.push(client) == Counter(notes_sent=1, notes_waiting=1)
+        assert ids[0] not in setup.outbox_rows() and setup.outbox.counts()["pending"] == 1
+        with setup.db.begin() as conn:
+            store.save(conn, [SyncState("KH-NEW", ref_id="KH-NEW", public_id="p1",
+                                        status="synced")])
+        assert await setup.outbox.push(client) == Counter(notes_sent=1)
+    assert [n["phone"] for n in server.emulator.notes] == ["0912345678"] * 2
+
+
 async def test_tenants_are_apart(setup: Setup, server: EmulatorServer) -> None:
     seed(setup, 4)
     other = NotesOutbox(setup.db, "t-other", setup.spec, setup.local)
