@@ -26,7 +26,6 @@ from sync.merge import (
     Action,
     Conflict,
     ContactPlan,
-    LocalDelete,
     PullCreate,
     PullUpdate,
     PushCreate,
@@ -35,7 +34,6 @@ from sync.merge import (
     ReadOnlyEdit,
     RecordConflicts,
     SaveBase,
-    plan_contact,
 )
 from sync.record import DYNAMIC_PREFIX, Contact, Fields
 from sync.store.state import SyncState
@@ -143,7 +141,7 @@ class Applier:
                         e.local.update(conn, it.key, e.conv.row_values(a.changes) | crm_id)
                     elif isinstance(a, RecordConflicts):
                         if not (it.state and it.state.status == "conflict"):  # already open
-                            conflicts += self._conflicts(it.key, a.conflicts)
+                            conflicts += self.conflict_rows(it.key, a.conflicts)
                         if any(c.resolution == "manual" for c in a.conflicts):
                             status, error = "conflict", "open conflict: resolve it in one side"
                     elif isinstance(a, ReadOnlyEdit):
@@ -190,7 +188,7 @@ class Applier:
     def _row(self, key: str, fields: Fields) -> dict[str, Any]:
         return {self.spec.key_column: key, **self.e.conv.row_values(fields)}
 
-    def _conflicts(self, key: str, conflicts: Iterable[Conflict]) -> list[dict[str, Any]]:
+    def conflict_rows(self, key: str, conflicts: Iterable[Conflict]) -> list[dict[str, Any]]:
         return [dict(key=key, field=c.field, base_value=c.base, local_value=c.local,
                      remote_value=c.remote,
                      policy=self.e.policy.value, resolution=c.resolution, run_id=self.ctx.run_id)
@@ -239,74 +237,6 @@ class Applier:
         with e.store.begin() as conn:
             e.store.save(conn, done)
             self._flush_queued(conn)
-
-    # --- deletions (after the guard) ----------------------------------------------------------
-
-    async def deletes(self) -> None:
-        ctx, e = self.ctx, self.e
-        for d in ctx.deletes:
-            if d.side == "local":
-                await self._delete_remote(d)
-                continue
-            base = d.state.base if d.state else None
-            plan = plan_contact(d.key, base, d.local, None, policy=e.policy,
-                                directions=e.directions,
-                                read_only=e.read_only_table or bool(d.state and not d.state.ref_id))
-            if ctx.options.dry_run:
-                ctx.plan.extend(plan.actions)
-                continue
-            for a in plan.actions:
-                if isinstance(a, LocalDelete):
-                    self._delete_local(d)
-                elif isinstance(a, PushCreate):
-                    ctx.creates.append((d.key, a.fields, None))
-                elif isinstance(a, RecordConflicts):
-                    with e.store.begin() as conn:
-                        e.store.add_conflicts(conn, self._conflicts(d.key, a.conflicts))
-                    ctx.counts["conflicts"] += len(a.conflicts)
-
-    async def _delete_remote(self, d: PendingDelete) -> None:
-        ctx, e = self.ctx, self.e
-        if ctx.options.dry_run:
-            if d.public_id:
-                ctx.plan.append(PushDelete(d.key))
-            return
-        public_id = d.public_id
-        if public_id is None and d.state is not None and d.state.status == "pending_create":
-            found = await e.client.get(ref_id=d.key)  # created meanwhile? then delete it too
-            public_id = found.public_id if found else None
-            since = d.state.pending_since or ctx.now
-            if public_id is None and ctx.now - since < e.pending_recheck * 2 ** 5:
-                return  # add-more may still create it: keep the state; the pull deletes it
-        if public_id:
-            await e.client.delete(public_id)  # False means already gone: fine
-            ctx.counts["deleted_remote"] += 1
-        # the CRM's last version: what the delete erased there
-        values = d.remote or (d.state.remote or d.state.base if d.state else None)
-        with e.store.begin() as conn:
-            if public_id:
-                e.store.add_tombstones(conn, [dict(key=d.key, public_id=public_id, side="local",
-                                                   values=values, run_id=ctx.run_id)])
-            e.store.delete(conn, [d.key])
-
-    def _delete_local(self, d: PendingDelete) -> None:
-        ctx, e = self.ctx, self.e
-        with e.store.begin() as conn:
-            now_row = e.local.load(conn, [d.key], lock=True).get(d.key)
-            if now_row is not None and d.local is not None:
-                try:
-                    same = e.conv.row_fields(now_row) == d.local
-                except ValueError:
-                    same = False
-                if not same:
-                    ctx.counts["skipped_changed_during_cycle"] += 1
-                    return
-            e.local.delete(conn, [d.key])
-            values = d.row or d.local
-            e.store.add_tombstones(conn, [dict(key=d.key, public_id=d.public_id, side="remote",
-                                               values=values, run_id=ctx.run_id)])
-            e.store.delete(conn, [d.key])
-        ctx.counts["deleted_local"] += 1
 
     # --- creates, through add-more --------------------------------------------------------------
 

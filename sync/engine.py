@@ -29,11 +29,11 @@ from sync.cycle import (
     CycleContext,
     CycleOptions,
     CycleResult,
-    PendingDelete,
     ProgressFn,
     RunStatus,
 )
-from sync.merge import Policy, deletions_allowed, plan_contact
+from sync.deletions import Deletions
+from sync.merge import Policy, plan_contact
 from sync.notes import NotesOutbox
 from sync.record import Contact, Fields
 from sync.store.local import LocalTable
@@ -121,13 +121,14 @@ class SyncEngine:
         if self.notes and not ctx.options.dry_run:
             # notes left in flight by a crash: maybe delivered, so held as `unknown`
             ctx.counts["notes_unknown"] += self.notes.recover()
+        deletions = Deletions(self, ctx, applier)
         await self._pull(ctx, applier)
         await self._local(ctx, applier)
-        self._orphans(ctx)
+        deletions.orphans()
         if ctx.options.full and ctx.listing_complete:
-            await self._vanished(ctx, applier)
-        self._guard(ctx)
-        await applier.deletes()
+            await deletions.confirm_vanished()
+        deletions.guard()
+        await deletions.apply()
         await applier.creates()
         if self.notes:
             ctx.counts.update(await self.notes.push(self.client, batch_size=self.batch_size,
@@ -166,15 +167,15 @@ class SyncEngine:
                 ctx.seen_public.add(c.public_id)
                 buf.append(c)
             if len(buf) >= CHUNK:
-                await self._pull_chunk(ctx, applier, buf)
+                await self.pull_chunk(ctx, applier, buf)
                 buf = []
             if self.progress:
                 self.progress(len(ctx.seen_public), total)
         if buf:
-            await self._pull_chunk(ctx, applier, buf)
+            await self.pull_chunk(ctx, applier, buf)
         ctx.listing_complete = True
 
-    async def _pull_chunk(self, ctx: CycleContext, applier: Applier,
+    async def pull_chunk(self, ctx: CycleContext, applier: Applier,
                           contacts: list[Contact]) -> None:
         groups: dict[str, list[Contact]] = {}
         for c in contacts:
@@ -307,50 +308,4 @@ class SyncEngine:
             elif local_f is not None:
                 ctx.creates.append((state.key, local_f, state))
         if found:
-            await self._pull_chunk(ctx, applier, found)
-
-    # --- 3. bookkeeping whose local row is gone --------------------------------------------
-
-    def _orphans(self, ctx: CycleContext) -> None:
-        for states in self.store.iter_all(chunk=CHUNK * 2):
-            for st in states:
-                if st.key in ctx.local_keys or st.key in ctx.seen_keys:
-                    continue
-                # the app deleted the row: delete in the CRM (or just forget, if never created)
-                ctx.deletes.append(PendingDelete(st.key, st.public_id, st, None, None, "local"))
-
-    # --- 4. contacts the complete listing no longer shows ----------------------------------
-
-    async def _vanished(self, ctx: CycleContext, applier: Applier) -> None:
-        back: list[Contact] = []
-        for state, row, local_f in ctx.vanished:
-            if state.ref_id:
-                again = await self.client.get(ref_id=state.ref_id)
-            else:
-                again = await self.client.details(str(state.public_id))
-            if again is not None and not again.is_deleted:
-                back.append(again)  # it only shifted between pages
-                continue
-            ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row, local_f,
-                                             "remote"))
-        if back:
-            await self._pull_chunk(ctx, applier, back)
-
-    # --- 5. the delete guard ------------------------------------------------------------------
-
-    def _guard(self, ctx: CycleContext) -> None:
-        """Refuse, per side, deletions beyond the configured fraction; the rest goes on."""
-        real = [d for d in ctx.deletes if d.public_id or d.side == "remote"]
-        known = sum(self.store.counts().values())
-        for side in ("local", "remote"):
-            n = sum(1 for d in real if d.side == side)
-            if deletions_allowed(n, known, self.max_delete_fraction):
-                continue
-            where = "the local table" if side == "local" else "the CRM"
-            ctx.deletes = [d for d in ctx.deletes if d.side != side]
-            ctx.refused = True
-            ctx.notes.append(
-                f"refused: {n} of {known} contacts disappeared from {where} in one cycle, more "
-                f"than CRM_SYNC_MAX_DELETE_FRACTION={self.max_delete_fraction}; none of them "
-                "was deleted. If this is intended, raise the fraction for one run.")
-            log.warning("guard.refused", side=side, deletions=n, known=known)
+            await self.pull_chunk(ctx, applier, found)

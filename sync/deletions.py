@@ -1,0 +1,157 @@
+"""Deletions on either side of a cycle: found, confirmed, guarded, then carried out.
+
+- a row the app deleted (its bookkeeping has no row any more) is deleted in the CRM;
+- a contact a complete listing no longer shows is looked up one by one (items shift between
+  pages while the list changes) and only a confirmed deletion reaches the local table;
+- the guard refuses, per side, more than CRM_SYNC_MAX_DELETE_FRACTION of the known contacts in
+  one cycle (an API hiccup answering an empty list must not wipe the table);
+- every deletion leaves a tombstone with the last values.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from sync.cycle import CycleContext, PendingDelete
+from sync.merge import (
+    LocalDelete,
+    PushCreate,
+    PushDelete,
+    RecordConflicts,
+    deletions_allowed,
+    plan_contact,
+)
+from sync.record import Contact
+
+if TYPE_CHECKING:
+    from sync.apply import Applier
+    from sync.engine import SyncEngine
+
+log = structlog.get_logger("crm_sync.deletions")
+
+
+class Deletions:
+    def __init__(self, engine: SyncEngine, ctx: CycleContext, applier: Applier):
+        self.e, self.ctx, self.applier = engine, ctx, applier
+
+    # --- 3. bookkeeping whose local row is gone --------------------------------------------
+
+    def orphans(self) -> None:
+        ctx = self.ctx
+        for states in self.e.store.iter_all(chunk=1000):
+            for st in states:
+                if st.key in ctx.local_keys or st.key in ctx.seen_keys:
+                    continue
+                # the app deleted the row: delete in the CRM (or just forget, if never created)
+                ctx.deletes.append(PendingDelete(st.key, st.public_id, st, None, None, "local"))
+
+    # --- 4. contacts the complete listing no longer shows ----------------------------------
+
+    async def confirm_vanished(self) -> None:
+        ctx = self.ctx
+        back: list[Contact] = []
+        for state, row, local_f in ctx.vanished:
+            if state.ref_id:
+                again = await self.e.client.get(ref_id=state.ref_id)
+            else:
+                again = await self.e.client.details(str(state.public_id))
+            if again is not None and not again.is_deleted:
+                back.append(again)  # it only shifted between pages
+                continue
+            ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row, local_f,
+                                             "remote"))
+        if back:
+            await self.e.pull_chunk(ctx, self.applier, back)
+
+    # --- 5. the delete guard ------------------------------------------------------------------
+
+    def guard(self) -> None:
+        """Refuse, per side, deletions beyond the configured fraction; the rest goes on."""
+        ctx = self.ctx
+        real = [d for d in ctx.deletes if d.public_id or d.side == "remote"]
+        known = sum(self.e.store.counts().values())
+        for side in ("local", "remote"):
+            n = sum(1 for d in real if d.side == side)
+            if deletions_allowed(n, known, self.e.max_delete_fraction):
+                continue
+            where = "the local table" if side == "local" else "the CRM"
+            ctx.deletes = [d for d in ctx.deletes if d.side != side]
+            ctx.refused = True
+            ctx.notes.append(
+                f"refused: {n} of {known} contacts disappeared from {where} in one cycle, more "
+                f"than CRM_SYNC_MAX_DELETE_FRACTION={self.e.max_delete_fraction}; none of them "
+                "was deleted. If this is intended, raise the fraction for one run.")
+            log.warning("guard.refused", side=side, deletions=n, known=known)
+
+    # --- 6. carried out (after the guard) ------------------------------------------------------
+
+    async def apply(self) -> None:
+        ctx, e = self.ctx, self.e
+        for d in ctx.deletes:
+            if d.side == "local":
+                await self._delete_remote(d)
+                continue
+            base = d.state.base if d.state else None
+            plan = plan_contact(d.key, base, d.local, None, policy=e.policy,
+                                directions=e.directions,
+                                read_only=e.read_only_table
+                                or bool(d.state and not d.state.ref_id))
+            if ctx.options.dry_run:
+                ctx.plan.extend(plan.actions)
+                continue
+            for a in plan.actions:
+                if isinstance(a, LocalDelete):
+                    self._delete_local(d)
+                elif isinstance(a, PushCreate):
+                    ctx.creates.append((d.key, a.fields, None))
+                elif isinstance(a, RecordConflicts):
+                    rows = self.applier.conflict_rows(d.key, a.conflicts)
+                    with e.store.begin() as conn:
+                        e.store.add_conflicts(conn, rows)
+                    ctx.counts["conflicts"] += len(a.conflicts)
+
+    async def _delete_remote(self, d: PendingDelete) -> None:
+        ctx, e = self.ctx, self.e
+        if ctx.options.dry_run:
+            if d.public_id:
+                ctx.plan.append(PushDelete(d.key))
+            return
+        public_id = d.public_id
+        if public_id is None and d.state is not None and d.state.status == "pending_create":
+            found = await e.client.get(ref_id=d.key)  # created meanwhile? then delete it too
+            public_id = found.public_id if found else None
+            since = d.state.pending_since or ctx.now
+            if public_id is None and ctx.now - since < e.pending_recheck * 2 ** 5:
+                return  # add-more may still create it: keep the state; the pull deletes it
+        if public_id:
+            await e.client.delete(public_id)  # False means already gone: fine
+            ctx.counts["deleted_remote"] += 1
+        # the CRM's last version: what the delete erased there
+        values = d.remote or (d.state.remote or d.state.base if d.state else None)
+        with e.store.begin() as conn:
+            if public_id:
+                e.store.add_tombstones(conn, [dict(key=d.key, public_id=public_id, side="local",
+                                                   values=values, run_id=ctx.run_id)])
+            e.store.delete(conn, [d.key])
+
+    def _delete_local(self, d: PendingDelete) -> None:
+        ctx, e = self.ctx, self.e
+        with e.store.begin() as conn:
+            now_row = e.local.load(conn, [d.key], lock=True).get(d.key)
+            if now_row is not None and d.local is not None:
+                try:
+                    same = e.conv.row_fields(now_row) == d.local
+                except ValueError:
+                    same = False
+                if not same:
+                    ctx.counts["skipped_changed_during_cycle"] += 1
+                    return
+            e.local.delete(conn, [d.key])
+            values = d.row or d.local
+            e.store.add_tombstones(conn, [dict(key=d.key, public_id=d.public_id, side="remote",
+                                               values=values, run_id=ctx.run_id)])
+            e.store.delete(conn, [d.key])
+        ctx.counts["deleted_local"] += 1
+
