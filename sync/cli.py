@@ -8,7 +8,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -29,6 +29,9 @@ app.add_typer(notes_app, name="notes")
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -170,37 +173,39 @@ def check(online: Annotated[bool, typer.Option(
         out.print(f"[green]ok[/] {line}")
 
 
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Apply pending migrations to CRM_SYNC_DATABASE_URL."""
+def _on_database(action: Callable[[Engine], str]) -> str:
+    """Run `action` on CRM_SYNC_DATABASE_URL's engine, with the documented exit codes."""
     from sync.store import make_engine
-    from sync.store.migrate import current_revision, upgrade
 
     def go() -> str:
         engine = make_engine(_settings().database_url)
         try:
-            upgrade(engine)
-            return str(current_revision(engine))
+            return action(engine)
         finally:
             engine.dispose()
 
-    out.print(f"database at revision {_guarded(go)}")
+    return _guarded(go)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations to CRM_SYNC_DATABASE_URL."""
+    from sync.store.migrate import current_revision, upgrade
+
+    def go(engine: Engine) -> str:
+        upgrade(engine)
+        return str(current_revision(engine))
+
+    out.print(f"database at revision {_on_database(go)}")
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema revision of CRM_SYNC_DATABASE_URL."""
-    from sync.store import make_engine
     from sync.store.migrate import current_revision, head_revision
 
-    def go() -> str:
-        engine = make_engine(_settings().database_url)
-        try:
-            return f"{current_revision(engine) or '(empty)'} (head: {head_revision()})"
-        finally:
-            engine.dispose()
-
-    out.print(_guarded(go))
+    out.print(_on_database(
+        lambda engine: f"{current_revision(engine) or '(empty)'} (head: {head_revision()})"))
 
 
 @app.command()
