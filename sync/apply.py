@@ -159,6 +159,11 @@ class Applier:
                 if push is not None:  # the base is saved once the CRM took the push
                     assert base is not None
                     pushes.append((it, push, self._synced(it, base, it.remote, status, error)))
+                    if status == "synced" and it.state is not None and it.state.base is not None:
+                        # Write-ahead: should the process die once the CRM has taken the
+                        # update, the next cycle must know the new CRM values for ours.
+                        states.append(it.state.replace(status="pushing", remote=e.conv.to_contact(
+                            it.remote.ref_id, push.fields, it.remote), remote_updated_ms=None))
                 elif base is not None and not any(isinstance(a, PushDelete) for a in acts):
                     states.append(self._synced(it, base, it.remote, status, error))
                 self._count(acts)

@@ -198,6 +198,8 @@ class SyncEngine:
             except RowError as exc:
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
+            if state is not None:
+                state = self._landed(state, remote_f)
             base = state.base if state and state.base is not None else None
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in ("synced", "read_only")
@@ -214,6 +216,16 @@ class SyncEngine:
                 or self.read_only_table)
             items.append(ChunkItem(key, remote, state, row, local_f, remote_f, plan))
         await applier.apply_chunk(items)
+
+    def _landed(self, state: SyncState, remote_f: Fields) -> SyncState:
+        """A push cut short (status `pushing`, `remote` = what was sent): a field the push
+        changed that the CRM now shows as sent is ours, so agreed, not an agent's edit."""
+        if state.status != "pushing" or state.base is None or state.remote is None:
+            return state
+        sent, base = self.conv.remote_fields(state.remote), state.base
+        agreed = {k: (sent[k] if k in sent and sent[k] != v and remote_f.get(k) == sent[k]
+                      else v) for k, v in base.items()}
+        return state.replace(base=agreed)
 
     def _pick(self, candidates: list[Contact], state: SyncState | None,
               ctx: CycleContext) -> Contact:
@@ -269,12 +281,15 @@ class SyncEngine:
                 elif state.base is not None and local_f != state.base and state.remote:
                     # Changed here but not in this listing (items shift): push against the
                     # CRM copy we know; an unknown refId answer is left to a full cycle.
-                    remote_f = self.conv.remote_fields(state.remote)
+                    known = state.remote
+                    # After a push cut short, what the CRM holds is unknown: take it as the
+                    # base, so the row's values are (re)sent, which is idempotent.
+                    remote_f = (dict(state.base) if state.status == "pushing"
+                                else self.conv.remote_fields(known))
                     plan = plan_contact(key, state.base, local_f, remote_f, policy=self.policy,
                                         directions=self.directions,
                                         read_only=state.ref_id is None or self.read_only_table)
-                    edits.append(ChunkItem(key, state.remote, state, row, local_f, remote_f,
-                                           plan))
+                    edits.append(ChunkItem(key, known, state, row, local_f, remote_f, plan))
             if edits:
                 await applier.apply_chunk(edits)
         await self._pending(ctx, applier)

@@ -35,7 +35,7 @@ __all__ = [
     "note_outbox", "sync_lease", "sync_runs", "sync_state", "tombstones", "utcnow",
 ]
 
-STATUSES = ("synced", "pending_create", "error", "conflict", "read_only")
+STATUSES = ("synced", "pending_create", "pushing", "error", "conflict", "read_only")
 RUN_KINDS = ("sync", "full", "resync", "dry_run")
 RUN_STATUSES = ("running", "ok", "partial", "failed", "refused")
 RUN_COUNT_COLUMNS = (
