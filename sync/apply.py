@@ -138,7 +138,8 @@ class Applier:
                     if isinstance(a, PullCreate):
                         inserts.append(self._row(it.key, a.fields) | crm_id)
                     elif isinstance(a, PullUpdate):
-                        e.local.update(conn, it.key, e.conv.row_values(a.changes) | crm_id)
+                        e.local.update(conn, it.key,
+                                       e.conv.row_values(a.changes, now_row) | crm_id)
                     elif isinstance(a, RecordConflicts):
                         if not (it.state and it.state.status == "conflict"):  # already open
                             conflicts += self.conflict_rows(it.key, a.conflicts)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sync import __version__, logs
 from sync.cycle import CycleOptions, CycleResult, ExitCode
@@ -45,10 +46,10 @@ def _guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except (ConfigError, AuthError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(ExitCode.CONFIG) from None
     except CrmSyncError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(ExitCode.FAILURE) from None
 
 

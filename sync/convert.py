@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import date
 from hashlib import blake2b
 from typing import Any
 
@@ -31,6 +30,7 @@ from sync.record import (
     Item,
     norm_text,
 )
+from sync.scalars import literal, to_crm_text
 from sync.transform import from_crm as canon
 
 __all__ = ["EXTRA_PREFIX", "MAPPING_KEY", "Converter", "RowError", "canon", "validate_for_push"]
@@ -44,7 +44,7 @@ class RowError(ValueError):
     """A value that cannot be converted; the message names the column (and the CRM field)."""
 
 
-def _digest(*parts: object) -> str:
+def _digest(*parts: object) -> str:  # 32 bits: compared only against a handful of others
     return blake2b(repr(parts).encode(), digest_size=4).hexdigest()
 
 
@@ -99,7 +99,7 @@ class Converter:
             if isinstance(value, dict | list):
                 raise RowError(f"column {col!r}: {label!r} holds a {type(value).__name__}, "
                                "not a plain value")
-            text = tf.literal(value)
+            text = literal(value)
             if key and key not in self.claimed and text is not None and key not in out:
                 out[key] = text
         return out
@@ -132,7 +132,7 @@ class Converter:
                 if v is None:
                     extra.pop(label, None)
                 elif label not in self.claimed:
-                    extra[label] = tf.to_crm_text(v)
+                    extra[label] = to_crm_text(v)
             out[self.extra_col] = dict(sorted(extra.items())) or None
         return out
 
@@ -224,10 +224,10 @@ class Converter:
                 continue
             v = fields[f.name]
             if f.custom is not None:
-                _set_custom(custom, f.custom, None if v is None else tf.to_crm_text(v))
+                _set_custom(custom, f.custom, None if v is None else to_crm_text(v))
             elif f.dynamic is not None:
                 vals = (() if v is None else tuple(sorted(v)) if isinstance(v, frozenset)
-                        else (tf.to_crm_text(v),))
+                        else (to_crm_text(v),))
                 dynamic[f.dynamic] = DynamicValue(str(f.field_type), vals)
             elif f.field in ("phone", "email"):
                 key = "phones" if f.field == "phone" else "emails"
@@ -246,12 +246,10 @@ class Converter:
                      if n.startswith(EXTRA_PREFIX)}
             for label, v in known.items():
                 if label not in self.claimed:
-                    _set_custom(custom, label, None if v is None else tf.to_crm_text(v))
+                    _set_custom(custom, label, None if v is None else to_crm_text(v))
             # labels the table dropped from its JSON column are removed in the CRM too
             custom = [e for e in custom if e.label in self.claimed or e.label in known]
-        changes["custom"] = tuple(custom)
-        changes["dynamic"] = dynamic
-        return replace(c, **changes)
+        return replace(c, **changes, custom=tuple(custom), dynamic=dynamic)
 
 
 def _set_custom(custom: list[CustomEntry], label: str, value: str | None) -> None:
@@ -285,16 +283,11 @@ _PHONE = re.compile(r"^\+?\d{8,15}$")
 
 def validate_for_push(fields: Fields) -> list[str]:
     """What the CRM would refuse or silently drop; each problem names the field."""
-    problems = []
-    if not fields.get("full_name"):
-        problems.append("full_name is empty: the CRM requires a name")
-    for name in ("email", "owner_email"):
-        v = fields.get(name)
-        if isinstance(v, str) and not _EMAIL.match(v):
-            problems.append(f"{name} {v!r} is not an email address")
-    for v in [*(fields.get("emails") or ())]:  # type: ignore[misc]
-        if isinstance(v, str) and not _EMAIL.match(v):
-            problems.append(f"email {v!r} is not an email address")
+    problems = [] if fields.get("full_name") else ["full_name is empty: the CRM requires a name"]
+    emails = [("email", fields.get("email")), ("owner_email", fields.get("owner_email")),
+              *(("email", v) for v in fields.get("emails") or ())]  # type: ignore[union-attr]
+    problems += [f"{name} {v!r} is not an email address" for name, v in emails
+                 if isinstance(v, str) and not _EMAIL.match(v)]
     for v in [fields.get("phone"), *(fields.get("phones") or ())]:  # type: ignore[misc]
         if isinstance(v, str) and not _PHONE.match(v):
             problems.append(f"phone {v!r} is not a phone number")
@@ -302,7 +295,4 @@ def validate_for_push(fields: Fields) -> list[str]:
     if gender is not None and gender not in GENDERS:
         problems.append(f"gender {gender!r} is not male, female or other (map the column's "
                         "words with `values:` in the mapping)")
-    birthday = fields.get("birthday")
-    if birthday is not None and not isinstance(birthday, date):
-        problems.append(f"birthday {birthday!r} is not a date")
     return problems

@@ -93,7 +93,8 @@ class Deletions:
             if d.side == "local":
                 await self._delete_remote(d)
                 continue
-            base = d.state.base if d.state else None
+            base = (e.conv.rebase(d.state.base) if d.state and d.state.base is not None
+                    else None)
             plan = plan_contact(d.key, base, d.local, None, policy=e.policy,
                                 directions=e.directions,
                                 read_only=e.read_only_table

@@ -192,14 +192,14 @@ class SyncEngine:
             remote = self._pick(groups[key], state, ctx)
             ctx.seen_keys.add(key)
             ctx.counts["pulled"] += 1
-            remote_f = self.conv.remote_fields(remote)
             try:
+                remote_f = self.conv.remote_fields(remote)
                 local_f = self.conv.row_fields(row) if row is not None else None
-            except RowError as exc:
+            except RowError as exc:  # a value one side cannot hold: this contact only
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
             if state is not None:
-                state = self._landed(state, remote_f)
+                state = self._landed(self._rebased(state), remote_f)
             base = state.base if state and state.base is not None else None
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in ("synced", "read_only")
@@ -216,6 +216,15 @@ class SyncEngine:
                 or self.read_only_table)
             items.append(ChunkItem(key, remote, state, row, local_f, remote_f, plan))
         await applier.apply_chunk(items)
+
+    def _rebased(self, state: SyncState) -> SyncState:
+        """The base as the current mapping reads it: a field mapped anew (or re-pointed,
+        re-typed) has no agreed value yet, so the CRM's is pulled, never an empty column
+        pushed."""
+        if state.base is None:
+            return state
+        base = self.conv.rebase(state.base)
+        return state if base == state.base else state.replace(base=base)
 
     def _landed(self, state: SyncState, remote_f: Fields) -> SyncState:
         """A push cut short (status `pushing`, `remote` = what was sent): a field the push
@@ -278,14 +287,19 @@ class SyncEngine:
                     self._new_row(ctx, applier, key, local_f, state)
                 elif ctx.options.full and ctx.listing_complete:
                     ctx.vanished.append((state, row, local_f))  # confirmed one by one later
-                elif state.base is not None and local_f != state.base and state.remote:
+                elif (state := self._rebased(state)).base is not None and state.remote \
+                        and local_f != state.base:
                     # Changed here but not in this listing (items shift): push against the
                     # CRM copy we know; an unknown refId answer is left to a full cycle.
                     known = state.remote
-                    # After a push cut short, what the CRM holds is unknown: take it as the
-                    # base, so the row's values are (re)sent, which is idempotent.
-                    remote_f = (dict(state.base) if state.status == "pushing"
-                                else self.conv.remote_fields(known))
+                    try:
+                        # After a push cut short, what the CRM holds is unknown: take it as
+                        # the base, so the row's values are (re)sent, which is idempotent.
+                        remote_f = (dict(state.base) if state.status == "pushing"
+                                    else self.conv.remote_fields(known))
+                    except RowError as exc:
+                        applier.row_error(key, state, str(exc))
+                        continue
                     plan = plan_contact(key, state.base, local_f, remote_f, policy=self.policy,
                                         directions=self.directions,
                                         read_only=state.ref_id is None or self.read_only_table)

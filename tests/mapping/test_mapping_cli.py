@@ -1,0 +1,170 @@
+"""`crm-sync check [--online]` on mapping files, through the CLI: exit 0 for every shipped
+mapping, exit 2 naming the file, the line and the key for a bad one, every mismatch of an
+existing table listed, and a dynamic field_code the tenant does not have refused online."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import structlog
+from typer.testing import CliRunner, Result
+
+from sync.cli import app
+from sync.emulator import EmulatorConfig, EmulatorServer
+
+from .conftest import ERP, SHIPPED
+
+runner = CliRunner()
+
+
+def check(*args: str) -> tuple[int, str]:
+    try:
+        result: Result = runner.invoke(app, ["check", *args])
+    finally:  # the command pointed structlog at the runner's stream, now closed
+        structlog.reset_defaults()
+    text = re.sub(r"\s+", " ", result.output)  # stdout and stderr
+    return result.exit_code, text
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(api_key="demo-key")) as srv:
+        yield srv
+
+
+def write(tmp: Path, text: str) -> Path:
+    path = tmp / "mapping.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_mapping_passes_check(name: str, clean_env: Path, server: EmulatorServer,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(SHIPPED[name]))
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", server.url)
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "demo-key")
+    code, out = check("--online")
+    assert code == 0, out
+    assert "dynamic attribute layout" in out
+
+
+def test_the_default_mapping_is_used_when_none_is_set(clean_env: Path) -> None:
+    code, out = check()
+    assert code == 0, out
+    assert "default.yaml" in out and "'contacts'" in out
+
+
+@pytest.mark.parametrize(("text", "where", "words"), [
+    ("table: customers\nfields:\n  - {field: full_name, column: ho_ten\n", ":4",
+     "YAML syntax error: expected ',' or '}', but got '<stream end>' (while parsing a flow "
+     "mapping started at line 3)"),
+    ("table: customers\n  key_column: x\n", ":2", "YAML syntax error"),
+    ("table: customers\nfields:\n  - {field: full_name, column: ho_ten}\n  - custom: Điểm\n"
+     "    column: diem\n    tpye: integer\n", ":6", "unknown key 'tpye'"),
+    ("tabel: customers\n", ":1", "unknown key 'tabel'"),
+    ("fields:\n  - {field: gender, column: g, values: {Nam: male, Nữ: male}}\n", ":2",
+     "not one-to-one"),
+])
+def test_a_bad_mapping_exits_2_naming_file_line_and_key(
+        text: str, where: str, words: str, clean_env: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(clean_env, text)
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(path))
+    code, out = check()
+    assert code == 2, out
+    assert f"{path}{where}: " in out, out
+    assert words in out
+
+
+def test_a_missing_mapping_file_exits_2(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(clean_env / "nope.yaml"))
+    code, out = check()
+    assert code == 2 and "nope.yaml" in out and "cannot read" in out
+
+
+def test_check_lists_every_mismatch_of_an_existing_table(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{clean_env}/erp.db"
+    db = sa.create_engine(url)
+    with db.begin() as conn:  # an ERP table that predates crm-sync
+        conn.execute(sa.text(
+            "CREATE TABLE customers (ma_kh TEXT, ho_ten TEXT, dien_thoai TEXT, diem TEXT, "
+            "ngay_mua_gan_nhat INTEGER, thong_tin_khac TEXT)"))
+    db.dispose()
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", url)
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(ERP))
+    code, out = check()
+    assert code == 2, out
+    for column in ("email", "gioi_tinh", "ngay_sinh", "nhom_kh", "omicall_id", "diem_thuong",
+                   "hang"):
+        assert f"'{column}'" in out, column
+    assert "'diem' is TEXT" in out and "'ngay_mua_gan_nhat' is INTEGER" in out
+    assert "primary key or unique" in out
+
+
+def test_an_adopted_table_that_fits_passes(clean_env: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{clean_env}/erp.db"
+    db = sa.create_engine(url)
+    cols = ", ".join(["ma_kh VARCHAR(20) PRIMARY KEY", "ma_tham_chieu TEXT", "omicall_id TEXT",
+                      "ho_ten NVARCHAR(200)", "dien_thoai VARCHAR(20)", "email TEXT",
+                      "gioi_tinh TEXT", "ngay_sinh CHAR(10)", "dia_chi TEXT", "nhom_kh TEXT",
+                      "ghi_chu TEXT", "nv_phu_trach TEXT", "diem INTEGER", "kenh TEXT",
+                      "diem_thuong BIGINT", "hang TEXT", "ngay_mua_gan_nhat DATE",
+                      "thong_tin_khac JSON", "ton_kho INTEGER"])  # and a column not mapped
+    with db.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE customers ({cols})"))
+    db.dispose()
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", url)
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(ERP))
+    code, out = check()
+    assert code == 0, out
+
+
+def _online(clean_env: Path, monkeypatch: pytest.MonkeyPatch, server: EmulatorServer,
+            text: str) -> tuple[int, str]:
+    path = write(clean_env, text)
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(path))
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", server.url)
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "demo-key")
+    offline = check()
+    assert offline[0] == 0, offline[1]  # only the tenant's layout can tell
+    return check("--online")
+
+
+@pytest.mark.parametrize(("entry", "words"), [
+    ("{dynamic: zzNoSuchFld, field_type: single_text, column: x}",
+     ["fields[1].dynamic", "'zzNoSuchFld' is not in the tenant's layout",
+      "vWabCEBkqM (Điểm thưởng, single_text)"]),
+    ("{dynamic: hTqLmZpXcR, field_type: radio, column: x}",
+     ["is a select in the tenant's layout", "field_type 'radio'"]),
+    ("{dynamic: hTqLmZpXcR, field_type: select, column: x, values: {G: Gold, S: Bạc}}",
+     ["'Gold'", "not options of 'hTqLmZpXcR'"]),
+])
+def test_check_online_refuses_what_the_tenant_does_not_have(
+        entry: str, words: list[str], clean_env: Path, server: EmulatorServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    text = f"fields:\n  - {{field: full_name, column: full_name}}\n  - {entry}\n"
+    code, out = _online(clean_env, monkeypatch, server, text)
+    assert code == 2, out
+    assert "mapping.yaml:3:" in out.replace(" ", ""), out
+    for w in words:
+        assert w in out, w
+
+
+def test_check_online_with_a_custom_layout(clean_env: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    layout: list[dict[str, Any]] = [{"field_code": "abcDEF1234", "field_name": "Sở thích",
+                                     "field_type": "checkbox", "options": ["A", "B"]}]
+    with EmulatorServer(EmulatorConfig(api_key="demo-key", layout=layout)) as srv:
+        ok = "fields:\n  - {dynamic: abcDEF1234, field_type: checkbox, column: so_thich}\n"
+        assert _online(clean_env, monkeypatch, srv, ok)[0] == 0
+        erp_code, out = _online(clean_env, monkeypatch, srv, ERP.read_text(encoding="utf-8"))
+    assert erp_code == 2
+    assert out.count("is not in the tenant's layout") == 3
