@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -53,28 +54,47 @@ def runs(db_url: str, tenant: str) -> list[dict[str, Any]]:
         engine.dispose()
 
 
+class NotifyListener:
+    """systemd's side of NOTIFY_SOCKET: reads continuously, as systemd does (a datagram queue
+    nobody reads fills up after ~10 messages, and the daemon then drops, never blocks)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.messages: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.extend(self.sock.recv(4096).decode().splitlines())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> list[str]:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+        return self.messages
+
+
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
-    path = str(tmp_path / "notify.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(path)
-        sock.setblocking(False)
-        yield path, sock
-
-
-def received(sock: socket.socket) -> list[str]:
-    out = []
-    while True:
-        try:
-            out.extend(sock.recv(4096).decode().splitlines())
-        except BlockingIOError:
-            return out
+def notify_socket(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(str(tmp_path / "notify.sock"))
+    yield listener
+    listener.close()
 
 
 def test_daemon_end_to_end(emulator: EmulatorServer, sqlite_url: str, spawn: Spawn,
-                           notify_socket: tuple[str, socket.socket]) -> None:
+                           notify_socket: NotifyListener) -> None:
     interval, port, tenant = 1.5, free_port(), f"t-{secrets.token_hex(4)}"
-    proc = spawn(["run"], name="daemon", extra_env={"NOTIFY_SOCKET": notify_socket[0],
+    proc = spawn(["run"], name="daemon", extra_env={"NOTIFY_SOCKET": notify_socket.path,
                                                      "WATCHDOG_USEC": "1000000"},
                  **daemon_settings(emulator, sqlite_url, tenant, interval, port))
     base = f"http://127.0.0.1:{port}"
@@ -110,7 +130,7 @@ def test_daemon_end_to_end(emulator: EmulatorServer, sqlite_url: str, spawn: Spa
     print(f"\npull {t_pull:.2f}s, push {t_push:.2f}s (interval {interval}s); "
           f"SIGTERM -> exit {code} in {took:.2f}s")
     assert code == 0 and took < 10
-    messages = received(notify_socket[1])
+    messages = notify_socket.close()
     assert messages.count("READY=1") == 1 and "STOPPING=1" in messages
     assert "WATCHDOG=1" in messages and any(m.startswith("STATUS=") for m in messages)
     assert messages.index("READY=1") < messages.index("STOPPING=1")
