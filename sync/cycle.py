@@ -66,7 +66,6 @@ class CycleContext:
     deletes: list[PendingDelete] = field(default_factory=list)
     plan: list[Action] = field(default_factory=list)  # dry run: everything that would be done
     notes: list[str] = field(default_factory=list)  # said to the operator at the end
-    refetched: list[Contact] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
