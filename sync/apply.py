@@ -87,10 +87,11 @@ class Applier:
             attempts=(state.attempts if state else 0) + 1,
             public_id=public_id or (state.public_id if state else None))
 
-    def refresh_remote(self, state: SyncState, remote: Contact) -> None:
+    def refresh(self, state: SyncState, remote: Contact, row_hash: str | None) -> None:
+        """An agreed contact: keep the CRM's latest copy and the row's fingerprint."""
         if not self.ctx.options.dry_run:
-            self._queued[state.key] = state.replace(remote=remote,
-                                                    remote_updated_ms=remote.updated_ms)
+            self._queued[state.key] = state.replace(
+                remote=remote, remote_updated_ms=remote.updated_ms, local_hash=row_hash)
 
     def _flush_queued(self, conn: Any) -> None:
         if self._queued:

@@ -67,6 +67,14 @@ class Converter:
             sigs[EXTRA_PREFIX] = _digest(EXTRA_PREFIX, self.extra_col)
         self._sigs = sigs
         self.signature: frozenset[str] = frozenset(sigs.values())
+        self._row_columns = tuple(spec.columns)
+        self._row_salt = repr(sorted(self.signature))
+
+    def row_hash(self, row: Mapping[str, Any]) -> str:
+        """A cheap fingerprint of a row's raw column values under this mapping: two rows with
+        one fingerprint give the same row_fields, so an unchanged row need not be converted."""
+        raw = repr((self._row_salt, [row.get(c) for c in self._row_columns]))
+        return blake2b(raw.encode(), digest_size=16).hexdigest()
 
     # --- local row -> canonical ---------------------------------------------------------------
 

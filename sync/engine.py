@@ -192,9 +192,16 @@ class SyncEngine:
             remote = self._pick(groups[key], state, ctx)
             ctx.seen_keys.add(key)
             ctx.counts["pulled"] += 1
+            row_hash = self.conv.row_hash(row) if row is not None else None
             try:
                 remote_f = self.conv.remote_fields(remote)
-                local_f = self.conv.row_fields(row) if row is not None else None
+                if row is None:
+                    local_f = None
+                elif state is not None and state.base is not None \
+                        and state.local_hash == row_hash:
+                    local_f = state.base  # the row is as it was when it matched this base
+                else:
+                    local_f = self.conv.row_fields(row)
             except RowError as exc:  # a value one side cannot hold: this contact only
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
@@ -204,8 +211,9 @@ class SyncEngine:
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in ("synced", "read_only")
                     and state.public_id == remote.public_id):
-                if state.remote_updated_ms != remote.updated_ms:
-                    applier.refresh_remote(state, remote)  # unmapped CRM data moved on
+                if state.remote_updated_ms != remote.updated_ms or state.local_hash != row_hash:
+                    # unmapped CRM data moved on / the row's fingerprint for next time
+                    applier.refresh(state, remote, row_hash)
                 if row is not None and self.conv.spec.crm_id_column and \
                         row.get(self.conv.spec.crm_id_column) != remote.public_id:
                     items.append(ChunkItem(key, remote, state, row, local_f, remote_f, None))

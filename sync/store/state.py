@@ -92,7 +92,9 @@ class SyncState:
 
     @base.setter
     def base(self, value: Fields | None) -> None:
+        # local_hash vouches for a row against one base only: a new base voids it
         self._base, self._base_raw, self._base_hash = value, None, None
+        self.local_hash = None
 
     @property
     def base_hash(self) -> str | None:
@@ -123,7 +125,8 @@ class SyncState:
         copy = SyncState.__new__(SyncState)
         for name in SyncState.__slots__:
             setattr(copy, name, getattr(self, name))
-        for name, value in changes.items():
+        # base first: assigning it voids local_hash, which may be given alongside
+        for name, value in sorted(changes.items(), key=lambda kv: kv[0] != "base"):
             if name not in _PUBLIC:
                 raise TypeError(f"SyncState has no field {name!r}")
             setattr(copy, name, value)
