@@ -130,9 +130,21 @@ class SyncEngine:
         deletions.guard()
         await deletions.apply()
         await applier.creates()
+        self._analyze_after_bulk(ctx)
         if self.notes:
             ctx.counts.update(await self.notes.push(self.client, batch_size=self.batch_size,
                                                     dry_run=ctx.options.dry_run))
+
+    def _analyze_after_bulk(self, ctx: CycleContext) -> None:
+        """PostgreSQL plans a freshly bulk-filled table without statistics (each keyset page
+        of the next cycle's walks became a sort of every row): give it some at once."""
+        if self.db.dialect.name != "postgresql" or ctx.options.dry_run \
+                or ctx.counts["created_local"] + ctx.counts["created_remote"] < 1000:
+            return
+        with self.db.begin() as conn:
+            quote = conn.dialect.identifier_preparer.quote
+            for table in ("sync_state", self.local.table.name):
+                conn.exec_driver_sql(f"ANALYZE {quote(table)}")
 
     def _finish(self, ctx: CycleContext, status: RunStatus,
                 calls_before: dict[str, int]) -> CycleResult:

@@ -90,8 +90,9 @@ class FieldMap(_Strict):
         return self
 
     # --- what the entry means -------------------------------------------------------------------
+    # Cached: the model is frozen, and the converter asks these for every field of every contact.
 
-    @property
+    @cached_property
     def source(self) -> str:
         if self.custom is not None:
             return f"custom field {self.custom!r}"
@@ -99,7 +100,7 @@ class FieldMap(_Strict):
             return f"dynamic attribute {self.dynamic!r} ({self.field_type})"
         return f"{self.field} field"
 
-    @property
+    @cached_property
     def name(self) -> str:
         """The canonical field name the merge sees."""
         if self.custom is not None:
@@ -108,7 +109,7 @@ class FieldMap(_Strict):
             return DYNAMIC_PREFIX + self.dynamic
         return str(self.field)
 
-    @property
+    @cached_property
     def crm_kind(self) -> sc.Kind:
         """The kind of the value the CRM holds."""
         if self.field is not None:
@@ -117,7 +118,7 @@ class FieldMap(_Strict):
             return rules.DYNAMIC_KIND.get(self.field_type or "", "text")
         return "text"
 
-    @property
+    @cached_property
     def kind(self) -> sc.Kind:
         """The canonical kind: a typed column narrows free CRM text (custom "90" -> 90)."""
         crm = self.crm_kind
@@ -130,19 +131,19 @@ class FieldMap(_Strict):
             return "date"  # a custom date kept as text in its own format
         return crm
 
-    @property
+    @cached_property
     def allowed_types(self) -> tuple[ColumnType, ...]:
         return rules.allowed_types(self)
 
-    @property
+    @cached_property
     def is_list(self) -> bool:
         return self.kind in sc.LIST_KINDS
 
-    @property
+    @cached_property
     def is_date(self) -> bool:
         return self.kind == "date"
 
-    @property
+    @cached_property
     def column_type(self) -> ColumnType:
         if self.type:
             return self.type
