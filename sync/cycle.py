@@ -56,7 +56,6 @@ class CycleContext:
     counts: Counter[str] = field(default_factory=Counter)
     seen_public: set[str] = field(default_factory=set)
     seen_keys: set[str] = field(default_factory=set)
-    local_keys: set[str] = field(default_factory=set)
     listing_complete: bool = False
     refused: bool = False  # the delete guard refused a side's deletions
     creates: list[tuple[str, Fields, SyncState | None]] = field(default_factory=list)

@@ -40,12 +40,11 @@ class Deletions:
 
     def orphans(self) -> None:
         ctx = self.ctx
-        for states in self.e.store.iter_all(chunk=1000):
-            for st in states:
-                if st.key in ctx.local_keys or st.key in ctx.seen_keys:
-                    continue
-                # the app deleted the row: delete in the CRM (or just forget, if never created)
-                ctx.deletes.append(PendingDelete(st.key, st.public_id, st, None, None, "local"))
+        for st in self.e.store.missing_from(self.e.local.key):
+            if st.key in ctx.seen_keys:
+                continue  # listed: the pull already planned it with its row absent
+            # the app deleted the row: delete in the CRM (or just forget, if never created)
+            ctx.deletes.append(PendingDelete(st.key, st.public_id, st, None, None, "local"))
 
     # --- 4. contacts the complete listing no longer shows ----------------------------------
 

@@ -284,17 +284,15 @@ class SyncEngine:
     # --- 2. local rows the listing did not show ---------------------------------------------
 
     async def _local(self, ctx: CycleContext, applier: Applier) -> None:
-        key_col = self.local.key_column
-        for rows in self.local.iter_rows(self.db, chunk=CHUNK * 2):
-            keys = [str(r[key_col]) for r in rows]
-            ctx.local_keys.update(keys)
-            unseen = [r for r in rows if str(r[key_col]) not in ctx.seen_keys]
-            if not unseen:
+        for keys in self.local.iter_keys(self.db):
+            unseen_keys = [k for k in keys if k not in ctx.seen_keys]
+            if not unseen_keys:
                 continue
-            states = self.store.load([str(r[key_col]) for r in unseen])
+            with self.db.connect() as conn:
+                rows = self.local.load(conn, unseen_keys)
+            states = self.store.load(unseen_keys)
             edits: list[ChunkItem] = []
-            for row in unseen:
-                key = str(row[key_col])
+            for key, row in rows.items():  # a row deleted meanwhile is the next cycle's
                 state = states.get(key)
                 try:
                     local_f = self.conv.row_fields(row)

@@ -136,19 +136,20 @@ class LocalTable:
             q = q.with_for_update()
         return {r[self.key_column]: dict(r) for r in conn.execute(q).mappings()}
 
-    def iter_rows(self, engine: Engine, chunk: int = 1000) -> Iterator[list[Row]]:
-        """Every row in key order, chunk by chunk (keyset paging: no OFFSET, no long read)."""
+    def iter_keys(self, engine: Engine, chunk: int = 5000) -> Iterator[list[str]]:
+        """Every key in order, chunk by chunk: the cheap walk that finds rows a listing did
+        not show (only those rows are then read whole)."""
         last: str | None = None
         while True:
-            q = sa.select(self.table).order_by(self.key).limit(chunk)
+            q = sa.select(self.key).order_by(self.key).limit(chunk)
             if last is not None:
                 q = q.where(self.key > last)
             with engine.connect() as conn:
-                rows = [dict(r) for r in conn.execute(q).mappings()]
-            if not rows:
+                keys = [str(k) for k in conn.execute(q).scalars()]
+            if not keys:
                 return
-            yield rows
-            last = rows[-1][self.key_column]
+            yield keys
+            last = keys[-1]
 
     def count(self, conn: Connection) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
