@@ -9,7 +9,6 @@ fixed-name local table `contacts`, which no tenant column separates.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,16 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from sync.emulator import EmulatorConfig, EmulatorServer
 from sync.settings import default_mapping_file, load_settings
-from sync.store import make_engine
 
 from .helpers import Db, Harness
 
-PG_ENV = "CRM_SYNC_TEST_PG_URL"
 API_KEY = "demo-key"
 
 MakeHarness = Callable[..., Harness]
@@ -35,10 +30,6 @@ MakeHarness = Callable[..., Harness]
 RECHECK = 0.5
 
 
-def _with_search_path(url: str, schema: str) -> str:
-    parsed = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return parsed.render_as_string(hide_password=False)
-
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
@@ -46,19 +37,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     if request.param == "sqlite":
         yield Db("sqlite", f"sqlite:///{tmp_path}/engine.db")
         return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
-    schema = f"crm_sync_engine_test_{secrets.token_hex(4)}"
-    admin = make_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield Db("postgresql", _with_search_path(base, schema))
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield Db("postgresql", request.getfixturevalue("fresh_pg_url"))
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ and `contact_notes` have no tenant column.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 
 from sync.api.client import OmiClient
 from sync.emulator import EmulatorConfig, EmulatorServer
@@ -31,13 +29,8 @@ from sync.store import make_engine
 from sync.store.local import LocalTable, ensure_table
 from sync.store.migrate import upgrade
 
-PG_ENV = "CRM_SYNC_TEST_PG_URL"
 API_KEY = "demo-key"
 
-
-def with_search_path(url: str, schema: str) -> str:
-    parsed = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-    return parsed.render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -46,19 +39,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/notes.db"
         return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
-    schema = f"crm_sync_notes_test_{secrets.token_hex(4)}"
-    admin = make_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield with_search_path(base, schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield request.getfixturevalue("fresh_pg_url")
 
 
 @dataclass
