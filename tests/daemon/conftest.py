@@ -21,15 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from sync.emulator import EmulatorConfig, EmulatorServer
 from sync.settings import Settings
-from sync.store import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_ENV = "CRM_SYNC_TEST_PG_URL"
 API_KEY = "demo-key"
 CANCELLED = "cancelled (shutdown)"  # the engine's note on a run cancelled by a stop
 
@@ -79,23 +75,10 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(fresh_pg_url: str) -> str:
     """A PostgreSQL URL whose search_path is a fresh, empty schema (migrations run by the
     daemon itself on first start, as in production)."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
-    schema = f"crm_sync_daemon_test_{secrets.token_hex(4)}"
-    admin = make_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}) \
-            .render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    return fresh_pg_url
 
 
 class Proc:

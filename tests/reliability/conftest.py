@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from sync.store import make_engine
-
-PG_ENV = "CRM_SYNC_TEST_PG_URL"
 REPORT_ENV = "CRM_SYNC_RELIABILITY_JSON"
 _FIGURES: dict[str, dict[str, Any]] = {}
 _REPORT: list[Path] = []
@@ -62,23 +56,10 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(fresh_pg_url: str) -> str:
     """A PostgreSQL URL whose search_path is a fresh schema of the test's own (the engine owns
     the fixed-name table `contacts`), dropped at the end."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
-    schema = f"crm_sync_reliability_{secrets.token_hex(4)}"
-    admin = make_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}) \
-            .render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    return fresh_pg_url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
