@@ -45,9 +45,9 @@ def render(report: dict[str, Any]) -> str:
             + (f" **failed: {r['error']}**" if r.get("error") else "") + " |")
     out += ["", "Phases of the crm-sync cycles (seconds, wrapped engine methods; see "
             "bench/sync_run.py):", "",
-            "| contacts | cycle | pull | pull_chunks | apply_chunks | parse_pages | local_walk "
-            "| orphans | push_updates | creates |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| contacts | cycle | pull | pull_chunks | apply_chunks | parse_pages | local_scan "
+            "| local_walk | orphans | push_updates | creates |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, res in report["sizes"].items():
         for key in ("pull_sqlite", "noop_sqlite", "noop2_sqlite", "pull_pg", "noop_pg",
                     "noop2_pg", "push"):
@@ -57,7 +57,8 @@ def render(report: dict[str, Any]) -> str:
             ph = r["phases"]
             out.append(f"| {int(n):,} | {key} | " + " | ".join(
                 _f(ph.get(k), "%.2f") for k in ("pull", "pull_chunks", "apply_chunks",
-                                                "parse_pages", "local_walk", "orphans",
+                                                "parse_pages", "local_scan", "local_walk",
+                                                "orphans",
                                                 "push_updates", "creates")) + " |")
     seen = report.get("code_seen") or {}
     if len(seen) > 1:

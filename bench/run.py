@@ -401,7 +401,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                           f"{_floor(sizes[hi]) or float('nan'):.2f} s)"))
             out.append(_t(f"no-op change detection at {hi} ({db}) within 0.5 s",
                           r["change_detection_s"] <= 0.5,
-                          f"{r['change_detection_s']:.3f} s (local walk "
+                          f"{r['change_detection_s']:.3f} s (local scan "
+                          f"{r['phases'].get('local_scan', 0):.3f} s + local walk "
                           f"{r['phases'].get('local_walk', 0):.3f} s + orphans "
                           f"{r['phases'].get('orphans', 0):.3f} s)"))
             writes = {k: v for k, v in r["server_calls"].items() if k in WRITE_ENDPOINTS}

@@ -9,15 +9,18 @@ reported in the result's `missing_timers`):
 - `pull_chunks`: the share of it in `SyncEngine.pull_chunk` (load state and rows, convert
   both sides, compare, plan, apply);
 - `apply_chunks`: `Applier.apply_chunk` (local writes and bookkeeping, then CRM updates);
-- `parse_pages`: `adapter.page_from_wire` (decoded JSON -> Contacts);
-- `local_walk`: `SyncEngine._local`, the walk of the local table for rows the listing did not
-  show (new rows, pending creates, edits to contacts the listing missed);
+- `parse_pages`: `adapter.page_from_wire` (the listing's JSON -> lazily parsed items);
+- `local_scan`: `SyncEngine._agreed`, the one pass (SQL) over the local table and sync_state
+  that tells the rows still as agreed from the others, before the listing (quick cycles);
+- `local_walk`: `SyncEngine._local`, the rows the listing did not show (new rows, pending
+  creates, edits to contacts the listing missed): in a quick cycle only the rows the scan found
+  not as agreed, in a full one every key;
 - `orphans`: `Deletions.orphans`, the walk of sync_state for rows the app deleted;
 - `push_updates`, `creates`, `deletes`: the CRM writes.
 
-"Change detection" for the no-op target is `local_walk + orphans`: the two walks a cycle adds to
-find local inserts, edits and deletes that the listing cannot show. The comparison of each
-listed contact's local row with its base happens inside `pull_chunks`, reported there.
+"Change detection" for the no-op target is `local_scan + local_walk + orphans`: what a cycle
+does to find local inserts, edits and deletes that the listing cannot show. Listed contacts
+whose row the scan found changed are compared inside `pull_chunks`, reported there.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 _TIMERS: tuple[tuple[str, str | None, tuple[str, ...], str], ...] = (
     ("sync.engine", "SyncEngine", ("_pull",), "pull"),
     ("sync.engine", "SyncEngine", ("pull_chunk", "_pull_chunk"), "pull_chunks"),
+    ("sync.engine", "SyncEngine", ("_agreed",), "local_scan"),
     ("sync.engine", "SyncEngine", ("_local",), "local_walk"),
     ("sync.deletions", "Deletions", ("orphans",), "orphans"),
     ("sync.engine", "SyncEngine", ("_orphans",), "orphans"),
@@ -213,7 +217,8 @@ def noop(base_url: str, db_url: str, **kw: Any) -> dict[str, Any]:
     """A cycle on an up-to-date mirror: nothing changed on either side."""
     out = one_cycle(base_url, db_url, after=lambda rt: {"proxy": local_walk_proxy(rt)}, **kw)
     ph = out["phases"]
-    out["change_detection_s"] = round(ph.get("local_walk", 0.0) + ph.get("orphans", 0.0), 4)
+    out["change_detection_s"] = round(ph.get("local_scan", 0.0) + ph.get("local_walk", 0.0)
+                                      + ph.get("orphans", 0.0), 4)
     writes = {k: v for k, v in out["api_calls"].items()
               if k in ("add", "add_more", "update", "delete", "add_note")}
     out["write_calls"] = sum(writes.values())

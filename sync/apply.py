@@ -73,7 +73,7 @@ class Applier:
 
     @staticmethod
     def _state(key: str, prev: SyncState | None, **changes: Any) -> SyncState:
-        return (prev or SyncState(key)).replace(**changes)
+        return SyncState(key, **changes) if prev is None else prev.replace(**changes)
 
     def row_error(self, key: str, state: SyncState | None, message: str, *,
                   public_id: str | None = None, keep_status: bool = False) -> None:
@@ -121,6 +121,7 @@ class Applier:
             states: list[SyncState] = []
             conflicts: list[dict[str, Any]] = []
             inserts: list[dict[str, Any]] = []
+            agreed: list[str] = []  # rows that hold their new base once this commits
             for it in items:
                 now_row = current.get(it.key)
                 if not self._unchanged(it, now_row):
@@ -168,10 +169,16 @@ class Applier:
                             it.remote.ref_id, push.fields, it.remote), remote_updated_ms=None))
                 elif base is not None and not any(isinstance(a, PushDelete) for a in acts):
                     states.append(self._synced(it, base, it.remote, status, error))
+                    if error is None and status in ("synced", "read_only"):
+                        agreed.append(it.key)
                 self._count(acts)
             if inserts:
                 e.local.insert_new(conn, inserts)
             e.store.save(conn, states)
+            if agreed and e.image is not None:
+                # Under the same lock as the writes: the fingerprint is of what we wrote (or
+                # found unchanged), so the next cycle need not read these rows again.
+                e.store.stamp(conn, agreed, e.local.key, e.image)
             e.store.add_conflicts(conn, conflicts)
             self._flush_queued(conn)
         if pushes:

@@ -6,7 +6,8 @@ stable across processes, hosts and Python versions:
 
 - field values: str, int, float, bool and None as they are; a date as `{"$date": "yyyy-mm-dd"}`,
   a frozenset as `{"$set": [sorted...]}`, a tuple as `{"$list": [...]}`;
-- text: `dumps` sorts keys, uses compact separators and keeps non-ASCII (Vietnamese) as is;
+- text: `dumps` sorts keys, uses compact separators and keeps non-ASCII (Vietnamese) as is
+  (msgspec's encoder: several times faster than the standard library's, on every pull);
 - `fields_hash`: blake2b (128 bits, hex) of that text.
 
 `contact_to_json` leaves out None, empty collections and `is_deleted=False`, which keeps the
@@ -16,10 +17,13 @@ stable across processes, hosts and Python versions:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from hashlib import blake2b
 from typing import Any
+
+import msgspec
 
 from sync.record import Contact, CustomEntry, DynamicValue, Fields, FieldValue, Item
 
@@ -29,17 +33,20 @@ __all__ = [
     "loads", "text_hash", "value_from_json", "value_to_json",
 ]
 
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-_decode = json.JSONDecoder().decode
+_encode = msgspec.json.Encoder(order="sorted").encode
+_decode = msgspec.json.Decoder().decode
 
 
 def dumps(obj: Any) -> str:
     """The canonical text of a JSON-able object: sorted keys, compact, non-ASCII kept."""
-    return _encode(obj)
+    return _encode(obj).decode("utf-8")
 
 
 def loads(text: str) -> Any:
-    return _decode(text)
+    try:
+        return _decode(text)
+    except msgspec.DecodeError:  # text the standard library wrote: Infinity, NaN
+        return json.loads(text)
 
 
 def text_hash(text: str) -> str:
@@ -55,19 +62,28 @@ def _enc_date(v: Any) -> Any:
     return {"$date": v.isoformat()}
 
 
+def _enc_float(v: float) -> Any:
+    # JSON has no infinity or NaN (msgspec would write null): tagged, as text
+    return v if math.isfinite(v) else {"$float": repr(v)}
+
+
+def _enc_items(v: Any) -> list[Any]:
+    return [_enc_float(x) if type(x) is float else x for x in v]
+
+
 _VALUE_ENCODERS: dict[type, Callable[[Any], Any]] = {
     str: lambda v: v,
     int: lambda v: v,
-    float: lambda v: v,
+    float: _enc_float,
     bool: lambda v: v,
     type(None): lambda v: v,
     date: _enc_date,
-    frozenset: lambda v: {"$set": sorted(v)},
-    tuple: lambda v: {"$list": list(v)},
+    frozenset: lambda v: {"$set": _enc_items(sorted(v))},
+    tuple: lambda v: {"$list": _enc_items(v)},
 }
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def value_to_json(value: FieldValue) -> Any:
@@ -91,13 +107,19 @@ def value_from_json(data: Any) -> FieldValue:
             if tag == "$date":
                 return date.fromisoformat(inner)
             if tag == "$set":
-                return frozenset(inner)
+                return frozenset(map(_dec_item, inner))
             if tag == "$list":
-                return tuple(inner)
+                return tuple(map(_dec_item, inner))
+            if tag == "$float":
+                return float(inner)
         raise ValueError(f"not an encoded field value: {data!r}")
     if isinstance(data, list):
         raise ValueError(f"not an encoded field value (bare list): {data!r}")
     return data  # type: ignore[no-any-return]
+
+
+def _dec_item(x: Any) -> Any:
+    return float(x["$float"]) if isinstance(x, dict) and "$float" in x else x
 
 
 def fields_to_json(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
@@ -123,7 +145,7 @@ def fields_from_json(data: Mapping[str, Any]) -> Fields:
 
 
 def fields_dumps(fields: Mapping[str, FieldValue]) -> str:
-    return _encode(fields_to_json(fields))
+    return dumps(fields_to_json(fields))
 
 
 def fields_loads(text: str) -> Fields:
@@ -136,7 +158,7 @@ def fields_hash(fields: Mapping[str, FieldValue]) -> str:
     About 10 µs for a typical contact. Hashes compare exactly: 1 and 1.0 hash differently
     (use the hash as a fast "unchanged" check, never as proof of a difference).
     """
-    return blake2b(_encode(fields_to_json(fields)).encode("utf-8"), digest_size=16).hexdigest()
+    return blake2b(_encode(fields_to_json(fields)), digest_size=16).hexdigest()
 
 
 # --- contacts ------------------------------------------------------------------------------

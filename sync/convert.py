@@ -67,14 +67,9 @@ class Converter:
             sigs[EXTRA_PREFIX] = _digest(EXTRA_PREFIX, self.extra_col)
         self._sigs = sigs
         self.signature: frozenset[str] = frozenset(sigs.values())
-        self._row_columns = tuple(spec.columns)
-        self._row_salt = repr(sorted(self.signature))
-
-    def row_hash(self, row: Mapping[str, Any]) -> str:
-        """A cheap fingerprint of a row's raw column values under this mapping: two rows with
-        one fingerprint give the same row_fields, so an unchanged row need not be converted."""
-        raw = repr((self._row_salt, [row.get(c) for c in self._row_columns]))
-        return blake2b(raw.encode(), digest_size=16).hexdigest()
+        # a row's fingerprint covers these columns, salted with this mapping (store/local.py)
+        self.row_columns = tuple(spec.columns)
+        self.row_salt = repr(sorted(self.signature))
 
     # --- local row -> canonical ---------------------------------------------------------------
 
@@ -257,7 +252,7 @@ class Converter:
                     _set_custom(custom, label, None if v is None else to_crm_text(v))
             # labels the table dropped from its JSON column are removed in the CRM too
             custom = [e for e in custom if e.label in self.claimed or e.label in known]
-        return replace(c, **changes, custom=tuple(custom), dynamic=dynamic)
+        return replace(c, **changes, custom=tuple(custom), dynamic=dynamic, digest=None)
 
 
 def _set_custom(custom: list[CustomEntry], label: str, value: str | None) -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy.engine import Engine
 
+from sync.api.adapter import Listed
 from sync.api.client import OmiClient
 from sync.apply import Applier, ChunkItem
 from sync.convert import Converter, RowError, validate_for_push
@@ -37,7 +38,7 @@ from sync.merge import Policy, plan_contact
 from sync.notes import NotesOutbox
 from sync.record import Contact, Fields
 from sync.store.local import LocalTable
-from sync.store.state import StateStore, SyncState
+from sync.store.state import AgreedRows, StateStore, SyncState
 
 log = structlog.get_logger("crm_sync.engine")
 CHUNK = 500
@@ -83,6 +84,9 @@ class SyncEngine:
         self.progress = progress
         self.directions = converter.spec.directions()
         self.read_only_table = converter.spec.direction.value == "pull"
+        # the local row's fingerprint, computed by the database (None: not on this database)
+        self.image = local.fingerprint(db.dialect.name, converter.row_columns,
+                                       converter.row_salt)
 
     async def run(self, options: CycleOptions = CycleOptions()) -> CycleResult:
         ctx = CycleContext(options=options, now=self.now())
@@ -122,8 +126,9 @@ class SyncEngine:
             # notes left in flight by a crash: maybe delivered, so held as `unknown`
             ctx.counts["notes_unknown"] += self.notes.recover()
         deletions = Deletions(self, ctx, applier)
-        await self._pull(ctx, applier)
-        await self._local(ctx, applier)
+        agreed = self._agreed(ctx)
+        await self._pull(ctx, applier, agreed)
+        await self._local(ctx, applier, agreed)
         deletions.orphans()
         if ctx.options.full and ctx.listing_complete:
             await deletions.confirm_vanished()
@@ -166,26 +171,47 @@ class SyncEngine:
 
     # --- 1. pull ----------------------------------------------------------------------------
 
-    async def _pull(self, ctx: CycleContext, applier: Applier) -> None:
-        buf: list[Contact] = []
+    def _agreed(self, ctx: CycleContext) -> AgreedRows | None:
+        """A quick cycle's view of the local side (None: a full cycle, which re-checks every
+        contact, or a database that cannot fingerprint rows)."""
+        if self.image is None or ctx.options.full:
+            return None
+        return self.store.agreed_rows(self.local.key, self.image)
+
+    async def _pull(self, ctx: CycleContext, applier: Applier, agreed: AgreedRows | None
+                    ) -> None:
+        buf: list[Listed] = []
         total: int | None = None
         async for page in self.client.iter_pages(self.page_size, concurrency=self.concurrency):
             total = page.total_items
-            for c in page.items:
+            for x in page.listed:
                 # Items shift between pages while the list changes: a contact seen twice is
                 # processed once.
-                if c.is_deleted or not c.public_id or c.public_id in ctx.seen_public:
+                if x.is_deleted or x.public_id in ctx.seen_public:
                     continue
-                ctx.seen_public.add(c.public_id)
-                buf.append(c)
+                ctx.seen_public.add(x.public_id)
+                if agreed is None or not self._unchanged(ctx, agreed, x):
+                    buf.append(x)
             if len(buf) >= CHUNK:
-                await self.pull_chunk(ctx, applier, buf)
+                await self.pull_chunk(ctx, applier, [x.contact() for x in buf])
                 buf = []
             if self.progress:
                 self.progress(len(ctx.seen_public), total)
         if buf:
-            await self.pull_chunk(ctx, applier, buf)
+            await self.pull_chunk(ctx, applier, [x.contact() for x in buf])
         ctx.listing_complete = True
+
+    @staticmethod
+    def _unchanged(ctx: CycleContext, agreed: AgreedRows, x: Listed) -> bool:
+        """Neither side changed since this contact was agreed: the CRM serves the very JSON
+        it served then, and the row still has its agreed fingerprint. Skipped unparsed."""
+        key = x.ref_id or f"crm:{x.public_id}"  # a hint: a wrong one only costs a parse
+        if key in ctx.seen_keys or not agreed.holds(key, x.public_id, x.digest):
+            return False
+        ctx.seen_keys.add(key)
+        ctx.counts["pulled"] += 1
+        ctx.counts["unchanged"] += 1
+        return True
 
     async def pull_chunk(self, ctx: CycleContext, applier: Applier,
                           contacts: list[Contact]) -> None:
@@ -197,20 +223,20 @@ class SyncEngine:
             ctx.counts["duplicates_in_crm"] += len(groups[k])
         states = self.store.load(keys)
         with self.db.connect() as conn:
-            rows = self.local.load(conn, keys)
+            rows, prints = self.local.load_fingerprinted(conn, keys, self.image)
         items: list[ChunkItem] = []
         for key in keys:
             state, row = states.get(key), rows.get(key)
             remote = self._pick(groups[key], state, ctx)
             ctx.seen_keys.add(key)
             ctx.counts["pulled"] += 1
-            row_hash = self.conv.row_hash(row) if row is not None else None
+            row_hash = prints.get(key)
             try:
                 remote_f = self.conv.remote_fields(remote)
                 if row is None:
                     local_f = None
                 elif state is not None and state.base is not None \
-                        and state.local_hash == row_hash:
+                        and row_hash is not None and state.local_hash == row_hash:
                     local_f = state.base  # the row is as it was when it matched this base
                 else:
                     local_f = self.conv.row_fields(row)
@@ -223,7 +249,8 @@ class SyncEngine:
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in ("synced", "read_only")
                     and state.public_id == remote.public_id):
-                if state.remote_updated_ms != remote.updated_ms or state.local_hash != row_hash:
+                if (state.remote_updated_ms != remote.updated_ms or state.local_hash != row_hash
+                        or state.remote_hash != remote.digest):
                     # unmapped CRM data moved on / the row's fingerprint for next time
                     applier.refresh(state, remote, row_hash)
                 if row is not None and self.conv.spec.crm_id_column and \
@@ -283,8 +310,13 @@ class SyncEngine:
 
     # --- 2. local rows the listing did not show ---------------------------------------------
 
-    async def _local(self, ctx: CycleContext, applier: Applier) -> None:
-        for keys in self.local.iter_keys(self.db):
+    async def _local(self, ctx: CycleContext, applier: Applier, agreed: AgreedRows | None
+                     ) -> None:
+        # A quick cycle looks only at rows not as agreed: an agreed row the listing did not
+        # show has nothing to send. A full cycle walks every key.
+        walk = (self.local.iter_keys(self.db) if agreed is None
+                else (agreed.unclean[i:i + 5000] for i in range(0, len(agreed.unclean), 5000)))
+        for keys in walk:
             unseen_keys = [k for k in keys if k not in ctx.seen_keys]
             if not unseen_keys:
                 continue

@@ -81,6 +81,9 @@ class Contact:
     created_ms: int | None = None
     updated_ms: int | None = None
     is_deleted: bool = False
+    # a digest of the JSON the listing served this contact as; a contact the client built
+    # itself has none. Not part of its value: equality ignores it.
+    digest: str | None = field(default=None, compare=False)
 
 
 # --- normalisers: each idempotent, each maps equivalent inputs to one value ------------------
@@ -93,6 +96,11 @@ def norm_text(value: object) -> str | None:
     """Unicode NFC, trimmed, inner whitespace collapsed; empty becomes None."""
     if value is None:
         return None
+    if (type(value) is str and value.isprintable() and "  " not in value
+            and value[:1] != " " and value[-1:] != " "):
+        # the common case: no whitespace but single inner spaces (non-printable covers tabs,
+        # breaks and Unicode spaces), so NFC is all that can change
+        return (value if value.isascii() else unicodedata.normalize("NFC", value)) or None
     text = _SPACES.sub(" ", unicodedata.normalize("NFC", str(value))).strip()
     return text or None
 

@@ -22,7 +22,9 @@ when the real service disagrees is a one-line change. The list (README.md repeat
     the Vietnamese label in `value_type`.
 11. GENDER_LABELS: Vietnamese gender labels are read as male / female / other.
 12. page_from_wire: the server caps `size`; the client follows the page_size / has_next it gets
-    back. A missing has_next is derived from page_number < total_pages.
+    back. A missing has_next is derived from page_number < total_pages. A listed contact's JSON
+    changes whenever the contact does, so its digest (`Listed.digest`) tells an unchanged
+    contact without parsing it; a server that re-serialises differently only costs a parse.
 13. update: an absent field is left unchanged; a list present replaces the whole list; a text field
     in CLEARABLE_TEXT_FIELDS sent as "" is cleared; an unknown refId answers -9999.
 14. delete_means_gone: -9999 on delete = the contact is already gone (success for the caller).
@@ -37,13 +39,15 @@ when the real service disagrees is a one-line change. The list (README.md repeat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from hashlib import blake2b
 from typing import Any
 from urllib.parse import quote
+
+import msgspec
 
 from sync.errors import (
     ApiError,
@@ -107,13 +111,65 @@ class TokenRejected(ApiError):
 
 
 @dataclass(frozen=True, slots=True)
+class Listed:
+    """One listed contact, parsed on demand: a cycle that finds `digest` unchanged since the
+    contact was last agreed never parses the rest."""
+
+    public_id: str
+    # the top-level partner id, if any: None does not mean the contact has none, it may sit
+    # in attribute_structure ([assumed] 8); contact() reads both
+    ref_id: str | None
+    is_deleted: bool
+    digest: str  # of the item's JSON exactly as served
+    raw: bytes
+
+    def contact(self) -> Contact:
+        return contact_from_wire(_decode(self.raw), digest=self.digest)
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
-    items: tuple[Contact, ...]
+    listed: tuple[Listed, ...]
     page_number: int
     page_size: int
     total_items: int
     total_pages: int
     has_next: bool
+
+    @property
+    def items(self) -> tuple[Contact, ...]:
+        """Every contact of the page, parsed (each access parses again)."""
+        return tuple(x.contact() for x in self.listed)
+
+
+# Decoding with msgspec into these shapes skips what is not needed: a list item stays raw
+# bytes, and only the fields a cycle looks at first are read from it.
+class _Envelope(msgspec.Struct):
+    status_code: Any = None
+    message: Any = None
+    payload: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _ListPayload(msgspec.Struct):
+    items: list[msgspec.Raw]
+    page_number: Any = None
+    page_size: Any = None
+    total_items: Any = None
+    total_pages: Any = None
+    has_next: Any = None
+
+
+class _Head(msgspec.Struct):
+    public_id: Any = None
+    ref_id: Any = None
+    refId: Any = None  # the wire's camelCase spelling
+    is_deleted: Any = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_LIST = msgspec.json.Decoder(_ListPayload)
+_HEAD = msgspec.json.Decoder(_Head)
+_decode = msgspec.json.Decoder().decode  # any JSON -> dict / list / str / int / float / ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +218,9 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 
 def parse_envelope(status: int, body: bytes, endpoint: str, *,
-                   retry_after: str | None = None) -> Any:
-    """Return the payload of a successful answer or raise the matching sync.errors exception."""
+                   retry_after: str | None = None, raw: bool = False) -> Any:
+    """Return the payload of a successful answer or raise the matching sync.errors exception.
+    `raw`: the payload's JSON undecoded (`msgspec.Raw`), for page_from_wire."""
     if status in TOKEN_REJECTED_STATUSES or (endpoint == AUTH and status == 403):
         if endpoint == AUTH:
             raise AuthError("OMICall refused the API key", endpoint=endpoint, status=status)
@@ -175,18 +232,20 @@ def parse_envelope(status: int, body: bytes, endpoint: str, *,
         raise RetriableError(f"{endpoint}: server fault (HTTP {status})", endpoint=endpoint,
                              status=status)
     try:
-        envelope = json.loads(body)
-    except ValueError:  # JSONDecodeError and UnicodeDecodeError both
+        envelope: _Envelope | None = _ENVELOPE.decode(body)
+    except msgspec.ValidationError:  # JSON, but not an object
+        envelope = None
+    except msgspec.DecodeError:  # not JSON, or not UTF-8
         if MALFORMED_IS_TRANSIENT and 200 <= status < 300:
             raise RetriableError(f"{endpoint}: malformed JSON body (HTTP {status})",
                                  endpoint=endpoint, status=status) from None
         raise ProtocolError(f"{endpoint}: unexpected HTTP {status}", endpoint=endpoint,
                             status=status) from None
-    code = envelope.get("status_code") if isinstance(envelope, dict) else None
-    if str(code) == str(SUCCESS) and 200 <= status < 300:
-        return envelope.get("payload")
-    if str(code) == str(FAILURE):
-        message = str(envelope.get("message") or "unknown_error")
+    code = envelope.status_code if envelope is not None else None
+    if envelope is not None and str(code) == str(SUCCESS) and 200 <= status < 300:
+        return envelope.payload if raw else _decode(envelope.payload)
+    if envelope is not None and str(code) == str(FAILURE):
+        message = str(envelope.message or "unknown_error")
         if endpoint == AUTH:
             raise AuthError(f"OMICall refused the API key ({message})", endpoint=endpoint,
                             status=status)
@@ -286,7 +345,7 @@ def _birthday(value: object) -> Any:
         return None
 
 
-def contact_from_wire(obj: Mapping[str, Any]) -> Contact:
+def contact_from_wire(obj: Mapping[str, Any], *, digest: str | None = None) -> Contact:
     """Read one contact object tolerantly: unknown keys ignored, missing optional ones None."""
     if not isinstance(obj, Mapping):
         raise ProtocolError("a contact is not a JSON object")
@@ -335,25 +394,40 @@ def contact_from_wire(obj: Mapping[str, Any]) -> Contact:
         **f, tags=norm_tags(tag_name(t) for t in tags) if isinstance(tags, list) else frozenset(),
         custom=tuple(custom), dynamic=dynamic, public_id=norm_text(obj.get("public_id")),
         created_ms=_int(obj.get("created_date")), updated_ms=_int(obj.get("last_updated_date")),
-        is_deleted=obj.get("is_deleted") is True)  # [assumed] 19: kept, the caller decides
+        is_deleted=obj.get("is_deleted") is True,  # [assumed] 19: kept, the caller decides
+        digest=digest)
 
 
-def page_from_wire(payload: Any, requested_page: int) -> Page:
-    """A list payload. Wrong shapes are ProtocolError (the body decoded: retrying won't help)."""
-    if not isinstance(payload, Mapping) or not isinstance(payload.get("items"), list):
-        raise ProtocolError("list payload is not an object with an items list", endpoint="list")
-    items: list[Contact] = []
-    for i, obj in enumerate(payload["items"]):
-        if not isinstance(obj, Mapping) or not norm_text(obj.get("public_id")):
+def page_from_wire(payload: msgspec.Raw | Any, requested_page: int) -> Page:
+    """A list payload, raw (from parse_envelope(raw=True)) or decoded. Wrong shapes are
+    ProtocolError (the body decoded: retrying won't help); so is an item that is not an object
+    with a public_id, checked here so that a bad page aborts before any of it is applied."""
+    if not isinstance(payload, msgspec.Raw):
+        payload = msgspec.Raw(msgspec.json.encode(payload))
+    try:
+        page = _LIST.decode(payload)
+    except msgspec.DecodeError:
+        raise ProtocolError("list payload is not an object with an items list",
+                            endpoint="list") from None
+    listed: list[Listed] = []
+    for i, item in enumerate(page.items):
+        try:
+            head: _Head | None = _HEAD.decode(item)
+        except msgspec.DecodeError:
+            head = None
+        if head is None or not (public_id := norm_text(head.public_id)):
             raise ProtocolError(f"list item {i} is not a contact with a public_id",
                                 endpoint="list")
-        items.append(contact_from_wire(obj))
-    number = _int(payload.get("page_number")) or requested_page
-    total_pages = _int(payload.get("total_pages")) or 0
-    has_next = payload.get("has_next")  # [assumed] 12: derived when missing
-    return Page(items=tuple(items), page_number=number,
-                page_size=_int(payload.get("page_size")) or len(items),
-                total_items=_int(payload.get("total_items")) or 0, total_pages=total_pages,
+        data = bytes(item)
+        ref_id = norm_text(head.ref_id if head.ref_id is not None else head.refId)
+        listed.append(Listed(public_id, ref_id, head.is_deleted is True,
+                             blake2b(data, digest_size=16).hexdigest(), data))
+    number = _int(page.page_number) or requested_page
+    total_pages = _int(page.total_pages) or 0
+    has_next = page.has_next  # [assumed] 12: derived when missing
+    return Page(listed=tuple(listed), page_number=number,
+                page_size=_int(page.page_size) or len(listed),
+                total_items=_int(page.total_items) or 0, total_pages=total_pages,
                 has_next=has_next if isinstance(has_next, bool) else number < total_pages)
 
 

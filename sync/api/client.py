@@ -86,6 +86,7 @@ class _Call:
     path: str
     params: Mapping[str, Any] | None
     body: Any
+    raw: bool = False  # the payload undecoded (the listing: decoded lazily, see adapter.Listed)
     sends: int = 0
 
 
@@ -139,7 +140,8 @@ class OmiClient:
             body["keyword"] = keyword
         if filters is not None:
             body["filters"] = [dict(f) for f in filters]
-        payload = await self._request("list", params={"page": page, "size": size}, body=body)
+        payload = await self._request("list", params={"page": page, "size": size}, body=body,
+                                      raw=True)
         return adapter.page_from_wire(payload, page)
 
     async def iter_pages(self, size: int = 100, *, concurrency: int = 4) -> AsyncIterator[Page]:
@@ -240,9 +242,9 @@ class OmiClient:
 
     async def _request(self, endpoint: str, *, public_id: str | None = None,
                        params: Mapping[str, Any] | None = None, body: Any = None,
-                       policy: str = _READ) -> Any:
+                       policy: str = _READ, raw: bool = False) -> Any:
         method, path = adapter.path_for(endpoint, public_id)
-        call = _Call(endpoint, method, path, params, body)
+        call = _Call(endpoint, method, path, params, body, raw)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_retries + 1), wait=self._wait, reraise=True,
             retry=retry_if_exception(lambda e: _may_retry(e, policy)))
@@ -292,7 +294,8 @@ class OmiClient:
             status = response.status_code
             try:
                 payload = adapter.parse_envelope(status, response.content, call.endpoint,
-                                                 retry_after=response.headers.get("Retry-After"))
+                                                 retry_after=response.headers.get("Retry-After"),
+                                                 raw=call.raw)
             except ApiError as exc:
                 failure = exc
         self._record(call, status, duration, failure)

@@ -38,7 +38,7 @@ class Paginator:
         if page.page_number in self._numbers:
             raise ProtocolError(f"list served page {page.page_number} twice: paging loop",
                                 endpoint="list")
-        ids = frozenset(c.public_id for c in page.items if c.public_id)
+        ids = frozenset(x.public_id for x in page.listed)
         if self._last_ids is not None and ids == self._last_ids:
             raise ProtocolError(f"list page {page.page_number} repeats the previous page's "
                                 "contacts: paging loop", endpoint="list")

@@ -94,8 +94,11 @@ sync_state = Table(
     Column("status", String(20), nullable=False),  # one of STATUSES
     Column("base", Text),  # codec JSON of the Fields both sides last agreed on
     Column("base_hash", String(64)),
-    Column("local_hash", String(64)),  # hash of the local row's Fields when last seen
+    # the local row's fingerprint when it last held `base`, computed by the database
+    # (store/local.py: an exact image on SQLite, an md5 on PostgreSQL)
+    Column("local_hash", Text),
     Column("remote", Text),  # codec JSON of the last full Contact seen in the CRM
+    Column("remote_hash", String(64)),  # digest of that contact's listed JSON, as served
     Column("remote_updated_ms", BigInteger),
     Column("last_error", Text),
     _count("attempts"),
