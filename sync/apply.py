@@ -173,7 +173,10 @@ class Applier:
                         agreed.append(it.key)
                 self._count(acts)
             if inserts:
-                e.local.insert_new(conn, inserts)
+                # a key an app took meanwhile (PostgreSQL) keeps the app's row: not agreed
+                created = e.local.insert_new(conn, inserts)
+                taken = {r[self.spec.key_column] for r in inserts} - created
+                agreed = [k for k in agreed if k not in taken]
             e.store.save(conn, states)
             if agreed and e.image is not None:
                 # Under the same lock as the writes: the fingerprint is of what we wrote (or

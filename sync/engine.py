@@ -249,12 +249,15 @@ class SyncEngine:
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in ("synced", "read_only")
                     and state.public_id == remote.public_id):
+                col = self.conv.spec.crm_id_column
+                fix_id = row is not None and col is not None and row.get(col) != remote.public_id
+                if fix_id:  # the row is about to change: its fingerprint is the next cycle's
+                    row_hash = None
                 if (state.remote_updated_ms != remote.updated_ms or state.local_hash != row_hash
                         or state.remote_hash != remote.digest):
                     # unmapped CRM data moved on / the row's fingerprint for next time
                     applier.refresh(state, remote, row_hash)
-                if row is not None and self.conv.spec.crm_id_column and \
-                        row.get(self.conv.spec.crm_id_column) != remote.public_id:
+                if fix_id:
                     items.append(ChunkItem(key, remote, state, row, local_f, remote_f, None))
                 continue
             plan = plan_contact(
