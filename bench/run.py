@@ -461,8 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", action="store_true", help="also run the naive script and dlt")
     p.add_argument("--no-dlt", dest="dlt", action="store_false", help="peers without dlt")
     p.add_argument("--json", default=None, metavar="PATH", help="write the results here")
-    p.add_argument("--page-size", type=int, default=100, help="page size asked for")
-    p.add_argument("--floor-page-sizes", default="1000", metavar="N,..",
+    p.add_argument("--page-size", type=int, default=1000, help="page size asked for")
+    p.add_argument("--floor-page-sizes", default="100", metavar="N,..",
                    help="also measure the floor at these page sizes (the emulator's cap is "
                         "raised to the largest; crm-sync still asks --page-size)")
     p.add_argument("--concurrency", type=int, default=4)

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
 
     interval_seconds: float = Field(60.0, gt=0)
     full_sync_cron: str = "0 3 * * *"
-    page_size: int = Field(100, ge=1, le=10_000)
+    page_size: int = Field(1000, ge=1, le=10_000)  # asked for; the server caps it
     concurrency: int = Field(4, ge=1, le=64)
     batch_size: int = Field(100, ge=1, le=5_000)
     conflict_policy: Policy = Policy.REMOTE_WINS

@@ -304,12 +304,18 @@ def _values(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     raw = entry.get("value")
     if raw is None:
         return []
+    if type(raw) is list and all(type(v) is dict for v in raw):
+        return raw  # the usual shape, as it is
     raw = raw if isinstance(raw, list) else [raw]
     return [v if isinstance(v, Mapping) else {"display_value": v} for v in raw if v is not None]
 
 
 def _first(values: list[Mapping[str, Any]], norm: Any) -> Any:
-    return next((n for n in (norm(v.get("display_value")) for v in values) if n is not None), None)
+    for v in values:
+        n = norm(v.get("display_value"))
+        if n is not None:
+            return n
+    return None
 
 
 def _item_kind(value: Mapping[str, Any]) -> str | None:
@@ -357,7 +363,8 @@ def contact_from_wire(obj: Mapping[str, Any], *, digest: str | None = None) -> C
     dynamic: dict[str, DynamicValue] = {}
     attributes = obj.get("attribute_structure")
     for entry in attributes if isinstance(attributes, list) else []:
-        code = entry.get("field_code") if isinstance(entry, Mapping) else None
+        code = (entry.get("field_code") if type(entry) is dict or isinstance(entry, Mapping)
+                else None)
         if not isinstance(code, str):
             continue
         values = _values(entry)
