@@ -121,7 +121,7 @@ class Applier:
             states: list[SyncState] = []
             conflicts: list[dict[str, Any]] = []
             inserts: list[dict[str, Any]] = []
-            agreed: list[str] = []  # rows that hold their new base once this commits
+            agreed: dict[str, SyncState] = {}  # rows that hold their new base once this commits
             for it in items:
                 now_row = current.get(it.key)
                 if not self._unchanged(it, now_row):
@@ -170,18 +170,19 @@ class Applier:
                 elif base is not None and not any(isinstance(a, PushDelete) for a in acts):
                     states.append(self._synced(it, base, it.remote, status, error))
                     if error is None and status in ("synced", "read_only"):
-                        agreed.append(it.key)
+                        agreed[it.key] = states[-1]
                 self._count(acts)
             if inserts:
                 # a key an app took meanwhile (PostgreSQL) keeps the app's row: not agreed
                 created = e.local.insert_new(conn, inserts)
-                taken = {r[self.spec.key_column] for r in inserts} - created
-                agreed = [k for k in agreed if k not in taken]
-            e.store.save(conn, states)
+                for key in {r[self.spec.key_column] for r in inserts} - created:
+                    agreed.pop(key, None)
             if agreed and e.image is not None:
-                # Under the same lock as the writes: the fingerprint is of what we wrote (or
+                # Read under the same lock as the writes: the fingerprint of what we wrote (or
                 # found unchanged), so the next cycle need not read these rows again.
-                e.store.stamp(conn, agreed, e.local.key, e.image)
+                for key, print_ in e.local.fingerprints(conn, agreed, e.image).items():
+                    agreed[key].local_hash = print_
+            e.store.save(conn, states)
             e.store.add_conflicts(conn, conflicts)
             self._flush_queued(conn)
         if pushes:

@@ -58,6 +58,7 @@ class CycleContext:
     seen_keys: set[str] = field(default_factory=set)
     listing_complete: bool = False
     refused: bool = False  # the delete guard refused a side's deletions
+    analyzed_at: int = 0  # rows written when the tables were last ANALYZEd (PostgreSQL)
     creates: list[tuple[str, Fields, SyncState | None]] = field(default_factory=list)
     pending: list[tuple[SyncState, Fields | None]] = field(default_factory=list)
     vanished: list[tuple[SyncState, dict[str, object] | None, Fields | None]] = field(

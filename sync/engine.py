@@ -140,12 +140,17 @@ class SyncEngine:
             ctx.counts.update(await self.notes.push(self.client, batch_size=self.batch_size,
                                                     dry_run=ctx.options.dry_run))
 
-    def _analyze_after_bulk(self, ctx: CycleContext) -> None:
-        """PostgreSQL plans a freshly bulk-filled table without statistics (each keyset page
-        of the next cycle's walks became a sort of every row): give it some at once."""
-        if self.db.dialect.name != "postgresql" or ctx.options.dry_run \
-                or ctx.counts["created_local"] + ctx.counts["created_remote"] < 1000:
+    def _analyze_after_bulk(self, ctx: CycleContext, *, final: bool = True) -> None:
+        """PostgreSQL plans a table it has no statistics for as if it were tiny: during a bulk
+        import every chunk's lookups became scans of the whole table, and after it the next
+        cycle's keyset walks sorts of every row. So ANALYZE whenever the rows written have
+        doubled since the last time (from 1,000 on), and at the end of the cycle."""
+        written = ctx.counts["created_local"] + ctx.counts["created_remote"]
+        due = written >= 2 * ctx.analyzed_at if not final else written > ctx.analyzed_at
+        if self.db.dialect.name != "postgresql" or ctx.options.dry_run or written < 1000 \
+                or not due:
             return
+        ctx.analyzed_at = written
         with self.db.begin() as conn:
             quote = conn.dialect.identifier_preparer.quote
             for table in ("sync_state", self.local.table.name):
@@ -195,6 +200,7 @@ class SyncEngine:
             if len(buf) >= CHUNK:
                 await self.pull_chunk(ctx, applier, [x.contact() for x in buf])
                 buf = []
+                self._analyze_after_bulk(ctx, final=False)
             if self.progress:
                 self.progress(len(ctx.seen_public), total)
         if buf:

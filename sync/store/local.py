@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from sync.mapping import MappingSpec
@@ -164,6 +164,16 @@ class LocalTable:
                 sa.cast(sa.func.ROW(*cols), sa.Text)), type_=sa.Text)
         return None
 
+    def fingerprints(self, conn: Connection, keys: Collection[str],
+                     image: sa.ColumnElement[str]) -> dict[str, str]:
+        """The fingerprints of these keys' rows (a key without a row is absent)."""
+        out: dict[str, str] = {}
+        keys = list(keys)
+        for start in range(0, len(keys), 500):
+            q = sa.select(self.key, image).where(self.key.in_(keys[start:start + 500]))
+            out.update((str(k), str(v)) for k, v in conn.execute(q))
+        return out
+
     def load_fingerprinted(self, conn: Connection, keys: Collection[str],
                            image: sa.ColumnElement[str] | None
                            ) -> tuple[dict[str, Row], dict[str, str]]:
@@ -202,6 +212,15 @@ class LocalTable:
         """Insert rows whose key is free; returns the keys actually inserted."""
         if not rows:
             return set()
+        dialect = conn.dialect
+        if dialect.name in ("sqlite", "postgresql") and dialect.insert_returning:
+            # one statement: a key an app inserted meanwhile is skipped, atomically
+            insert = (sqlite.insert if dialect.name == "sqlite" else postgresql.insert)
+            stmt = (insert(self.table).on_conflict_do_nothing(index_elements=[self.key])
+                    .returning(self.key))
+            cols = set().union(*(r.keys() for r in rows))
+            return {str(k) for k in conn.execute(
+                stmt, [{c: r.get(c) for c in cols} for r in rows]).scalars()}
         present = set(self.load(conn, [r[self.key_column] for r in rows], lock=True))
         fresh = [dict(r) for r in rows if r[self.key_column] not in present]
         if fresh:

@@ -294,17 +294,6 @@ class StateStore(Journal):
                     out.unclean.append(key)
         return out
 
-    def stamp(self, conn: Connection, keys: Collection[str], key_column: Any,
-              image: Any) -> None:
-        """Record the rows' current fingerprints as agreed (call it in the transaction that
-        wrote the rows and their base, so no app write can slip in between)."""
-        c = sync_state.c
-        current = select(image).where(key_column == c.key).scalar_subquery()
-        for part in _chunks(list(dict.fromkeys(keys))):
-            conn.execute(sync_state.update()
-                         .where(c.tenant == self.tenant, c.key.in_(part))
-                         .values(local_hash=current))
-
     def keys_by_status(self, status: str) -> list[str]:
         query = (select(sync_state.c.key)
                  .where(sync_state.c.tenant == self.tenant, sync_state.c.status == status)

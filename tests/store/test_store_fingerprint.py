@@ -1,6 +1,7 @@
-"""Row fingerprints computed by the database (LocalTable.fingerprint), recorded by
-StateStore.stamp and compared by StateStore.agreed_rows; and migration 0003, which makes room
-for them. SQLite (a tmp file) and PostgreSQL (a fresh schema per test)."""
+"""Row fingerprints computed by the database (LocalTable.fingerprint), read with the rows
+(LocalTable.fingerprints) and saved with their states, compared by StateStore.agreed_rows;
+and migration 0003, which makes room for them. SQLite (a tmp file) and PostgreSQL (a fresh
+schema per test)."""
 
 from __future__ import annotations
 
@@ -110,8 +111,14 @@ class Rows:
                 remote_hash=f"d-{k}", **values) for k in keys])
 
     def stamp(self, *keys: str) -> None:
+        """Record the rows' fingerprints as the engine does: read with the rows, saved with
+        their states."""
         with self.store.begin() as conn:
-            self.store.stamp(conn, keys, self.local.key, self.image)
+            prints = self.local.fingerprints(conn, keys, self.image)
+            states = self.store.load(list(prints), conn=conn)
+            for key, print_ in prints.items():
+                states[key].local_hash = print_
+            self.store.save(conn, states.values())
 
     def agreed(self) -> tuple[set[str], set[str]]:
         """(keys whose (key, p-key, d-key) is agreed, unclean keys)."""
@@ -323,7 +330,7 @@ def test_sqlite_blob_and_the_text_of_its_quote_differ(sqlite_rows: Rows) -> None
     assert r.print_of("K1") != as_blob
 
 
-# --- StateStore.stamp / agreed_rows --------------------------------------------------------------
+# --- the recorded fingerprint / agreed_rows -------------------------------------------------
 
 def test_stamp_records_what_agreed_rows_compares(rows: Rows) -> None:
     for k in ("A", "B", "C"):
