@@ -12,7 +12,7 @@ reported in the result's `missing_timers`):
 - `parse_pages`: `adapter.page_from_wire` (the listing's JSON -> lazily parsed items);
 - `local_scan`: `SyncEngine._agreed`, the one pass (SQL) over the local table and sync_state
   that tells the rows still as agreed from the others, before the listing (quick cycles);
-- `local_walk`: `SyncEngine._local`, the rows the listing did not show (new rows, pending
+- `local_walk`: `LocalWalk.run`, the rows the listing did not show (new rows, pending
   creates, edits to contacts the listing missed): in a quick cycle only the rows the scan found
   not as agreed, in a full one every key;
 - `orphans`: `Deletions.orphans`, the walk of sync_state for rows the app deleted;
@@ -71,7 +71,7 @@ _TIMERS: tuple[tuple[str, str | None, tuple[str, ...], str], ...] = (
     ("sync.engine", "SyncEngine", ("_pull",), "pull"),
     ("sync.engine", "SyncEngine", ("pull_chunk", "_pull_chunk"), "pull_chunks"),
     ("sync.engine", "SyncEngine", ("_agreed",), "local_scan"),
-    ("sync.engine", "SyncEngine", ("_local",), "local_walk"),
+    ("sync.local_walk", "LocalWalk", ("run",), "local_walk"),
     ("sync.deletions", "Deletions", ("orphans",), "orphans"),
     ("sync.engine", "SyncEngine", ("_orphans",), "orphans"),
     ("sync.apply", "Applier", ("apply_chunk",), "apply_chunks"),

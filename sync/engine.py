@@ -1,11 +1,14 @@
 """One sync cycle: snapshot both sides, plan with the pure merge, apply (see apply.py).
 
 Order of a cycle:
-1. pull: page through the CRM listing, chunk by chunk: load the chunk's local rows and sync
-   state, plan every contact three ways, apply the chunk (local writes in one transaction,
-   then the CRM updates).
-2. local: walk the local table in key order for rows the listing did not show: new rows
-   become creates, creates still pending are confirmed (`get?ref_id=`) before any re-send.
+0. quick cycles only: one SQL pass finds the local rows not as last agreed (row fingerprints
+   computed by the database).
+1. pull: page through the CRM listing, chunk by chunk. A contact whose listed JSON and row are
+   both as last agreed is skipped unparsed (quick cycles); for the others, load the chunk's
+   local rows and sync state, plan every contact three ways, apply the chunk (local writes in
+   one transaction, then the CRM updates).
+2. local: the rows the listing did not show (local_walk.py): new rows become creates, creates
+   still pending are confirmed (`get?ref_id=`) before any re-send.
 3. bookkeeping without a row: rows the app deleted become CRM deletions.
 4. full cycles only, and only after a complete listing: contacts missing from it are looked up
    one by one; the confirmed ones are CRM deletions.
@@ -24,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sync.api.adapter import Listed
 from sync.api.client import OmiClient
 from sync.apply import Applier, ChunkItem
-from sync.convert import Converter, RowError, validate_for_push
+from sync.convert import Converter, RowError
 from sync.cycle import (
     COUNTERS,
     CycleContext,
@@ -34,6 +37,7 @@ from sync.cycle import (
     RunStatus,
 )
 from sync.deletions import Deletions
+from sync.local_walk import LocalWalk
 from sync.merge import Policy, plan_contact
 from sync.notes import NotesOutbox
 from sync.record import Contact, Fields
@@ -42,7 +46,6 @@ from sync.store.state import AgreedRows, StateStore, SyncState
 
 log = structlog.get_logger("crm_sync.engine")
 CHUNK = 500
-MAX_CREATE_ATTEMPTS = 5
 
 
 def contact_key(c: Contact) -> str:
@@ -128,7 +131,7 @@ class SyncEngine:
         deletions = Deletions(self, ctx, applier)
         agreed = self._agreed(ctx)
         await self._pull(ctx, applier, agreed)
-        await self._local(ctx, applier, agreed)
+        await LocalWalk(self, ctx, applier).run(agreed)
         deletions.orphans()
         if ctx.options.full and ctx.listing_complete:
             await deletions.confirm_vanished()
@@ -189,14 +192,19 @@ class SyncEngine:
         total: int | None = None
         async for page in self.client.iter_pages(self.page_size, concurrency=self.concurrency):
             total = page.total_items
+            seen, skipped = ctx.seen_public, 0
             for x in page.listed:
                 # Items shift between pages while the list changes: a contact seen twice is
                 # processed once.
-                if x.is_deleted or x.public_id in ctx.seen_public:
+                if x.is_deleted or x.public_id in seen:
                     continue
-                ctx.seen_public.add(x.public_id)
-                if agreed is None or not self._unchanged(ctx, agreed, x):
+                seen.add(x.public_id)
+                if agreed is not None and self._unchanged(ctx, agreed, x):
+                    skipped += 1
+                else:
                     buf.append(x)
+            ctx.counts["pulled"] += skipped
+            ctx.counts["unchanged"] += skipped
             if len(buf) >= CHUNK:
                 await self.pull_chunk(ctx, applier, [x.contact() for x in buf])
                 buf = []
@@ -210,13 +218,12 @@ class SyncEngine:
     @staticmethod
     def _unchanged(ctx: CycleContext, agreed: AgreedRows, x: Listed) -> bool:
         """Neither side changed since this contact was agreed: the CRM serves the very JSON
-        it served then, and the row still has its agreed fingerprint. Skipped unparsed."""
+        it served then, and the row still has its agreed fingerprint. Skipped unparsed (the
+        caller counts it)."""
         key = x.ref_id or f"crm:{x.public_id}"  # a hint: a wrong one only costs a parse
         if key in ctx.seen_keys or not agreed.holds(key, x.public_id, x.digest):
             return False
         ctx.seen_keys.add(key)
-        ctx.counts["pulled"] += 1
-        ctx.counts["unchanged"] += 1
         return True
 
     async def pull_chunk(self, ctx: CycleContext, applier: Applier,
@@ -250,7 +257,7 @@ class SyncEngine:
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
             if state is not None:
-                state = self._landed(self._rebased(state), remote_f)
+                state = self._landed(self.rebased(state), remote_f)
             base = state.base if state and state.base is not None else None
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in ("synced", "read_only")
@@ -273,7 +280,7 @@ class SyncEngine:
             items.append(ChunkItem(key, remote, state, row, local_f, remote_f, plan))
         await applier.apply_chunk(items)
 
-    def _rebased(self, state: SyncState) -> SyncState:
+    def rebased(self, state: SyncState) -> SyncState:
         """The base as the current mapping reads it: a field mapped anew (or re-pointed,
         re-typed) has no agreed value yet, so the CRM's is pulled, never an empty column
         pushed."""
@@ -316,84 +323,3 @@ class SyncEngine:
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=UTC)
         return stamp.timestamp() * 1000 > remote.updated_ms
-
-    # --- 2. local rows the listing did not show ---------------------------------------------
-
-    async def _local(self, ctx: CycleContext, applier: Applier, agreed: AgreedRows | None
-                     ) -> None:
-        # A quick cycle looks only at rows not as agreed: an agreed row the listing did not
-        # show has nothing to send. A full cycle walks every key.
-        walk = (self.local.iter_keys(self.db) if agreed is None
-                else (agreed.unclean[i:i + 5000] for i in range(0, len(agreed.unclean), 5000)))
-        for keys in walk:
-            unseen_keys = [k for k in keys if k not in ctx.seen_keys]
-            if not unseen_keys:
-                continue
-            with self.db.connect() as conn:
-                rows = self.local.load(conn, unseen_keys)
-            states = self.store.load(unseen_keys)
-            edits: list[ChunkItem] = []
-            for key, row in rows.items():  # a row deleted meanwhile is the next cycle's
-                state = states.get(key)
-                try:
-                    local_f = self.conv.row_fields(row)
-                except RowError as exc:
-                    applier.row_error(key, state, str(exc))
-                    continue
-                if state is not None and state.status == "pending_create":
-                    ctx.pending.append((state, local_f))
-                elif state is None or (state.base is None and state.public_id is None):
-                    self._new_row(ctx, applier, key, local_f, state)
-                elif ctx.options.full and ctx.listing_complete:
-                    ctx.vanished.append((state, row, local_f))  # confirmed one by one later
-                elif (state := self._rebased(state)).base is not None and state.remote \
-                        and local_f != state.base:
-                    # Changed here but not in this listing (items shift): push against the
-                    # CRM copy we know; an unknown refId answer is left to a full cycle.
-                    known = state.remote
-                    try:
-                        # After a push cut short, what the CRM holds is unknown: take it as
-                        # the base, so the row's values are (re)sent, which is idempotent.
-                        remote_f = (dict(state.base) if state.status == "pushing"
-                                    else self.conv.remote_fields(known))
-                    except RowError as exc:
-                        applier.row_error(key, state, str(exc))
-                        continue
-                    plan = plan_contact(key, state.base, local_f, remote_f, policy=self.policy,
-                                        directions=self.directions,
-                                        read_only=state.ref_id is None or self.read_only_table)
-                    edits.append(ChunkItem(key, known, state, row, local_f, remote_f, plan))
-            if edits:
-                await applier.apply_chunk(edits)
-        await self._pending(ctx, applier)
-
-    def _new_row(self, ctx: CycleContext, applier: Applier, key: str, local_f: Fields,
-                 state: SyncState | None) -> None:
-        if key.startswith("crm:") or self.read_only_table:
-            return  # a read-only key without bookkeeping: nothing the CRM could take
-        problems = validate_for_push(local_f)
-        if problems:
-            applier.row_error(key, state, "; ".join(problems))
-            return
-        ctx.creates.append((key, local_f, state))
-
-    async def _pending(self, ctx: CycleContext, applier: Applier) -> None:
-        """Creates sent earlier and not yet listed: look before any re-send (no duplicates)."""
-        found: list[Contact] = []
-        for state, local_f in ctx.pending:
-            since = state.pending_since or ctx.now
-            wait = self.pending_recheck * (2 ** max(0, state.attempts - 1))
-            if ctx.now - since < wait:
-                ctx.counts["pending_create"] += 1
-                continue
-            existing = await self.client.get(ref_id=state.key)
-            if existing is not None:
-                found.append(existing)
-            elif state.attempts >= MAX_CREATE_ATTEMPTS:  # given up: a row in error, once
-                applier.row_error(state.key, state.replace(attempts=state.attempts - 1),
-                                  f"the CRM has not shown this contact after "
-                                  f"{state.attempts} add-more attempts")
-            elif local_f is not None:
-                ctx.creates.append((state.key, local_f, state))
-        if found:
-            await self.pull_chunk(ctx, applier, found)

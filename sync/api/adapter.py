@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from hashlib import blake2b
+from hashlib import sha256
 from typing import Any
 from urllib.parse import quote
 
@@ -427,8 +427,9 @@ def page_from_wire(payload: msgspec.Raw | Any, requested_page: int) -> Page:
                                 endpoint="list")
         data = bytes(item)
         ref_id = norm_text(head.ref_id if head.ref_id is not None else head.refId)
+        # 128 bits of SHA-256: the fastest strong hash here (CPUs hash it in hardware)
         listed.append(Listed(public_id, ref_id, head.is_deleted is True,
-                             blake2b(data, digest_size=16).hexdigest(), data))
+                             sha256(data).hexdigest()[:32], data))
     number = _int(page.page_number) or requested_page
     total_pages = _int(page.total_pages) or 0
     has_next = page.has_next  # [assumed] 12: derived when missing

@@ -1,0 +1,120 @@
+"""Step 2 of a cycle: the local rows the listing did not show.
+
+- a new row (no bookkeeping yet) becomes a create, checked first (a row the CRM would refuse
+  is a row error, named field by field);
+- a create sent earlier and still not listed is looked up by `ref_id` before any re-send, with
+  a back-off, and given up (a row error) after MAX_CREATE_ATTEMPTS;
+- a row edited since it was agreed, whose contact this listing did not show (items shift
+  between pages), is pushed against the CRM copy last seen;
+- in a full cycle after a complete listing, a row whose contact was not listed is kept for the
+  one-by-one confirmation of deletions (deletions.py).
+
+A quick cycle looks only at the rows the database found not as agreed (`AgreedRows.unclean`):
+an agreed row the listing did not show has nothing to send. A full cycle walks every key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from sync.apply import ChunkItem
+from sync.convert import RowError, validate_for_push
+from sync.cycle import CycleContext
+from sync.merge import plan_contact
+from sync.record import Contact, Fields
+from sync.store.state import AgreedRows, SyncState
+
+if TYPE_CHECKING:
+    from sync.apply import Applier
+    from sync.engine import SyncEngine
+
+MAX_CREATE_ATTEMPTS = 5
+KEYS_PER_READ = 5000
+
+
+class LocalWalk:
+    def __init__(self, engine: SyncEngine, ctx: CycleContext, applier: Applier):
+        self.e, self.ctx, self.applier = engine, ctx, applier
+
+    def _keys(self, agreed: AgreedRows | None) -> Iterator[list[str]]:
+        if agreed is None:
+            yield from self.e.local.iter_keys(self.e.db, chunk=KEYS_PER_READ)
+            return
+        for start in range(0, len(agreed.unclean), KEYS_PER_READ):
+            yield agreed.unclean[start:start + KEYS_PER_READ]
+
+    async def run(self, agreed: AgreedRows | None) -> None:
+        e, ctx, applier = self.e, self.ctx, self.applier
+        for keys in self._keys(agreed):
+            unseen_keys = [k for k in keys if k not in ctx.seen_keys]
+            if not unseen_keys:
+                continue
+            with e.db.connect() as conn:
+                rows = e.local.load(conn, unseen_keys)
+            states = e.store.load(unseen_keys)
+            edits: list[ChunkItem] = []
+            for key, row in rows.items():  # a row deleted meanwhile is the next cycle's
+                state = states.get(key)
+                try:
+                    local_f = e.conv.row_fields(row)
+                except RowError as exc:
+                    applier.row_error(key, state, str(exc))
+                    continue
+                if state is not None and state.status == "pending_create":
+                    ctx.pending.append((state, local_f))
+                elif state is None or (state.base is None and state.public_id is None):
+                    self._new_row(key, local_f, state)
+                elif ctx.options.full and ctx.listing_complete:
+                    ctx.vanished.append((state, row, local_f))  # confirmed one by one later
+                elif (state := e.rebased(state)).base is not None and state.remote \
+                        and local_f != state.base:
+                    # Changed here but not in this listing (items shift): push against the
+                    # CRM copy we know; an unknown refId answer is left to a full cycle.
+                    known = state.remote
+                    try:
+                        # After a push cut short, what the CRM holds is unknown: take it as
+                        # the base, so the row's values are (re)sent, which is idempotent.
+                        remote_f = (dict(state.base) if state.status == "pushing"
+                                    else e.conv.remote_fields(known))
+                    except RowError as exc:
+                        applier.row_error(key, state, str(exc))
+                        continue
+                    plan = plan_contact(key, state.base, local_f, remote_f, policy=e.policy,
+                                        directions=e.directions,
+                                        read_only=state.ref_id is None or e.read_only_table)
+                    edits.append(ChunkItem(key, known, state, row, local_f, remote_f, plan))
+            if edits:
+                await applier.apply_chunk(edits)
+        await self._pending()
+
+    def _new_row(self, key: str, local_f: Fields, state: SyncState | None) -> None:
+        if key.startswith("crm:") or self.e.read_only_table:
+            return  # a read-only key without bookkeeping: nothing the CRM could take
+        problems = validate_for_push(local_f)
+        if problems:
+            self.applier.row_error(key, state, "; ".join(problems))
+            return
+        self.ctx.creates.append((key, local_f, state))
+
+    async def _pending(self) -> None:
+        """Creates sent earlier and not yet listed: look before any re-send (no duplicates)."""
+        e, ctx, applier = self.e, self.ctx, self.applier
+        found: list[Contact] = []
+        for state, local_f in ctx.pending:
+            since = state.pending_since or ctx.now
+            wait = e.pending_recheck * (2 ** max(0, state.attempts - 1))
+            if ctx.now - since < wait:
+                ctx.counts["pending_create"] += 1
+                continue
+            existing = await e.client.get(ref_id=state.key)
+            if existing is not None:
+                found.append(existing)
+            elif state.attempts >= MAX_CREATE_ATTEMPTS:  # given up: a row in error, once
+                applier.row_error(state.key, state.replace(attempts=state.attempts - 1),
+                                  f"the CRM has not shown this contact after "
+                                  f"{state.attempts} add-more attempts")
+            elif local_f is not None:
+                ctx.creates.append((state.key, local_f, state))
+        if found:
+            await e.pull_chunk(ctx, applier, found)
