@@ -140,10 +140,11 @@ class LocalTable:
     def fingerprint(self, dialect: str, columns: Sequence[str], salt: str
                     ) -> sa.ColumnElement[str] | None:
         """A row's fingerprint over `columns`, computed by the database, so that finding the
-        rows an app changed reads no row into Python. SQLite: an exact image (`quote()` of
-        each value: unambiguous, no hash function needed); PostgreSQL: the md5 of the row
-        constructor's text. `salt` (the mapping's) makes a new mapping see every row anew.
-        None for other databases: rows are then always read and converted."""
+        rows an app changed reads no row into Python. SQLite: an exact image of the values
+        (`json_array`, or `quote()`s joined before SQLite 3.38: unambiguous, and SQLite has no
+        hash function); PostgreSQL: the md5 of the row constructor's text. `salt` (the
+        mapping's) makes a new mapping see every row anew. None for other databases: rows are
+        then always read and converted."""
         cols = [self.table.c[c] for c in columns]
         if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38):
             # JSON is built in from 3.38: one call, types kept ([1] is not ["1"]). A REAL

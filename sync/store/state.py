@@ -182,7 +182,7 @@ class AgreedRows:
 
     `agreed`: for each row that still holds its agreed base, `hash((key, public_id,
     remote_hash))`: a listed contact whose triple is in it changed on neither side and is
-    skipped unparsed. 64-bit hashes rather than the strings: 5 MB instead of 30 at 100k rows;
+    skipped unparsed. 64-bit hashes rather than the strings: 7 MB instead of 30 at 100k rows;
     a false skip would take a 64-bit collision. `unclean`: the keys of every other row."""
 
     agreed: set[int]
