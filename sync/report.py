@@ -24,6 +24,7 @@ from sync.merge import (
 
 LABELS = {
     "pulled": "contacts listed in the CRM",
+    "unchanged": "listed contacts unchanged on both sides (skipped)",
     "created_local": "new rows from the CRM",
     "updated_local": "rows updated from the CRM",
     "deleted_local": "rows deleted (deleted in the CRM)",
