@@ -36,7 +36,7 @@ from sync.merge import (
     SaveBase,
 )
 from sync.record import DYNAMIC_PREFIX, Contact, Fields
-from sync.store.state import SyncState
+from sync.store.state import AGREED_STATUSES, SyncState
 
 if TYPE_CHECKING:
     from sync.engine import SyncEngine
@@ -169,7 +169,7 @@ class Applier:
                             it.remote.ref_id, push.fields, it.remote), remote_updated_ms=None))
                 elif base is not None and not any(isinstance(a, PushDelete) for a in acts):
                     states.append(self._synced(it, base, it.remote, status, error))
-                    if error is None and status in ("synced", "read_only"):
+                    if error is None and status in AGREED_STATUSES:
                         agreed[it.key] = states[-1]
                 self._count(acts)
             if inserts:

@@ -5,7 +5,8 @@ Pure: no I/O, no SQLAlchemy. The store keeps the base (`Fields`) and the CRM's l
 stable across processes, hosts and Python versions:
 
 - field values: str, int, float, bool and None as they are; a date as `{"$date": "yyyy-mm-dd"}`,
-  a frozenset as `{"$set": [sorted...]}`, a tuple as `{"$list": [...]}`;
+  a frozenset as `{"$set": [sorted...]}`, a tuple as `{"$list": [...]}`, an infinite or NaN
+  float as `{"$float": "inf"}` (JSON has none);
 - text: `dumps` sorts keys, uses compact separators and keeps non-ASCII (Vietnamese) as is
   (msgspec's encoder: several times faster than the standard library's, on every pull);
 - `fields_hash`: blake2b (128 bits, hex) of that text.
@@ -67,10 +68,6 @@ def _enc_float(v: float) -> Any:
     return v if math.isfinite(v) else {"$float": repr(v)}
 
 
-def _enc_items(v: Any) -> list[Any]:
-    return [_enc_float(x) if type(x) is float else x for x in v]
-
-
 _VALUE_ENCODERS: dict[type, Callable[[Any], Any]] = {
     str: lambda v: v,
     int: lambda v: v,
@@ -78,8 +75,8 @@ _VALUE_ENCODERS: dict[type, Callable[[Any], Any]] = {
     bool: lambda v: v,
     type(None): lambda v: v,
     date: _enc_date,
-    frozenset: lambda v: {"$set": _enc_items(sorted(v))},
-    tuple: lambda v: {"$list": _enc_items(v)},
+    frozenset: lambda v: {"$set": sorted(v)},
+    tuple: lambda v: {"$list": list(v)},
 }
 
 
@@ -107,19 +104,15 @@ def value_from_json(data: Any) -> FieldValue:
             if tag == "$date":
                 return date.fromisoformat(inner)
             if tag == "$set":
-                return frozenset(map(_dec_item, inner))
+                return frozenset(inner)
             if tag == "$list":
-                return tuple(map(_dec_item, inner))
+                return tuple(inner)
             if tag == "$float":
                 return float(inner)
         raise ValueError(f"not an encoded field value: {data!r}")
     if isinstance(data, list):
         raise ValueError(f"not an encoded field value (bare list): {data!r}")
     return data  # type: ignore[no-any-return]
-
-
-def _dec_item(x: Any) -> Any:
-    return float(x["$float"]) if isinstance(x, dict) and "$float" in x else x
 
 
 def fields_to_json(fields: Mapping[str, FieldValue]) -> dict[str, Any]:

@@ -42,15 +42,19 @@ from sync.merge import Policy, plan_contact
 from sync.notes import NotesOutbox
 from sync.record import Contact, Fields
 from sync.store.local import LocalTable
-from sync.store.state import AgreedRows, StateStore, SyncState
+from sync.store.state import AGREED_STATUSES, AgreedRows, StateStore, SyncState
 
 log = structlog.get_logger("crm_sync.engine")
 CHUNK = 500
 
 
-def contact_key(c: Contact) -> str:
+def local_key(ref_id: str | None, public_id: str | None) -> str:
     """The local key: the partner id, or one derived from the CRM id for UI-made contacts."""
-    return c.ref_id or f"crm:{c.public_id}"
+    return ref_id or f"crm:{public_id}"
+
+
+def contact_key(c: Contact) -> str:
+    return local_key(c.ref_id, c.public_id)
 
 
 def utcnow() -> datetime:
@@ -220,7 +224,7 @@ class SyncEngine:
         """Neither side changed since this contact was agreed: the CRM serves the very JSON
         it served then, and the row still has its agreed fingerprint. Skipped unparsed (the
         caller counts it)."""
-        key = x.ref_id or f"crm:{x.public_id}"  # a hint: a wrong one only costs a parse
+        key = local_key(x.ref_id, x.public_id)  # a hint: a wrong one only costs a parse
         if key in ctx.seen_keys or not agreed.holds(key, x.public_id, x.digest):
             return False
         ctx.seen_keys.add(key)
@@ -260,7 +264,7 @@ class SyncEngine:
                 state = self._landed(self.rebased(state), remote_f)
             base = state.base if state and state.base is not None else None
             if (base is not None and local_f == base and remote_f == base and state is not None
-                    and state.status in ("synced", "read_only")
+                    and state.status in AGREED_STATUSES
                     and state.public_id == remote.public_id):
                 col = self.conv.spec.crm_id_column
                 fix_id = row is not None and col is not None and row.get(col) != remote.public_id
