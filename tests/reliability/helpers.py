@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 
 from sync.api.adapter import contact_from_wire
 from sync.cycle import CycleOptions, CycleResult
-from sync.emulator import Emulator
+from sync.emulator import Emulator, EmulatorServer
 from sync.runtime import Runtime, build_runtime
 from sync.settings import default_mapping_file, load_settings
 from sync.store.schema import sync_lease, sync_runs, sync_state
@@ -194,6 +195,24 @@ async def settle(rt: Runtime, emulator: Emulator, *, full: bool = True, max_cycl
             return out
         await asyncio.sleep(pause)
     raise AssertionError(f"no fixpoint in {max_cycles} cycles; last: {out[-1]}")
+
+
+@asynccontextmanager
+async def settled(server: EmulatorServer, database_url: str, **overrides: Any
+                  ) -> AsyncIterator[Runtime]:
+    """A runtime on this database, settled against the served emulator (the mirror made),
+    closed at the end."""
+    rt = make_runtime(server.url, database_url, **overrides)
+    try:
+        await settle(rt, server.emulator)
+        yield rt
+    finally:
+        rt.close()
+
+
+def synced_keys(rt: Runtime) -> list[str]:
+    """The keys of the rows bound to a CRM contact by refId (not `crm:` ones), in order."""
+    return sorted(k for k in local_rows(rt) if not k.startswith("crm:"))
 
 
 def _states(rt: Runtime) -> dict[str, Any]:

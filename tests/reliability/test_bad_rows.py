@@ -18,7 +18,7 @@ from sync.emulator import EmulatorConfig, EmulatorServer
 from sync.settings import default_mapping_file
 
 from .conftest import Figures
-from .helpers import API_KEY, Ledger, local_rows, make_runtime, mirror, settle, wire_key
+from .helpers import API_KEY, Ledger, make_runtime, mirror, settle, settled, synced_keys, wire_key
 
 pytestmark = pytest.mark.reliability
 
@@ -63,9 +63,7 @@ async def test_bad_new_rows_are_row_errors_while_the_others_sync(
     config = EmulatorConfig(api_key=API_KEY, contacts=40, seed=51, add_more_delay=0.05)
     with EmulatorServer(config) as server:
         emu = server.emulator
-        rt = make_runtime(server.url, db_url, mapping_file=mapping)
-        try:
-            await settle(rt, emu)
+        async with settled(server, db_url, mapping_file=mapping) as rt:
             ledger = Ledger()
             good = [good_row(f"GOOD-{i}", i) for i in range(6)]
             bad = [good_row(key, 100 + i) | values
@@ -107,8 +105,6 @@ async def test_bad_new_rows_are_row_errors_while_the_others_sync(
                 bad_rows_sent=sum(len(emu.find_by_ref_id(k)) for k in BAD_NEW),
                 status=r.status, exit_code=int(r.exit_code), lost=len(lost),
                 seconds=round(time.monotonic() - started, 1))
-        finally:
-            rt.close()
 
 
 async def _edit_synced_rows(sqlite_url: str, bad: dict[int, dict[str, Any]]
@@ -118,10 +114,8 @@ async def _edit_synced_rows(sqlite_url: str, bad: dict[int, dict[str, Any]]
     config = EmulatorConfig(api_key=API_KEY, contacts=40, seed=52, add_more_delay=0.05)
     with EmulatorServer(config) as server:
         emu = server.emulator
-        rt = make_runtime(server.url, sqlite_url)
-        try:
-            await settle(rt, emu)
-            keys = sorted(k for k in local_rows(rt) if not k.startswith("crm:"))
+        async with settled(server, sqlite_url) as rt:
+            keys = synced_keys(rt)
             table, ledger = rt.local.table, Ledger()
             with rt.db.begin() as conn:
                 for i, values in bad.items():
@@ -137,8 +131,6 @@ async def _edit_synced_rows(sqlite_url: str, bad: dict[int, dict[str, Any]]
             bad_keys = [keys[i] for i in bad]
             m = mirror(rt, emu, skip=bad_keys)
             return r, _errors(rt), ledger.lost(m, emu), bad_keys
-        finally:
-            rt.close()
 
 
 BAD_EDITS = {0: {"email": "khong-phai-email"}, 1: {"phone": "09123"}}

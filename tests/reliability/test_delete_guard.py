@@ -33,6 +33,7 @@ from .helpers import (
     mirror,
     run_cli,
     settle,
+    settled,
     wire_key,
     writes,
 )
@@ -97,9 +98,7 @@ async def test_crm_deleting_80_percent_is_refused(db_url: str, tmp_path: Path,
     started = time.monotonic()
     with EmulatorServer(EmulatorConfig(api_key=API_KEY, contacts=CONTACTS, seed=32)) as server:
         emu = server.emulator
-        rt = make_runtime(server.url, db_url, max_delete_fraction=0.1)
-        try:
-            await settle(rt, emu)
+        async with settled(server, db_url, max_delete_fraction=0.1) as rt:
             rows, states = local_rows(rt), bookkeeping(rt)
             live = sorted(w["public_id"] for w in emu.contacts())
             gone = random.Random(3).sample(live, int(0.8 * len(live)))
@@ -140,17 +139,13 @@ async def test_crm_deleting_80_percent_is_refused(db_url: str, tmp_path: Path,
                 rows_deleted_after_raising_the_fraction=r2.counts["deleted_local"],
                 tombstones=len(deleted_keys), lost=0,
                 seconds=round(time.monotonic() - started, 1))
-        finally:
-            rt.close()
 
 
 async def test_local_table_losing_80_percent_deletes_nothing_in_the_crm(
         db_url: str, figures: Figures) -> None:
     with EmulatorServer(EmulatorConfig(api_key=API_KEY, contacts=CONTACTS, seed=33)) as server:
         emu = server.emulator
-        rt = make_runtime(server.url, db_url, max_delete_fraction=0.1)
-        try:
-            await settle(rt, emu)
+        async with settled(server, db_url, max_delete_fraction=0.1) as rt:
             crm_before = {wire_key(w): w for w in emu.contacts()}
             keys = sorted(local_rows(rt))
             lost_rows = random.Random(4).sample(keys, int(0.8 * len(keys)))
@@ -166,5 +161,3 @@ async def test_local_table_losing_80_percent_deletes_nothing_in_the_crm(
                 f"local table loses 80% ({_kind(db_url)})", runs=1, contacts=CONTACTS,
                 rows_deleted_locally=len(lost_rows), status=r.status,
                 deleted_in_crm=emu.stats()["delete"])
-        finally:
-            rt.close()

@@ -31,11 +31,12 @@ from .helpers import (
     bookkeeping,
     cli_env,
     local_rows,
-    make_runtime,
     mirror,
     run_cli,
     runs,
     settle,
+    settled,
+    synced_keys,
     wire_key,
     writes,
 )
@@ -89,11 +90,9 @@ async def test_malformed_third_page_aborts_with_nothing_applied(db_url: str,
                             add_more_delay=0.05)
     with EmulatorServer(config) as server:
         emu = server.emulator
-        rt = make_runtime(server.url, db_url, page_size=20, max_retries=3,
-                          max_delete_fraction=0.2)
-        try:
-            await settle(rt, emu)
-            keys = sorted(k for k in local_rows(rt) if not k.startswith("crm:"))
+        async with settled(server, db_url,
+                           page_size=20, max_retries=3, max_delete_fraction=0.2) as rt:
+            keys = synced_keys(rt)
             ledger = changes_on_both_sides(rt, server, keys)
             rows, states, crm = local_rows(rt), bookkeeping(rt), emu.contacts()
             emu.reset_stats()
@@ -125,8 +124,6 @@ async def test_malformed_third_page_aborts_with_nothing_applied(db_url: str,
                 cycles_to_converge_after=len(after), duplicates=sum(
                     n - 1 for n in m.duplicates.values()), lost=len(lost),
                 seconds=round(time.monotonic() - started, 1))
-        finally:
-            rt.close()
 
 
 async def test_malformed_page_after_a_whole_chunk_leaves_every_contact_whole(
@@ -136,12 +133,10 @@ async def test_malformed_page_after_a_whole_chunk_leaves_every_contact_whole(
                             add_more_delay=0.05)
     with EmulatorServer(config) as server:
         emu = server.emulator
-        rt = make_runtime(server.url, sqlite_url, page_size=300, max_retries=1,
-                          max_delete_fraction=0.2)
-        conv = rt.converter
-        try:
-            await settle(rt, emu)
-            keys = sorted(k for k in local_rows(rt) if not k.startswith("crm:"))
+        async with settled(server, sqlite_url,
+                           page_size=300, max_retries=1, max_delete_fraction=0.2) as rt:
+            conv = rt.converter
+            keys = synced_keys(rt)
             ledger = changes_on_both_sides(rt, server, keys)
             rows, states = local_rows(rt), {s.key: s for c in rt.store.iter_all() for s in c}
 
@@ -172,8 +167,6 @@ async def test_malformed_page_after_a_whole_chunk_leaves_every_contact_whole(
             m = mirror(rt, emu)
             assert m.converged, m.summary()
             assert not ledger.lost(m, emu)
-        finally:
-            rt.close()
 
 
 async def test_cli_exits_1_and_changes_nothing_on_malformed_answers(
@@ -181,10 +174,8 @@ async def test_cli_exits_1_and_changes_nothing_on_malformed_answers(
     config = EmulatorConfig(api_key=API_KEY, contacts=60, seed=43, add_more_delay=0.05)
     with EmulatorServer(config) as server:
         emu = server.emulator
-        rt = make_runtime(server.url, sqlite_url)
-        try:
-            await settle(rt, emu)
-            keys = sorted(k for k in local_rows(rt) if not k.startswith("crm:"))
+        async with settled(server, sqlite_url) as rt:
+            keys = synced_keys(rt)
             changes_on_both_sides(rt, server, keys)
             rows, states, crm = local_rows(rt), bookkeeping(rt), emu.contacts()
             emu.configure(malformed_rate=1.0)  # every answer but auth's
@@ -199,5 +190,3 @@ async def test_cli_exits_1_and_changes_nothing_on_malformed_answers(
             assert runs(rt)[-1]["status"] == "failed"
             figures.record("malformed answers, CLI (sqlite)", runs=1, exit_code=code,
                            rows_changed=0, state_rows_changed=0, crm_changed=0)
-        finally:
-            rt.close()
