@@ -24,6 +24,7 @@ from sync.merge import (
     plan_contact,
 )
 from sync.record import Contact
+from sync.store.state import AgreedRows
 
 if TYPE_CHECKING:
     from sync.apply import Applier
@@ -38,7 +39,10 @@ class Deletions:
 
     # --- 3. bookkeeping whose local row is gone --------------------------------------------
 
-    def orphans(self) -> None:
+    def orphans(self, agreed: AgreedRows | None = None) -> None:
+        """`agreed`: a quick cycle's pass, which counted them: none, no search."""
+        if agreed is not None and agreed.orphaned <= 0:
+            return
         ctx = self.ctx
         for st in self.e.store.missing_from(self.e.local.key):
             if st.key in ctx.seen_keys:

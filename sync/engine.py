@@ -48,13 +48,9 @@ log = structlog.get_logger("crm_sync.engine")
 CHUNK = 500
 
 
-def local_key(ref_id: str | None, public_id: str | None) -> str:
-    """The local key: the partner id, or one derived from the CRM id for UI-made contacts."""
-    return ref_id or f"crm:{public_id}"
-
-
 def contact_key(c: Contact) -> str:
-    return local_key(c.ref_id, c.public_id)
+    """The local key: the partner id, or one derived from the CRM id for UI-made contacts."""
+    return c.ref_id or f"crm:{c.public_id}"
 
 
 def utcnow() -> datetime:
@@ -93,7 +89,7 @@ class SyncEngine:
         self.read_only_table = converter.spec.direction.value == "pull"
         # the local row's fingerprint, computed by the database (None: not on this database)
         self.image = local.fingerprint(db.dialect.name, converter.row_columns,
-                                       converter.row_salt)
+                                       converter.row_salt, text_columns=local.text_affinity(db))
 
     async def run(self, options: CycleOptions = CycleOptions()) -> CycleResult:
         ctx = CycleContext(options=options, now=self.now())
@@ -136,7 +132,7 @@ class SyncEngine:
         agreed = self._agreed(ctx)
         await self._pull(ctx, applier, agreed)
         await LocalWalk(self, ctx, applier).run(agreed)
-        deletions.orphans()
+        deletions.orphans(agreed)
         if ctx.options.full and ctx.listing_complete:
             await deletions.confirm_vanished()
         deletions.guard()
@@ -194,16 +190,21 @@ class SyncEngine:
                     ) -> None:
         buf: list[Listed] = []
         total: int | None = None
-        async for page in self.client.iter_pages(self.page_size, concurrency=self.concurrency):
+        known = agreed.known if agreed is not None else None
+        async for page in self.client.iter_pages(self.page_size, concurrency=self.concurrency,
+                                                 known=known):
             total = page.total_items
-            seen, skipped = ctx.seen_public, 0
+            seen, seen_keys, skipped = ctx.seen_public, ctx.seen_keys, 0
             for x in page.listed:
                 # Items shift between pages while the list changes: a contact seen twice is
                 # processed once.
                 if x.is_deleted or x.public_id in seen:
                     continue
                 seen.add(x.public_id)
-                if agreed is not None and self._unchanged(ctx, agreed, x):
+                # Neither side changed since this contact was agreed: the CRM serves the very
+                # JSON it served then, and the row still has its agreed fingerprint.
+                if (key := x.agreed_key) is not None and key not in seen_keys:
+                    seen_keys.add(key)
                     skipped += 1
                 else:
                     buf.append(x)
@@ -218,17 +219,6 @@ class SyncEngine:
         if buf:
             await self.pull_chunk(ctx, applier, [x.contact() for x in buf])
         ctx.listing_complete = True
-
-    @staticmethod
-    def _unchanged(ctx: CycleContext, agreed: AgreedRows, x: Listed) -> bool:
-        """Neither side changed since this contact was agreed: the CRM serves the very JSON
-        it served then, and the row still has its agreed fingerprint. Skipped unparsed (the
-        caller counts it)."""
-        key = local_key(x.ref_id, x.public_id)  # a hint: a wrong one only costs a parse
-        if key in ctx.seen_keys or not agreed.holds(key, x.public_id, x.digest):
-            return False
-        ctx.seen_keys.add(key)
-        return True
 
     async def pull_chunk(self, ctx: CycleContext, applier: Applier,
                           contacts: list[Contact]) -> None:

@@ -122,6 +122,9 @@ class Listed:
     is_deleted: bool
     digest: str  # of the item's JSON exactly as served
     raw: bytes
+    # the local key under which these very bytes were last agreed, from the caller's `known`
+    # (page_from_wire): such an item is not even decoded. None: not known.
+    agreed_key: str | None = None
 
     def contact(self) -> Contact:
         return contact_from_wire(_decode(self.raw), digest=self.digest)
@@ -166,8 +169,14 @@ class _Head(msgspec.Struct):
     is_deleted: Any = None
 
 
+class _ListEnvelope(msgspec.Struct):
+    status_code: Any = None
+    payload: _ListPayload | None = None
+
+
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _LIST = msgspec.json.Decoder(_ListPayload)
+_LIST_ENVELOPE = msgspec.json.Decoder(_ListEnvelope)
 _HEAD = msgspec.json.Decoder(_Head)
 _decode = msgspec.json.Decoder().decode  # any JSON -> dict / list / str / int / float / ...
 
@@ -255,6 +264,23 @@ def parse_envelope(status: int, body: bytes, endpoint: str, *,
         raise RemoteError(message, endpoint=endpoint, status=status)  # [assumed] 6: any code
     raise ProtocolError(f"{endpoint}: not an OMICall envelope (HTTP {status})",
                         endpoint=endpoint, status=status)
+
+
+def list_payload(status: int, body: bytes, *, retry_after: str | None = None
+                 ) -> _ListPayload | msgspec.Raw:
+    """parse_envelope for a list page, for page_from_wire: a successful answer is split into
+    its items in one pass over the body; anything else takes parse_envelope's path."""
+    if 200 <= status < 300:
+        try:
+            envelope: _ListEnvelope | None = _LIST_ENVELOPE.decode(body)
+        except msgspec.DecodeError:  # also a wrong shape (ValidationError): say which below
+            envelope = None
+        if (envelope is not None and envelope.payload is not None
+                and str(envelope.status_code) == str(SUCCESS)):
+            return envelope.payload
+    payload: msgspec.Raw = parse_envelope(status, body, "list", retry_after=retry_after,
+                                          raw=True)
+    return payload
 
 
 def token_from_wire(payload: Any) -> tuple[str, str | None]:
@@ -405,19 +431,32 @@ def contact_from_wire(obj: Mapping[str, Any], *, digest: str | None = None) -> C
         digest=digest)
 
 
-def page_from_wire(payload: msgspec.Raw | Any, requested_page: int) -> Page:
-    """A list payload, raw (from parse_envelope(raw=True)) or decoded. Wrong shapes are
-    ProtocolError (the body decoded: retrying won't help); so is an item that is not an object
-    with a public_id, checked here so that a bad page aborts before any of it is applied."""
-    if not isinstance(payload, msgspec.Raw):
-        payload = msgspec.Raw(msgspec.json.encode(payload))
-    try:
-        page = _LIST.decode(payload)
-    except msgspec.DecodeError:
-        raise ProtocolError("list payload is not an object with an items list",
-                            endpoint="list") from None
+def page_from_wire(payload: _ListPayload | msgspec.Raw | Any, requested_page: int,
+                   known: Mapping[str, tuple[str, str]] | None = None) -> Page:
+    """A list payload: from list_payload, raw (parse_envelope(raw=True)) or decoded. Wrong
+    shapes are ProtocolError (the body decoded: retrying won't help); so is an item that is not
+    an object with a public_id, checked here so that a bad page aborts before any of it is
+    applied. `known`: digest -> (public_id, local key) of contacts whose JSON the caller has
+    agreed; an item with such a digest is those very bytes, so it is neither decoded nor
+    checked again (its `agreed_key` says so)."""
+    if not isinstance(payload, _ListPayload):
+        if not isinstance(payload, msgspec.Raw):
+            payload = msgspec.Raw(msgspec.json.encode(payload))
+        try:
+            payload = _LIST.decode(payload)
+        except msgspec.DecodeError:
+            raise ProtocolError("list payload is not an object with an items list",
+                                endpoint="list") from None
+    page = payload
     listed: list[Listed] = []
     for i, item in enumerate(page.items):
+        data = bytes(item)
+        # 128 bits of SHA-256: the fastest strong hash here (CPUs hash it in hardware)
+        digest = sha256(data).hexdigest()[:32]
+        if known is not None and (hit := known.get(digest)) is not None:
+            # deleted contacts are never agreed, so the same bytes are not deleted either
+            listed.append(Listed(hit[0], None, False, digest, data, hit[1]))
+            continue
         try:
             head: _Head | None = _HEAD.decode(item)
         except msgspec.DecodeError:
@@ -425,11 +464,8 @@ def page_from_wire(payload: msgspec.Raw | Any, requested_page: int) -> Page:
         if head is None or not (public_id := norm_text(head.public_id)):
             raise ProtocolError(f"list item {i} is not a contact with a public_id",
                                 endpoint="list")
-        data = bytes(item)
         ref_id = norm_text(head.ref_id if head.ref_id is not None else head.refId)
-        # 128 bits of SHA-256: the fastest strong hash here (CPUs hash it in hardware)
-        listed.append(Listed(public_id, ref_id, head.is_deleted is True,
-                             sha256(data).hexdigest()[:32], data))
+        listed.append(Listed(public_id, ref_id, head.is_deleted is True, digest, data))
     number = _int(page.page_number) or requested_page
     total_pages = _int(page.total_pages) or 0
     has_next = page.has_next  # [assumed] 12: derived when missing

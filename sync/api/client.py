@@ -86,7 +86,7 @@ class _Call:
     path: str
     params: Mapping[str, Any] | None
     body: Any
-    raw: bool = False  # the payload undecoded (the listing: decoded lazily, see adapter.Listed)
+    listing: bool = False  # a list page: adapter.list_payload, items decoded lazily (Listed)
     sends: int = 0
 
 
@@ -134,20 +134,24 @@ class OmiClient:
         return self.access_type
 
     async def list_page(self, page: int, size: int, *, keyword: str | None = None,
-                        filters: Sequence[Mapping[str, Any]] | None = None) -> Page:
+                        filters: Sequence[Mapping[str, Any]] | None = None,
+                        known: Mapping[str, tuple[str, str]] | None = None) -> Page:
+        """One page. `known`: see adapter.page_from_wire."""
         body: dict[str, Any] = {}
         if keyword is not None:
             body["keyword"] = keyword
         if filters is not None:
             body["filters"] = [dict(f) for f in filters]
         payload = await self._request("list", params={"page": page, "size": size}, body=body,
-                                      raw=True)
-        return adapter.page_from_wire(payload, page)
+                                      listing=True)
+        return adapter.page_from_wire(payload, page, known)
 
-    async def iter_pages(self, size: int = 100, *, concurrency: int = 4) -> AsyncIterator[Page]:
+    async def iter_pages(self, size: int = 100, *, concurrency: int = 4,
+                         known: Mapping[str, tuple[str, str]] | None = None
+                         ) -> AsyncIterator[Page]:
         """Every page in order. Pages announced by page 1 are fetched `concurrency` at a time;
         past the announced total, pages are fetched one by one while has_next says so."""
-        first = await self.list_page(1, size)
+        first = await self.list_page(1, size, known=known)
         pager = Paginator()
         pager.advance(first)
         yield first
@@ -158,8 +162,9 @@ class OmiClient:
                 n = pager.next_page
                 for k in range(n, min(n + max(concurrency, 1), pager.total_pages + 1)):
                     if k not in pending:
-                        pending[k] = asyncio.create_task(self.list_page(k, size))
-                task = pending.pop(n, None) or asyncio.create_task(self.list_page(n, size))
+                        pending[k] = asyncio.create_task(self.list_page(k, size, known=known))
+                task = (pending.pop(n, None)
+                        or asyncio.create_task(self.list_page(n, size, known=known)))
                 page = await task
                 pager.advance(page)
                 yield page
@@ -242,9 +247,9 @@ class OmiClient:
 
     async def _request(self, endpoint: str, *, public_id: str | None = None,
                        params: Mapping[str, Any] | None = None, body: Any = None,
-                       policy: str = _READ, raw: bool = False) -> Any:
+                       policy: str = _READ, listing: bool = False) -> Any:
         method, path = adapter.path_for(endpoint, public_id)
-        call = _Call(endpoint, method, path, params, body, raw)
+        call = _Call(endpoint, method, path, params, body, listing)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_retries + 1), wait=self._wait, reraise=True,
             retry=retry_if_exception(lambda e: _may_retry(e, policy)))
@@ -292,10 +297,12 @@ class OmiClient:
         duration = time.perf_counter() - started
         if failure is None:
             status = response.status_code
+            retry_after = response.headers.get("Retry-After")
             try:
-                payload = adapter.parse_envelope(status, response.content, call.endpoint,
-                                                 retry_after=response.headers.get("Retry-After"),
-                                                 raw=call.raw)
+                payload = (adapter.list_payload(status, response.content, retry_after=retry_after)
+                           if call.listing else
+                           adapter.parse_envelope(status, response.content, call.endpoint,
+                                                  retry_after=retry_after))
             except ApiError as exc:
                 failure = exc
         self._record(call, status, duration, failure)

@@ -225,3 +225,65 @@ def test_json_that_is_not_an_object_is_a_protocol_error(body: bytes, raw: bool) 
     with pytest.raises(ProtocolError) as exc:
         adapter.parse_envelope(200, body, "list", raw=raw)
     assert not isinstance(exc.value, RetriableError)
+
+
+# --- page_from_wire(known=...) -------------------------------------------------------------------
+
+def test_a_known_digest_is_taken_as_agreed_without_decoding_the_item() -> None:
+    plain = raw_page()
+    first, second = plain.listed
+    assert first.agreed_key is None and second.agreed_key is None
+    known = {first.digest: ("ad1a7e78d80b94544ab92456", "KH-000123")}
+    got = adapter.page_from_wire(msgspec.Raw(compact(PAYLOAD)), 1, known)
+    a, b = got.listed
+    assert (a.public_id, a.agreed_key, a.is_deleted, a.digest, a.raw) == (
+        first.public_id, "KH-000123", False, first.digest, first.raw)
+    assert a.ref_id is None  # not read: the key is known
+    assert b == second  # not known: read as without `known`
+    assert a.contact() == first.contact()  # still parsed in full on demand
+
+
+def test_known_bytes_are_not_checked_again() -> None:
+    """An item that is not a contact aborts the page, unless its digest is known, which shows
+    it was not decoded (a known digest is of JSON that was a valid contact when agreed)."""
+    odd = compact({"not": "a contact"})
+    payload = b'{"items":[' + odd + b"]}"
+    with pytest.raises(ProtocolError):
+        adapter.page_from_wire(msgspec.Raw(payload), 1)
+    digest = sha256(odd).hexdigest()[:32]
+    [x] = adapter.page_from_wire(msgspec.Raw(payload), 1, {digest: ("p-1", "K1")}).listed
+    assert (x.public_id, x.agreed_key, x.raw) == ("p-1", "K1", odd)
+
+
+# --- list_payload: the envelope and the items in one pass ----------------------------------------
+
+def test_list_payload_splits_a_successful_page_in_one_pass() -> None:
+    body = envelope(compact(PAYLOAD))
+    got = adapter.list_payload(200, body)
+    assert not isinstance(got, msgspec.Raw)  # decoded with its items, not left raw
+    page = adapter.page_from_wire(got, 1)
+    assert page == raw_page()
+    assert [x.raw for x in page.listed] == [compact(CONTRACT_EXAMPLE), compact(SECOND)]
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (200, envelope(b"null")), (200, b'{"status_code":9999}'), (200, envelope(b"[]")),
+    (200, envelope(b'{"items":"x"}')), (200, envelope(b'{"items":[1]}')),
+    (200, envelope(b'{"page_number":1}')), (200, b'{"status_code":-9999,"message":"boom"}'),
+    (200, b'{"status_code":-9999,"message":"api_key_invalid"}'), (200, b"[]"),
+    (200, b"not json"), (200, b'{"status_code":9999,"payload":{"items":['), (401, b""),
+    (429, b""), (500, b"<html>"), (503, envelope(compact(PAYLOAD))), (404, b"{}"),
+    (200, b'{"status_code":"9999","payload":{"items":[]}}'), (201, envelope(b'{"items":[]}')),
+])
+def test_list_payload_fails_as_parse_envelope_does(status: int, body: bytes) -> None:
+    """Only a well-formed success takes the one-pass path: anything else ends as the generic
+    path ends (the same exception, or the same page)."""
+    def outcome(parse: Any) -> Any:
+        try:
+            return adapter.page_from_wire(parse(), 1)
+        except Exception as exc:  # compared below
+            return type(exc), str(exc)
+
+    one_pass = outcome(lambda: adapter.list_payload(status, body))
+    generic = outcome(lambda: adapter.parse_envelope(status, body, "list", raw=True))
+    assert one_pass == generic

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -18,7 +19,17 @@ from sync.settings import default_mapping_file
 from sync.store.local import LocalTable
 
 from .conftest import MakeHarness
-from .helpers import Harness, app_rows, assert_mirrored, attrs, first, write_calls
+from .helpers import (
+    Exchange,
+    Harness,
+    Hooked,
+    Send,
+    app_rows,
+    assert_mirrored,
+    attrs,
+    first,
+    write_calls,
+)
 
 N = 30
 DEFAULT_MAPPING = default_mapping_file().read_text(encoding="utf-8")
@@ -255,6 +266,35 @@ async def test_an_app_deletion_reaches_the_crm(make_harness: MakeHarness) -> Non
 
     assert_all_unchanged(await h.cycle(), N - 1)
     assert_mirrored(h)
+
+
+async def test_an_app_deletion_during_the_listing_reaches_the_crm_next_cycle(
+        make_harness: MakeHarness) -> None:
+    """The quick pass counts bookkeeping without a row before the listing; a row the app
+    deletes after that pass is the next cycle's (and only then is the anti-join run)."""
+    transport = Hooked()
+    h = await imported(make_harness, settings={"transport": transport})
+    key = synced_keys(h)[3]
+    pid = crm_id(h, key)
+
+    async def delete_during_listing(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/list") and h.row(key) is not None:
+            h.delete(key)
+        return await send()
+
+    transport.hook = delete_during_listing
+    r = await h.cycle()
+    transport.hook = None
+    assert r.status == "ok", r.notes
+    assert h.row(key) is None and key in h.states()  # not yet seen as deleted
+    assert h.emulator.contact(pid)["is_deleted"] is False  # type: ignore[index]
+
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert write_calls(r.api_calls) == {"delete": 1}
+    assert h.emulator.contact(pid)["is_deleted"] is True  # type: ignore[index]
+    assert key not in h.states()
+    assert_all_unchanged(await h.cycle(), N - 1)
 
 
 async def test_a_row_deleted_and_inserted_again_with_other_values_is_pushed(

@@ -22,10 +22,10 @@ from sync.mapping import MappingSpec
 from sync.mapping_file import parse_mapping
 from sync.record import Contact
 from sync.store import make_engine
-from sync.store.local import LocalTable, ensure_table
+from sync.store.local import LocalTable, ensure_table, sqlite_affinity
 from sync.store.migrate import alembic_config, current_revision, schema_diffs, upgrade
 from sync.store.schema import sync_state
-from sync.store.state import StateStore, SyncState
+from sync.store.state import AgreedRows, StateStore, SyncState
 
 MAPPING = """
 table: fp_rows
@@ -56,6 +56,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("fresh_pg_url"))
 
 
+def holds(got: AgreedRows, key: str, public_id: str, digest: str) -> bool:
+    """The pass vouches for the listing JSON `digest` as contact `public_id` under `key`."""
+    return got.known.get(digest) == (public_id, key)
+
+
 class Rows:
     """The local table of MAPPING and the bookkeeping on one database."""
 
@@ -77,7 +82,8 @@ class Rows:
     def fingerprint(self, columns: tuple[str, ...] | None = None,
                     salt: str | None = None) -> sa.ColumnElement[str]:
         image = self.local.fingerprint(self.kind, columns or self.conv.row_columns,
-                                       self.conv.row_salt if salt is None else salt)
+                                       self.conv.row_salt if salt is None else salt,
+                                       text_columns=self.local.text_affinity(self.engine))
         assert image is not None
         return image
 
@@ -126,10 +132,10 @@ class Rows:
             keys = [str(k) for k in conn.scalars(sa.select(self.table.c.k))]
         got = self.store.agreed_rows(self.local.key, self.image)
         assert len(got.unclean) == len(set(got.unclean))
-        agreed = {k for k in keys if got.holds(k, f"p-{k}", f"d-{k}")}
+        agreed = {k for k in keys if got.known.get(f"d-{k}") == (f"p-{k}", k)}
         assert not agreed & set(got.unclean)
         # every row is one or the other
-        assert len(got.agreed) + len(got.unclean) == len(keys)
+        assert len(got.known) + len(got.unclean) == len(keys)
         return agreed, set(got.unclean)
 
     def local_hash(self, key: str) -> str | None:
@@ -330,6 +336,65 @@ def test_sqlite_blob_and_the_text_of_its_quote_differ(sqlite_rows: Rows) -> None
     assert r.print_of("K1") != as_blob
 
 
+# (declared type, SQLite's affinity): the examples of datatype3.html section 3.1.1, and more
+AFFINITIES = [
+    ("INT", "INTEGER"), ("INTEGER", "INTEGER"), ("TINYINT", "INTEGER"), ("BIGINT", "INTEGER"),
+    ("UNSIGNED BIG INT", "INTEGER"), ("INT8", "INTEGER"), ("CHARINT", "INTEGER"),
+    ("FLOATING POINT", "INTEGER"), ("CHARACTER(20)", "TEXT"), ("VARCHAR(255)", "TEXT"),
+    ("varying character(255)", "TEXT"), ("NCHAR(55)", "TEXT"), ("NATIVE CHARACTER(70)", "TEXT"),
+    ("NVARCHAR(100)", "TEXT"), ("TEXT", "TEXT"), ("text", "TEXT"), ("CLOB", "TEXT"),
+    ("BLOB", "BLOB"), ("", "BLOB"), ("REAL", "REAL"), ("DOUBLE", "REAL"),
+    ("DOUBLE PRECISION", "REAL"), ("FLOAT", "REAL"), ("NUMERIC", "NUMERIC"),
+    ("DECIMAL(10,5)", "NUMERIC"), ("BOOLEAN", "NUMERIC"), ("DATE", "NUMERIC"),
+    ("DATETIME", "NUMERIC"), ("JSON", "NUMERIC"), ("STRING", "NUMERIC"), ("ANY", "NUMERIC"),
+]
+
+
+@pytest.mark.parametrize(("declared", "affinity"), AFFINITIES)
+def test_sqlite_affinity_follows_the_documented_rules(declared: str, affinity: str) -> None:
+    assert sqlite_affinity(declared) == affinity
+
+
+def test_sqlite_affinity_agrees_with_sqlite(tmp_path: Path) -> None:
+    """What the fingerprint relies on, asked of SQLite itself: a column the function calls
+    TEXT stores a REAL written to it as text; every other column keeps it a REAL."""
+    con = sqlite3.connect(tmp_path / "aff.db")
+    try:
+        for i, (declared, _) in enumerate(AFFINITIES):
+            con.execute(f'CREATE TABLE t{i} (v {declared})')
+            con.execute(f"INSERT INTO t{i} VALUES (?)", (1.5,))
+            stored = con.execute(f"SELECT typeof(v) FROM t{i}").fetchone()[0]
+            assert (stored == "text") == (sqlite_affinity(declared) == "TEXT"), declared
+    finally:
+        con.close()
+
+
+def test_text_affinity_names_the_columns_that_hold_no_real(db_url: str) -> None:
+    r = Rows(db_url)
+    try:
+        got = r.local.text_affinity(r.engine)
+        if r.kind == "sqlite":  # the mapping's text columns, created TEXT / VARCHAR
+            assert got == {"k", "ref_code", "crm_id", "name"}
+        else:
+            assert got == frozenset()  # PostgreSQL's image is not built this way
+    finally:
+        r.close()
+
+
+def test_sqlite_image_is_the_same_with_or_without_text_columns(sqlite_rows: Rows) -> None:
+    """A TEXT column only tests for BLOB: the image is the one a full test gives, so a row
+    stamped before (or with the full test) is still agreed."""
+    r = sqlite_rows
+    full = r.local.fingerprint("sqlite", r.conv.row_columns, r.conv.row_salt)
+    assert full is not None
+    r.insert("K1")
+    values = ["'1'", "1", "1.5", "1e300", "NULL", "''", "x'31'", "x'00ff'", "'[1.5]'"]
+    for column in ("name", "ref_code", "crm_id"):
+        for value in values:
+            r.execute(f"UPDATE fp_rows SET {column} = {value} WHERE k = 'K1'")
+            assert r.print_of("K1") == r.print_of("K1", full), (column, value)
+
+
 # --- the recorded fingerprint / agreed_rows -------------------------------------------------
 
 def test_stamp_records_what_agreed_rows_compares(rows: Rows) -> None:
@@ -346,9 +411,9 @@ def test_stamp_records_what_agreed_rows_compares(rows: Rows) -> None:
     assert rows.local_hash("C") is None
     # only the triple agreed: another CRM id or another listing digest is not
     got = rows.store.agreed_rows(rows.local.key, rows.image)
-    assert got.holds("A", "p-A", "d-A")
-    assert not got.holds("A", "p-B", "d-A") and not got.holds("A", "p-A", "d-B")
-    assert not got.holds("B", "p-A", "d-A")
+    assert holds(got, "A", "p-A", "d-A")
+    assert not holds(got, "A", "p-B", "d-A") and not holds(got, "A", "p-A", "d-B")
+    assert not holds(got, "B", "p-A", "d-A")
 
     rows.update("A", name="Sửa bằng SQL")  # an app's edit
     assert rows.agreed() == ({"B"}, {"A", "C"})
@@ -363,7 +428,7 @@ def test_stamp_records_what_agreed_rows_compares(rows: Rows) -> None:
     agreed, unclean = rows.agreed()
     assert (agreed, unclean) == ({"A"}, {"C"})  # gone: neither agreed nor walked
     got = rows.store.agreed_rows(rows.local.key, rows.image)
-    assert not got.holds("B", "p-B", "d-B")
+    assert not holds(got, "B", "p-B", "d-B")
     rows.insert("B", name="Một người khác")  # a new row under the old key
     assert rows.agreed() == ({"A"}, {"B", "C"})
     rows.stamp("missing")  # a key without a row: nothing to stamp, nothing breaks
@@ -406,7 +471,7 @@ def test_a_state_without_crm_id_or_listing_digest_is_not_agreed(rows: Rows) -> N
     rows.stamp("A", "B", "C")
     got = rows.store.agreed_rows(rows.local.key, rows.image)
     assert sorted(got.unclean) == ["A", "B"]
-    assert got.holds("C", "p-C", "d-C")
+    assert holds(got, "C", "p-C", "d-C")
 
 
 def test_a_new_base_or_a_new_crm_copy_voids_the_stamp(rows: Rows) -> None:
@@ -423,7 +488,7 @@ def test_a_new_base_or_a_new_crm_copy_voids_the_stamp(rows: Rows) -> None:
         rows.store.save(conn, [a, b])
     got = rows.store.agreed_rows(rows.local.key, rows.image)
     assert got.unclean == ["A"]
-    assert not got.holds("B", "p-B", "d-B") and got.holds("B", "p-B", "d-new")
+    assert not holds(got, "B", "p-B", "d-B") and holds(got, "B", "p-B", "d-new")
 
 
 def test_stamp_and_agreed_rows_keep_to_their_tenant(db_url: str) -> None:
@@ -453,6 +518,45 @@ def test_stamp_many_keys_in_chunks(rows: Rows) -> None:
     rows.stamp(*keys, *keys[:10])  # repeated keys too
     agreed, unclean = rows.agreed()
     assert agreed == set(keys) and unclean == set()
+
+
+def test_agreed_rows_counts_bookkeeping_whose_row_is_gone(db_url: str) -> None:
+    one = Rows(db_url, tenant="tenant-one")
+    two = Rows(db_url, tenant="tenant-two")
+    try:
+        for k in ("A", "B", "C"):
+            one.insert(k)
+        one.states("A", "B", "C")
+        two.states("A", "X", "Y")  # another tenant's: X and Y have no row, but are not ours
+        one.stamp("A", "B")
+        assert one.store.agreed_rows(one.local.key, one.image).orphaned == 0
+        one.execute("DELETE FROM fp_rows WHERE k IN ('B', 'C')")  # an agreed and an unclean
+        got = one.store.agreed_rows(one.local.key, one.image)
+        assert got.orphaned == 2 and set(got.known.values()) == {("p-A", "A")}
+        assert two.store.agreed_rows(two.local.key, two.image).orphaned == 2  # X, Y
+        one.insert("B", name="Một người khác")  # a row again, not as agreed: unclean
+        got = one.store.agreed_rows(one.local.key, one.image)
+        assert got.orphaned == 1 and sorted(got.unclean) == ["B"]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_digest_two_rows_hold_is_not_vouched_for(rows: Rows) -> None:
+    """Stale bookkeeping could give two keys the same listing JSON: the pass cannot tell which
+    key the listed contact is, so it vouches for neither (the item is parsed)."""
+    for k in ("A", "B", "C"):
+        rows.insert(k)
+    with rows.store.begin() as conn:
+        rows.store.save(conn, [SyncState(
+            k, ref_id=k, public_id="p-A", base={"full_name": "x"},
+            remote=Contact(ref_id="A", public_id="p-A", digest="d-A"), remote_hash="d-A")
+            for k in ("A", "B")])
+    rows.states("C")
+    rows.stamp("A", "B", "C")
+    got = rows.store.agreed_rows(rows.local.key, rows.image)
+    assert got.known == {"d-C": ("p-C", "C")}
+    assert got.unclean == []  # both rows are as agreed: nothing to walk
 
 
 # --- migration 0003 ------------------------------------------------------------------------------
