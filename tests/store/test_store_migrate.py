@@ -6,6 +6,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,6 +106,33 @@ def test_concurrent_upgrades_of_a_fresh_database(db_kind_url: str) -> None:
         assert is_up_to_date(engine) and schema_diffs(engine) == []
     finally:
         engine.dispose()
+
+
+def test_many_connections_opening_a_fresh_sqlite_file_together(tmp_path: Path) -> None:
+    """Switching a file to WAL takes an exclusive lock that SQLite does not wait for: without
+    the retry, this test failed two runs in three with "database is locked"."""
+    failures: list[str] = []
+    for round_ in range(20):
+        url = f"sqlite:///{tmp_path}/fresh-{round_}.db"
+        start = threading.Barrier(12)
+
+        def open_one(url: str = url, start: threading.Barrier = start) -> None:
+            engine = make_engine(url)
+            try:
+                start.wait()
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            except Exception as exc:  # collected, then asserted in the test's thread
+                failures.append(f"{url}: {exc}")
+            finally:
+                engine.dispose()
+
+        threads = [threading.Thread(target=open_one) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == []
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:
