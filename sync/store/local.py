@@ -242,19 +242,52 @@ class LocalTable:
         if not rows:
             return set()
         dialect = conn.dialect
+        if dialect.name == "postgresql" and dialect.driver == "psycopg":
+            return self._insert_new_pipelined(conn, rows)
         if dialect.name in ("sqlite", "postgresql") and dialect.insert_returning:
-            # one statement: a key an app inserted meanwhile is skipped, atomically
-            insert = (sqlite.insert if dialect.name == "sqlite" else postgresql.insert)
-            stmt = (insert(self.table).on_conflict_do_nothing(index_elements=[self.key])
-                    .returning(self.key))
-            cols = set().union(*(r.keys() for r in rows))
-            return {str(k) for k in conn.execute(
-                stmt, [{c: r.get(c) for c in cols} for r in rows]).scalars()}
+            return self._insert_new_returning(conn, rows)
         present = set(self.load(conn, [r[self.key_column] for r in rows], lock=True))
         fresh = [dict(r) for r in rows if r[self.key_column] not in present]
         if fresh:
             self._insert(conn, fresh)
         return {r[self.key_column] for r in fresh}
+
+    def _insert_new_returning(self, conn: Connection, rows: Sequence[Mapping[str, Any]]
+                              ) -> set[str]:
+        # one statement: a key an app inserted meanwhile is skipped, atomically
+        insert = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)
+        stmt = (insert(self.table).on_conflict_do_nothing(index_elements=[self.key])
+                .returning(self.key))
+        cols = set().union(*(r.keys() for r in rows))
+        return {str(k) for k in conn.execute(
+            stmt, [{c: r.get(c) for c in cols} for r in rows]).scalars()}
+
+    def _insert_new_pipelined(self, conn: Connection, rows: Sequence[Mapping[str, Any]]
+                              ) -> set[str]:
+        """insert_new through psycopg's own executemany: one INSERT .. ON CONFLICT DO NOTHING
+        RETURNING per row, pipelined. SQLAlchemy's form of it (one multi-row VALUES) took 3-4
+        times as long for 500 rows, the most expensive step of an import into PostgreSQL."""
+        dialect = conn.dialect
+        cols = [self.table.c[c] for c in set().union(*(r.keys() for r in rows))]
+        names = [f"p{i}" for i in range(len(cols))]  # plain bind names: no escaping
+        stmt = (postgresql.insert(self.table)
+                .values({c.name: sa.bindparam(n, type_=c.type)
+                         for c, n in zip(cols, names, strict=True)})
+                .on_conflict_do_nothing(index_elements=[self.key]).returning(self.key))
+        procs = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
+        params = [{n: (v if p is None else p(v)) for n, p, v in
+                   zip(names, procs, [r.get(c.name) for c in cols], strict=True)} for r in rows]
+        import psycopg  # the driver of this path only
+
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        inserted: set[str] = set()
+        with driver.cursor() as cursor:
+            cursor.executemany(str(stmt.compile(dialect=dialect)), params, returning=True)
+            while True:
+                inserted.update(str(row[0]) for row in cursor.fetchall())
+                if not cursor.nextset():
+                    return inserted
 
     def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         # Every row must name the same columns for one executemany.

@@ -1,0 +1,89 @@
+"""LocalTable.insert_new: rows whose key is free are inserted, a key an app holds is skipped
+(its row untouched) and left out of the answer; on PostgreSQL with psycopg, through psycopg's
+pipelined executemany, which must store exactly what SQLAlchemy's statement stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from .test_store_fingerprint import BASE_ROW, Rows
+
+ROWS: list[dict[str, Any]] = [
+    {"k": "A", **BASE_ROW},
+    {"k": "B", **BASE_ROW, "name": "Trần Văn Bình", "tags": None, "extra": None, "points": None},
+    {"k": "C", "name": "Chỉ có tên"},  # the other columns left out: NULL
+    {"k": "D", **BASE_ROW, "bday": date(2000, 2, 29), "points": 0.1 + 0.2, "qty": -(2**40),
+     "vip": False, "tags": [], "extra": {}},
+    {"k": "E", **BASE_ROW, "name": "'; DROP TABLE fp_rows; --", "extra": {"a": [1, None]}},
+]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def rows(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rows]:
+    """The mapped table of test_store_fingerprint, in an empty database of each kind."""
+    r = Rows(f"sqlite:///{tmp_path}/insert.db" if request.param == "sqlite"
+             else str(request.getfixturevalue("fresh_pg_url")))
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def table_rows(r: Rows) -> dict[str, dict[str, Any]]:
+    with r.engine.connect() as conn:
+        return {row["k"]: dict(row) for row in conn.execute(sa.select(r.table)).mappings()}
+
+
+def test_free_keys_are_inserted_and_returned(rows: Rows) -> None:
+    with rows.engine.begin() as conn:
+        assert rows.local.insert_new(conn, ROWS) == {"A", "B", "C", "D", "E"}
+    got = table_rows(rows)
+    assert set(got) == {"A", "B", "C", "D", "E"}
+    assert got["C"]["name"] == "Chỉ có tên" and got["C"]["bday"] is None
+    assert got["D"]["bday"] == date(2000, 2, 29) and got["D"]["qty"] == -(2**40)
+    assert got["E"]["name"] == "'; DROP TABLE fp_rows; --"
+    with rows.engine.begin() as conn:
+        assert rows.local.insert_new(conn, []) == set()
+
+
+def test_a_key_an_app_holds_is_skipped_and_not_returned(rows: Rows) -> None:
+    rows.insert("B", name="Của ứng dụng")
+    with rows.engine.begin() as conn:
+        assert rows.local.insert_new(conn, ROWS) == {"A", "C", "D", "E"}
+    assert table_rows(rows)["B"]["name"] == "Của ứng dụng"
+    with rows.engine.begin() as conn:  # all taken now
+        assert rows.local.insert_new(conn, ROWS[:2]) == set()
+
+
+@pytest.mark.postgres
+def test_psycopg_pipeline_stores_what_sqlalchemy_stores(fresh_pg_url: str) -> None:
+    r = Rows(fresh_pg_url)
+    try:
+        assert r.engine.dialect.driver == "psycopg"
+        with r.engine.begin() as conn:
+            assert r.local._insert_new_pipelined(conn, ROWS) == {"A", "B", "C", "D", "E"}
+        pipelined = table_rows(r)
+        prints = {k: r.print_of(k) for k in pipelined}
+        r.execute("DELETE FROM fp_rows")
+        with r.engine.begin() as conn:
+            assert r.local._insert_new_returning(conn, ROWS) == {"A", "B", "C", "D", "E"}
+        assert table_rows(r) == pipelined
+        assert {k: r.print_of(k) for k in pipelined} == prints
+        # JSON null and SQL NULL are told apart the same way on both paths
+        with r.engine.connect() as conn:
+            nulls = conn.execute(sa.text(
+                "SELECT k, tags IS NULL, extra IS NULL FROM fp_rows ORDER BY k")).all()
+        r.execute("DELETE FROM fp_rows")
+        with r.engine.begin() as conn:
+            r.local._insert_new_pipelined(conn, ROWS)
+        with r.engine.connect() as conn:
+            assert conn.execute(sa.text(
+                "SELECT k, tags IS NULL, extra IS NULL FROM fp_rows ORDER BY k")).all() == nulls
+    finally:
+        r.close()
