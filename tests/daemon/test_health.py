@@ -6,7 +6,7 @@ import asyncio
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from sync.health import (
 from sync.metrics import Metrics, last_success
 from sync.store import make_engine
 from sync.store.migrate import upgrade
+from sync.store.schema import sync_runs
 from sync.store.state import StateStore
 
 from .conftest import free_port, settings_for
@@ -80,9 +81,13 @@ def test_readiness_follows_the_tenants_last_success(tmp_path: Path) -> None:
     assert ok and detail["database"] == "ok" and detail["role"] == "standby"
     # another tenant's successes are not ours
     assert last_success(db, "someone-else") is None
-    # too old
-    old = settings.model_copy(update={"ready_max_age_seconds": 0.001})
-    assert not readiness_check(db, old, stopping=False, role="active")[0]
+    # too old: the newest success two minutes ago, older than the 60 s allowed (moved back
+    # in time rather than a tiny max age, which a fast machine can beat)
+    with db.begin() as conn:
+        conn.execute(sync_runs.update().where(sync_runs.c.id == good)
+                     .values(finished_at=datetime.now(UTC) - timedelta(seconds=120)))
+    ok, detail = readiness_check(db, settings, stopping=False, role="active")
+    assert not ok and detail["reason"] == "the last successful cycle is too old"
     assert not readiness_check(db, settings, stopping=True, role="active")[0]
     assert not readiness_check(None, settings, stopping=False, role="starting")[0]
     db.dispose()
