@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, select
+from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sync import codec
@@ -281,7 +281,12 @@ class StateStore(Journal):
         the database (`image`: the local table's fingerprint expression): which rows still
         hold what was last agreed, and which do not (edited, new, pending, in error)."""
         c = sync_state.c
-        query = (select(key_column, c.public_id, c.remote_hash, c.status, c.local_hash == image)
+        # 0: no bookkeeping (a new row); 1: as agreed; 2: anything else. Said by the database,
+        # which keeps the per-row Python to a minimum (100k rows per cycle).
+        kind = case((c.status.is_(None), 0),
+                    (and_(c.status.in_(AGREED_STATUSES), c.local_hash == image,
+                          c.public_id != "", c.remote_hash != ""), 1), else_=2)
+        query = (select(key_column, c.public_id, c.remote_hash, kind)
                  .select_from(key_column.table.outerjoin(
                      sync_state, and_(c.tenant == self.tenant, c.key == key_column))))
         known: dict[str, tuple[str, str]] = {}
@@ -289,15 +294,16 @@ class StateStore(Journal):
         twice, matched = set(), 0
         with self.engine.connect() as conn:
             states = conn.execute(select(func.count()).where(c.tenant == self.tenant)).scalar()
-            for key, public_id, remote_hash, status, same in conn.execute(query):
-                if status is not None:
-                    matched += 1
-                if same and status in AGREED_STATUSES and public_id and remote_hash:
+            for key, public_id, remote_hash, row_kind in conn.execute(query):
+                if row_kind == 1:
                     if remote_hash in known:
                         twice.add(remote_hash)
                     known[remote_hash] = (public_id, key)
                 else:
                     unclean.append(key)
+                    if row_kind == 0:
+                        continue
+                matched += 1
         for digest in twice:
             del known[digest]
         return AgreedRows(known, unclean, int(states or 0) - matched)
