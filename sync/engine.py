@@ -190,7 +190,7 @@ class SyncEngine:
                     ) -> None:
         buf: list[Listed] = []
         total: int | None = None
-        known = agreed.known if agreed is not None else None
+        known = agreed.agreed_as if agreed is not None else None
         async for page in self.client.iter_pages(self.page_size, concurrency=self.concurrency,
                                                  known=known):
             total = page.total_items

@@ -39,7 +39,7 @@ when the real service disagrees is a one-line change. The list (README.md repeat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -103,6 +103,8 @@ GET_QUERY_KEYS: Mapping[str, str] = {  # [assumed] 16: the seed leaves the email
     "ref_id": "ref_id", "ref_code": "ref_code", "phone": "phone", "email": "email"}
 
 _KIND_BY_LABEL = {label.lower(): kind for kind, label in ITEM_KINDS.items()}
+# digest of a listed item's JSON -> (public_id, local key) when the caller has agreed it
+Known = Callable[[str], tuple[str, str] | None]
 _TEXT_CODES = frozenset({"full_name", "job_title", "address", "passport"})
 
 
@@ -432,13 +434,13 @@ def contact_from_wire(obj: Mapping[str, Any], *, digest: str | None = None) -> C
 
 
 def page_from_wire(payload: _ListPayload | msgspec.Raw | Any, requested_page: int,
-                   known: Mapping[str, tuple[str, str]] | None = None) -> Page:
+                   known: Known | None = None) -> Page:
     """A list payload: from list_payload, raw (parse_envelope(raw=True)) or decoded. Wrong
     shapes are ProtocolError (the body decoded: retrying won't help); so is an item that is not
     an object with a public_id, checked here so that a bad page aborts before any of it is
-    applied. `known`: digest -> (public_id, local key) of contacts whose JSON the caller has
-    agreed; an item with such a digest is those very bytes, so it is neither decoded nor
-    checked again (its `agreed_key` says so)."""
+    applied. `known(digest)`: (public_id, local key) of a contact whose JSON the caller has
+    agreed, else None; an item with such a digest is those very bytes, so it is neither decoded
+    nor checked again (its `agreed_key` says so)."""
     if not isinstance(payload, _ListPayload):
         if not isinstance(payload, msgspec.Raw):
             payload = msgspec.Raw(msgspec.json.encode(payload))
@@ -453,7 +455,7 @@ def page_from_wire(payload: _ListPayload | msgspec.Raw | Any, requested_page: in
         data = bytes(item)
         # 128 bits of SHA-256: the fastest strong hash here (CPUs hash it in hardware)
         digest = sha256(data).hexdigest()[:32]
-        if known is not None and (hit := known.get(digest)) is not None:
+        if known is not None and (hit := known(digest)) is not None:
             # deleted contacts are never agreed, so the same bytes are not deleted either
             listed.append(Listed(hit[0], None, False, digest, data, hit[1]))
             continue

@@ -135,7 +135,7 @@ class OmiClient:
 
     async def list_page(self, page: int, size: int, *, keyword: str | None = None,
                         filters: Sequence[Mapping[str, Any]] | None = None,
-                        known: Mapping[str, tuple[str, str]] | None = None) -> Page:
+                        known: adapter.Known | None = None) -> Page:
         """One page. `known`: see adapter.page_from_wire."""
         body: dict[str, Any] = {}
         if keyword is not None:
@@ -147,7 +147,7 @@ class OmiClient:
         return adapter.page_from_wire(payload, page, known)
 
     async def iter_pages(self, size: int = 100, *, concurrency: int = 4,
-                         known: Mapping[str, tuple[str, str]] | None = None
+                         known: adapter.Known | None = None
                          ) -> AsyncIterator[Page]:
         """Every page in order. Pages announced by page 1 are fetched `concurrency` at a time;
         past the announced total, pages are fetched one by one while has_next says so."""

@@ -234,7 +234,7 @@ def test_a_known_digest_is_taken_as_agreed_without_decoding_the_item() -> None:
     first, second = plain.listed
     assert first.agreed_key is None and second.agreed_key is None
     known = {first.digest: ("ad1a7e78d80b94544ab92456", "KH-000123")}
-    got = adapter.page_from_wire(msgspec.Raw(compact(PAYLOAD)), 1, known)
+    got = adapter.page_from_wire(msgspec.Raw(compact(PAYLOAD)), 1, known.get)
     a, b = got.listed
     assert (a.public_id, a.agreed_key, a.is_deleted, a.digest, a.raw) == (
         first.public_id, "KH-000123", False, first.digest, first.raw)
@@ -251,7 +251,7 @@ def test_known_bytes_are_not_checked_again() -> None:
     with pytest.raises(ProtocolError):
         adapter.page_from_wire(msgspec.Raw(payload), 1)
     digest = sha256(odd).hexdigest()[:32]
-    [x] = adapter.page_from_wire(msgspec.Raw(payload), 1, {digest: ("p-1", "K1")}).listed
+    [x] = adapter.page_from_wire(msgspec.Raw(payload), 1, {digest: ("p-1", "K1")}.get).listed
     assert (x.public_id, x.agreed_key, x.raw) == ("p-1", "K1", odd)
 
 

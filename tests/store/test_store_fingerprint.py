@@ -58,7 +58,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def holds(got: AgreedRows, key: str, public_id: str, digest: str) -> bool:
     """The pass vouches for the listing JSON `digest` as contact `public_id` under `key`."""
-    return got.known.get(digest) == (public_id, key)
+    return got.agreed_as(digest) == (public_id, key)
 
 
 class Rows:
@@ -132,10 +132,11 @@ class Rows:
             keys = [str(k) for k in conn.scalars(sa.select(self.table.c.k))]
         got = self.store.agreed_rows(self.local.key, self.image)
         assert len(got.unclean) == len(set(got.unclean))
-        agreed = {k for k in keys if got.known.get(f"d-{k}") == (f"p-{k}", k)}
+        agreed = {k for k in keys if got.agreed_as(f"d-{k}") == (f"p-{k}", k)}
         assert not agreed & set(got.unclean)
         # every row is one or the other
-        assert len(got.known) + len(got.unclean) == len(keys)
+        assert len(got.keys) + len(got.unclean) == len(keys)
+        assert got.keys.keys() == got.public_ids.keys()
         return agreed, set(got.unclean)
 
     def local_hash(self, key: str) -> str | None:
@@ -532,7 +533,7 @@ def test_agreed_rows_counts_bookkeeping_whose_row_is_gone(db_url: str) -> None:
         assert one.store.agreed_rows(one.local.key, one.image).orphaned == 0
         one.execute("DELETE FROM fp_rows WHERE k IN ('B', 'C')")  # an agreed and an unclean
         got = one.store.agreed_rows(one.local.key, one.image)
-        assert got.orphaned == 2 and set(got.known.values()) == {("p-A", "A")}
+        assert got.orphaned == 2 and (got.keys, got.public_ids) == ({"d-A": "A"}, {"d-A": "p-A"})
         assert two.store.agreed_rows(two.local.key, two.image).orphaned == 2  # X, Y
         one.insert("B", name="Một người khác")  # a row again, not as agreed: unclean
         got = one.store.agreed_rows(one.local.key, one.image)
@@ -555,7 +556,8 @@ def test_a_digest_two_rows_hold_is_not_vouched_for(rows: Rows) -> None:
     rows.states("C")
     rows.stamp("A", "B", "C")
     got = rows.store.agreed_rows(rows.local.key, rows.image)
-    assert got.known == {"d-C": ("p-C", "C")}
+    assert (got.keys, got.public_ids) == ({"d-C": "C"}, {"d-C": "p-C"})
+    assert got.agreed_as("d-A") is None and got.agreed_as("d-C") == ("p-C", "C")
     assert got.unclean == []  # both rows are as agreed: nothing to walk
 
 
