@@ -267,6 +267,8 @@ class LocalTable:
         """insert_new through psycopg's own executemany: one INSERT .. ON CONFLICT DO NOTHING
         RETURNING per row, pipelined. SQLAlchemy's form of it (one multi-row VALUES) took 3-4
         times as long for 500 rows, the most expensive step of an import into PostgreSQL."""
+        import psycopg  # the driver of this path only
+
         dialect = conn.dialect
         cols = [self.table.c[c] for c in set().union(*(r.keys() for r in rows))]
         names = [f"p{i}" for i in range(len(cols))]  # plain bind names: no escaping
@@ -277,8 +279,6 @@ class LocalTable:
         procs = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
         params = [{n: (v if p is None else p(v)) for n, p, v in
                    zip(names, procs, [r.get(c.name) for c in cols], strict=True)} for r in rows]
-        import psycopg  # the driver of this path only
-
         driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         inserted: set[str] = set()
