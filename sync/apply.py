@@ -267,10 +267,14 @@ class Applier:
                 ctx.plan.extend(PushCreate(k, f) for k, f, _ in batch)
                 ctx.counts["created_remote"] += len(batch)
                 continue
+            # Pending from now, not from the cycle's start: a long cycle (an import, many
+            # batches) must not eat into the time the CRM is given to show the create before
+            # it is looked up, and maybe sent again.
+            since = e.now()
             states = [self._state(k, prev, ref_id=k, public_id=None, status="pending_create",
                                   base=_sent(f), remote=None, last_error=None,
                                   attempts=(prev.attempts if prev else 0) + 1,
-                                  pending_since=ctx.now) for k, f, prev in batch]
+                                  pending_since=since) for k, f, prev in batch]
             with e.store.begin() as conn:  # recorded first: a crash after the call is safe
                 e.store.save(conn, states)
                 self._flush_queued(conn)

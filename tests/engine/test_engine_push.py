@@ -4,7 +4,9 @@ add-more is asynchronous, drops items, and the process may crash around the call
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -43,6 +45,23 @@ def _resends_were_checked(log: list[Exchange]) -> None:
                     assert looked, f"{ref} re-sent without a lookup"
                     assert looked[-1].payload is None, f"{ref} re-sent though the CRM had it"
                 sent_at[ref] = i
+
+
+async def test_a_create_is_pending_from_its_add_more_not_from_the_cycle_start(
+        make_harness: MakeHarness) -> None:
+    """The recheck wait runs from the add-more call. Counted from the cycle's start, a cycle
+    that took longer than the wait (an import, a slow listing) looked its creates up at once,
+    before the CRM could show them, and sent them again: duplicates."""
+    h = make_harness({"contacts": 5, "seed": 4, "add_more_delay": 0.2})
+    await h.cycle()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ticks = itertools.count()
+    h.rt.now = lambda: start + timedelta(minutes=next(ticks))  # every look at the clock: +1 min
+    h.insert(*app_rows("LATE", 3))
+    r = await h.cycle()
+    assert r.counts["created_remote"] == 3
+    since = {h.states()[n["ref_id"]].pending_since for n in app_rows("LATE", 3)}
+    assert len(since) == 1 and since.pop() > r.started_at  # type: ignore[operator]
 
 
 async def test_inserts_updates_deletes_reach_the_crm_once(make_harness: MakeHarness) -> None:
