@@ -200,8 +200,9 @@ def contact_to_json(contact: Contact) -> dict[str, Any]:
 
 def contact_from_json(data: Mapping[str, Any]) -> Contact:
     birthday = data.get("birthday")
+    scalars: dict[str, Any] = {name: data.get(name) for name in _SCALARS}
     return Contact(
-        **{name: data.get(name) for name in _SCALARS},
+        **scalars,
         phones=tuple(Item(i["value"], i.get("kind")) for i in data.get("phones", ())),
         emails=tuple(Item(i["value"], i.get("kind")) for i in data.get("emails", ())),
         birthday=date.fromisoformat(birthday) if birthday else None,

@@ -13,9 +13,10 @@ since (their recorded base is dropped: a new or re-pointed column is pulled, nev
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from hashlib import blake2b
+from operator import attrgetter
 from typing import Any
 
 from sync import transform as tf
@@ -66,6 +67,8 @@ class Converter:
         if self.extra_col:
             sigs[EXTRA_PREFIX] = _digest(EXTRA_PREFIX, self.extra_col)
         self._sigs = sigs
+        self._pull = tuple((f, f.name, _getter(f), _wire_canonical(f), f.name in self._fit)
+                           for f in spec.fields)
         self.signature: frozenset[str] = frozenset(sigs.values())
         # a row's fingerprint covers these columns, salted with this mapping (store/local.py)
         self.row_columns = tuple(spec.columns)
@@ -153,11 +156,15 @@ class Converter:
 
     def remote_fields(self, c: Contact) -> Fields:
         out: Fields = {MAPPING_KEY: self.signature}
-        for f in self.fields:
-            value = self._from_contact(f, c)
+        wire = c.from_wire
+        for f, name, get, wire_canonical, fit in self._pull:
+            value = get(c)
+            if wire and wire_canonical:
+                out[name] = value  # type: ignore[assignment]  # canonical, see _WIRE_KINDS
+                continue
             try:
-                out[f.name] = v = canon(f, value)
-                if f.name in self._fit:
+                out[name] = v = canon(f, value)
+                if fit:
                     tf.to_column(f, v)
             except (ValueError, TypeError) as exc:
                 raise RowError(f"the CRM's {f.source} ({value!r}) does not fit column "
@@ -168,25 +175,8 @@ class Converter:
             for entry in c.custom:
                 name = EXTRA_PREFIX + entry.label
                 if entry.label not in self.claimed and name not in out:
-                    out[name] = norm_text(entry.value)
+                    out[name] = entry.value if wire else norm_text(entry.value)
         return out
-
-    @staticmethod
-    def _from_contact(f: FieldMap, c: Contact) -> object:
-        if f.custom is not None:
-            return next((e.value for e in c.custom if e.label == f.custom), None)
-        if f.dynamic is not None:
-            dv = c.dynamic.get(f.dynamic)
-            if dv is None:
-                return None
-            return list(dv.values) if f.is_list else (dv.values[0] if dv.values else None)
-        name = f.field
-        if name in ("phone", "email"):
-            items = c.phones if name == "phone" else c.emails
-            return items[0].value if items else None
-        if name in ("phones", "emails"):
-            return [i.value for i in (c.phones if name == "phones" else c.emails)]
-        return getattr(c, str(name))
 
     # --- the agreed base, seen through the current mapping --------------------------------------
 
@@ -252,7 +242,52 @@ class Converter:
                     _set_custom(custom, label, None if v is None else to_crm_text(v))
             # labels the table dropped from its JSON column are removed in the CRM too
             custom = [e for e in custom if e.label in self.claimed or e.label in known]
-        return replace(c, **changes, custom=tuple(custom), dynamic=dynamic, digest=None)
+        return replace(c, **changes, custom=tuple(custom), dynamic=dynamic, digest=None,
+                       from_wire=False)
+
+
+# The kind of value the adapter already makes of each standard field when it reads the wire
+# (sync.api.adapter.contact_from_wire): norm_text, norm_multiline, norm_phone (the first phone),
+# norm_email, parse_date. Each normaliser is idempotent, so canon() of such a value is itself.
+_WIRE_KINDS: Mapping[str, str] = {
+    "full_name": "text", "address": "text", "job_title": "text", "passport": "text",
+    "note": "multiline", "phone": "phone", "email": "email", "owner_email": "email",
+    "birthday": "date"}
+
+
+def _wire_canonical(f: FieldMap) -> bool:
+    """Is a wire-read Contact's value for `f` already canonical? Only where canon() would apply
+    just the adapter's normaliser: no value map, no default, the kind the adapter reads it as
+    (a custom entry's value is norm_text-ed). Dynamic attributes are not: the adapter
+    normalises them by the CRM's field_type, the mapping by its own."""
+    if f.values or f.default is not None or f.dynamic is not None:
+        return False
+    if f.custom is not None:
+        return f.kind == "text"
+    return f.field is not None and _WIRE_KINDS.get(f.field) == f.kind
+
+
+def _getter(f: FieldMap) -> Callable[[Contact], object]:
+    """The value `f` reads from a Contact, as the CRM holds it."""
+    if f.custom is not None:
+        label = f.custom
+        return lambda c: next((e.value for e in c.custom if e.label == label), None)
+    if f.dynamic is not None:
+        code, is_list = f.dynamic, f.is_list
+
+        def dynamic(c: Contact) -> object:
+            dv = c.dynamic.get(code)
+            if dv is None:
+                return None
+            return list(dv.values) if is_list else (dv.values[0] if dv.values else None)
+        return dynamic
+    name = str(f.field)
+    if name in ("phone", "email"):
+        many = "phones" if name == "phone" else "emails"
+        return lambda c: (items[0].value if (items := getattr(c, many)) else None)
+    if name in ("phones", "emails"):
+        return lambda c: [i.value for i in getattr(c, name)]
+    return attrgetter(name)
 
 
 def _set_custom(custom: list[CustomEntry], label: str, value: str | None) -> None:

@@ -430,7 +430,7 @@ def contact_from_wire(obj: Mapping[str, Any], *, digest: str | None = None) -> C
         custom=tuple(custom), dynamic=dynamic, public_id=norm_text(obj.get("public_id")),
         created_ms=_int(obj.get("created_date")), updated_ms=_int(obj.get("last_updated_date")),
         is_deleted=obj.get("is_deleted") is True,  # [assumed] 19: kept, the caller decides
-        digest=digest)
+        digest=digest, from_wire=True)
 
 
 def page_from_wire(payload: _ListPayload | msgspec.Raw | Any, requested_page: int,
