@@ -154,10 +154,16 @@ class SyncEngine:
                 or not due:
             return
         ctx.analyzed_at = written
+        # Only the columns the cycle's queries select rows by: statistics of the wide JSON
+        # and text columns cost most of an ANALYZE and serve no plan (the row counts, which
+        # the plans need, are updated whichever columns are named).
+        lookups = (("sync_state", ("tenant", "key", "public_id", "status")),
+                   (self.local.table.name, (self.local.key_column,)))
         with self.db.begin() as conn:
             quote = conn.dialect.identifier_preparer.quote
-            for table in ("sync_state", self.local.table.name):
-                conn.exec_driver_sql(f"ANALYZE {quote(table)}")
+            for table, columns in lookups:
+                conn.exec_driver_sql(
+                    f"ANALYZE {quote(table)} ({', '.join(quote(c) for c in columns)})")
 
     def _finish(self, ctx: CycleContext, status: RunStatus,
                 calls_before: dict[str, int]) -> CycleResult:
