@@ -1,10 +1,13 @@
 """The database side: engine setup, bookkeeping tables, state queries, the tenant lock.
 
-    schema.py   the bookkeeping tables (sync_state, sync_runs, conflicts, tombstones, sync_lease)
-    state.py    SyncState and StateStore: bulk reads and writes of the bookkeeping
-    lock.py     TenantLock: one sync at a time per tenant, across processes and hosts
-    migrate.py  alembic upgrade / revision checks, configured in code
-    local.py    the mapped local table (the application's contacts)
+    schema.py       the bookkeeping tables (sync_state, sync_runs, conflicts, tombstones,
+                    sync_lease)
+    bookkeeping.py  SyncState: one contact's bookkeeping (JSON decoded lazily)
+    state.py        StateStore: bulk reads and writes of the bookkeeping
+    journal.py      runs, conflicts and tombstones (StateStore inherits them)
+    lock.py         TenantLock: one sync at a time per tenant, across processes and hosts
+    migrate.py      alembic upgrade / revision checks, configured in code
+    local.py        the mapped local table (the application's contacts)
 """
 
 from __future__ import annotations

@@ -139,9 +139,9 @@ def test_errors_lists_rows_in_error(store: StateStore) -> None:
 def test_generic_save_path(engine: Engine, tenant: str) -> None:
     store = StateStore(engine, tenant)
     with store.begin() as conn:
-        store._save_generic(conn, [state("a")._row(tenant, datetime.now(UTC))])
-        store._save_generic(conn, [state("a", status="error")._row(tenant, datetime.now(UTC)),
-                                   state("b")._row(tenant, datetime.now(UTC))])
+        store._save_generic(conn, [state("a").as_row(tenant, datetime.now(UTC))])
+        store._save_generic(conn, [state("a", status="error").as_row(tenant, datetime.now(UTC)),
+                                   state("b").as_row(tenant, datetime.now(UTC))])
     got = store.load(["a", "b"])
     assert got["a"].status == "error" and got["b"].status == "synced"
 
