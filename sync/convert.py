@@ -67,8 +67,8 @@ class Converter:
         if self.extra_col:
             sigs[EXTRA_PREFIX] = _digest(EXTRA_PREFIX, self.extra_col)
         self._sigs = sigs
-        self._pull = tuple((f, f.name, _getter(f), _wire_canonical(f), f.name in self._fit)
-                           for f in spec.fields)
+        self._pull = tuple((f, f.name, _getter(f), _wire_canonical(f) and f.name not in self._fit,
+                            f.name in self._fit) for f in spec.fields)
         self.signature: frozenset[str] = frozenset(sigs.values())
         # a row's fingerprint covers these columns, salted with this mapping (store/local.py)
         self.row_columns = tuple(spec.columns)
@@ -160,7 +160,8 @@ class Converter:
         for f, name, get, wire_canonical, fit in self._pull:
             value = get(c)
             if wire and wire_canonical:
-                out[name] = value  # type: ignore[assignment]  # canonical, see _WIRE_KINDS
+                # canonical already (see _WIRE_KINDS); an empty tag set is no value
+                out[name] = value or None  # type: ignore[assignment]
                 continue
             try:
                 out[name] = v = canon(f, value)
@@ -248,18 +249,21 @@ class Converter:
 
 # The kind of value the adapter already makes of each standard field when it reads the wire
 # (sync.api.adapter.contact_from_wire): norm_text, norm_multiline, norm_phone (the first phone),
-# norm_email, parse_date. Each normaliser is idempotent, so canon() of such a value is itself.
+# norm_email, parse_date, norm_gender with the Vietnamese words read, a set of norm_text-ed
+# tags. Each normaliser is idempotent, so canon() of such a value is itself (an empty set
+# aside, which canon() makes None).
 _WIRE_KINDS: Mapping[str, str] = {
     "full_name": "text", "address": "text", "job_title": "text", "passport": "text",
     "note": "multiline", "phone": "phone", "email": "email", "owner_email": "email",
-    "birthday": "date"}
+    "birthday": "date", "gender": "gender", "tags": "set"}
 
 
 def _wire_canonical(f: FieldMap) -> bool:
     """Is a wire-read Contact's value for `f` already canonical? Only where canon() would apply
     just the adapter's normaliser: no value map, no default, the kind the adapter reads it as
-    (a custom entry's value is norm_text-ed). Dynamic attributes are not: the adapter
-    normalises them by the CRM's field_type, the mapping by its own."""
+    (a custom entry's value is norm_text-ed), and no check that the column can take it (a
+    delimited list). Dynamic attributes are not: the adapter normalises them by the CRM's
+    field_type, the mapping by its own."""
     if f.values or f.default is not None or f.dynamic is not None:
         return False
     if f.custom is not None:
