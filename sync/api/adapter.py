@@ -332,8 +332,9 @@ def _values(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     raw = entry.get("value")
     if raw is None:
         return []
-    if type(raw) is list and all(type(v) is dict for v in raw):
-        return raw  # the usual shape, as it is
+    if type(raw) is list and ((len(raw) == 1 and type(raw[0]) is dict)
+                              or all(type(v) is dict for v in raw)):
+        return raw  # the usual shape (most often one value), as it is
     raw = raw if isinstance(raw, list) else [raw]
     return [v if isinstance(v, Mapping) else {"display_value": v} for v in raw if v is not None]
 
@@ -379,14 +380,20 @@ def _birthday(value: object) -> Any:
         return None
 
 
+def _top(obj: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    """The first of these top-level keys that is present and not null, normalised."""
+    for k in keys:
+        value = obj.get(k)
+        if value is not None:
+            return norm_text(value)
+    return None
+
+
 def contact_from_wire(obj: Mapping[str, Any], *, digest: str | None = None) -> Contact:
     """Read one contact object tolerantly: unknown keys ignored, missing optional ones None."""
     if not isinstance(obj, Mapping):
         raise ProtocolError("a contact is not a JSON object")
-    f: dict[str, Any] = {
-        "ref_id": next((norm_text(obj[k]) for k in REF_ID_KEYS if obj.get(k) is not None), None),
-        "ref_code": next((norm_text(obj[k]) for k in REF_CODE_KEYS if obj.get(k) is not None),
-                         None)}
+    f: dict[str, Any] = {"ref_id": _top(obj, REF_ID_KEYS), "ref_code": _top(obj, REF_CODE_KEYS)}
     custom: list[CustomEntry] = []
     dynamic: dict[str, DynamicValue] = {}
     attributes = obj.get("attribute_structure")
