@@ -69,6 +69,10 @@ class Converter:
         self._sigs = sigs
         self._pull = tuple((f, f.name, _getter(f), _wire_canonical(f) and f.name not in self._fit,
                             f.name in self._fit) for f in spec.fields)
+        # to_column returns a str value of these fields as it is, and None as None: no value
+        # map, no list, no phone format to apply, no default to put in
+        self._push = tuple((f, f.name, f.column, not f.values and not f.is_list
+                            and f.kind != "phone" and f.default is None) for f in spec.fields)
         self.signature: frozenset[str] = frozenset(sigs.values())
         # a row's fingerprint covers these columns, salted with this mapping (store/local.py)
         self.row_columns = tuple(spec.columns)
@@ -120,12 +124,16 @@ class Converter:
         fields the changes do not mention.
         """
         out: dict[str, Any] = {}
-        for f in self.fields:
-            if f.name in fields:
+        for f, name, column, plain in self._push:
+            if name in fields:
+                value = fields[name]
+                if plain and (value is None or type(value) is str):
+                    out[column] = value  # what to_column gives such a field's text or None
+                    continue
                 try:
-                    out[f.column] = tf.to_column(f, fields[f.name])
+                    out[column] = tf.to_column(f, value)
                 except (ValueError, TypeError) as exc:
-                    raise RowError(f"column {f.column!r}: {exc}") from None
+                    raise RowError(f"column {column!r}: {exc}") from None
         spec = self.spec
         if spec.ref_code_column and "ref_code" in fields:
             out[spec.ref_code_column] = fields["ref_code"]
