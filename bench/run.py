@@ -163,7 +163,9 @@ class Emulator:
 # --- one measurement in a child ---------------------------------------------------------------
 
 def child(scenario: str, args: dict[str, Any], workdir: Path, name: str, emu: Emulator,
-          *, timeout: float, profile: str | None = None) -> dict[str, Any]:
+          *, timeout: float, profile: str | None = None, checkout: Path = ROOT
+          ) -> dict[str, Any]:
+    """One measurement, in a child that imports `bench` and `sync` from `checkout`."""
     result_path = workdir / f"{name}.json"
     log_path = workdir / f"{name}.log"
     emu.reset_stats()
@@ -171,7 +173,7 @@ def child(scenario: str, args: dict[str, Any], workdir: Path, name: str, emu: Em
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.worker", scenario, json.dumps(args), str(result_path),
-         str(log_path), profile or ""], cwd=ROOT,
+         str(log_path), profile or ""], cwd=checkout,
         stdout=open(workdir / f"{name}.out", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
