@@ -237,33 +237,48 @@ class LocalTable:
     def count(self, conn: Connection) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
 
-    def insert_new(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-        """Insert rows whose key is free; returns the keys actually inserted."""
+    def insert_new(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
+                   image: sa.ColumnElement[str] | None = None) -> dict[str, str | None]:
+        """Insert rows whose key is free. Returns the keys actually inserted, each with its
+        fingerprint (`image`, the `fingerprint()` expression) as the insert stored it, where
+        the database returns it with the insert (else None: read it back if needed)."""
         if not rows:
-            return set()
+            return {}
         dialect = conn.dialect
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
-            return self._insert_new_pipelined(conn, rows)
+            return self._insert_new_pipelined(conn, rows, image)
         if dialect.name in ("sqlite", "postgresql") and dialect.insert_returning:
-            return self._insert_new_returning(conn, rows)
+            return self._insert_new_returning(conn, rows, image)
         present = set(self.load(conn, [r[self.key_column] for r in rows], lock=True))
         fresh = [dict(r) for r in rows if r[self.key_column] not in present]
         if fresh:
             self._insert(conn, fresh)
-        return {r[self.key_column] for r in fresh}
+        return dict.fromkeys((r[self.key_column] for r in fresh), None)
 
-    def _insert_new_returning(self, conn: Connection, rows: Sequence[Mapping[str, Any]]
-                              ) -> set[str]:
+    @staticmethod
+    def _returned(image: sa.ColumnElement[str] | None, dialect: sa.Dialect
+                  ) -> list[sa.ColumnElement[Any]]:
+        """The fingerprint as a RETURNING column: its constants written into the SQL, as a
+        multi-row insert cannot bind parameters in RETURNING."""
+        if image is None:
+            return []
+        text = image.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+        return [sa.literal_column(str(text), sa.Text)]
+
+    def _insert_new_returning(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
+                              image: sa.ColumnElement[str] | None = None
+                              ) -> dict[str, str | None]:
         # one statement: a key an app inserted meanwhile is skipped, atomically
         insert = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)
         stmt = (insert(self.table).on_conflict_do_nothing(index_elements=[self.key])
-                .returning(self.key))
+                .returning(self.key, *self._returned(image, conn.dialect)))
         cols = set().union(*(r.keys() for r in rows))
-        return {str(k) for k in conn.execute(
-            stmt, [{c: r.get(c) for c in cols} for r in rows]).scalars()}
+        result = conn.execute(stmt, [{c: r.get(c) for c in cols} for r in rows])
+        return {str(r[0]): (str(r[1]) if image is not None else None) for r in result}
 
-    def _insert_new_pipelined(self, conn: Connection, rows: Sequence[Mapping[str, Any]]
-                              ) -> set[str]:
+    def _insert_new_pipelined(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
+                              image: sa.ColumnElement[str] | None = None
+                              ) -> dict[str, str | None]:
         """insert_new through psycopg's own executemany: one INSERT .. ON CONFLICT DO NOTHING
         RETURNING per row, pipelined. SQLAlchemy's form of it (one multi-row VALUES) took 3-4
         times as long for 500 rows, the most expensive step of an import into PostgreSQL."""
@@ -275,17 +290,19 @@ class LocalTable:
         stmt = (postgresql.insert(self.table)
                 .values({c.name: sa.bindparam(n, type_=c.type)
                          for c, n in zip(cols, names, strict=True)})
-                .on_conflict_do_nothing(index_elements=[self.key]).returning(self.key))
+                .on_conflict_do_nothing(index_elements=[self.key])
+                .returning(self.key, *self._returned(image, dialect)))
         procs = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
         params = [{n: (v if p is None else p(v)) for n, p, v in
                    zip(names, procs, [r.get(c.name) for c in cols], strict=True)} for r in rows]
         driver = conn.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
-        inserted: set[str] = set()
+        inserted: dict[str, str | None] = {}
         with driver.cursor() as cursor:
             cursor.executemany(str(stmt.compile(dialect=dialect)), params, returning=True)
             while True:
-                inserted.update(str(row[0]) for row in cursor.fetchall())
+                inserted.update((str(row[0]), str(row[1]) if image is not None else None)
+                                for row in cursor.fetchall())
                 if not cursor.nextset():
                     return inserted
 

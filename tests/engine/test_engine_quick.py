@@ -519,10 +519,10 @@ async def test_an_app_row_inserted_under_a_pulled_create_is_not_taken_as_agreed(
     real_insert_new = LocalTable.insert_new
 
     def racing_insert_new(self: LocalTable, conn: sa.Connection,
-                          rows: Any) -> set[str]:
+                          rows: Any, *args: Any) -> dict[str, str | None]:
         if any(r["ref_id"] == "KH-RACE" for r in rows) and h.row("KH-RACE") is None:
             h.insert(app_row)  # another connection, committed before the engine inserts
-        return real_insert_new(self, conn, rows)
+        return real_insert_new(self, conn, rows, *args)
 
     monkeypatch.setattr(LocalTable, "insert_new", racing_insert_new)
     r = await h.cycle()

@@ -42,23 +42,49 @@ def table_rows(r: Rows) -> dict[str, dict[str, Any]]:
 
 def test_free_keys_are_inserted_and_returned(rows: Rows) -> None:
     with rows.engine.begin() as conn:
-        assert rows.local.insert_new(conn, ROWS) == {"A", "B", "C", "D", "E"}
+        assert rows.local.insert_new(conn, ROWS).keys() == {"A", "B", "C", "D", "E"}
     got = table_rows(rows)
     assert set(got) == {"A", "B", "C", "D", "E"}
     assert got["C"]["name"] == "Chỉ có tên" and got["C"]["bday"] is None
     assert got["D"]["bday"] == date(2000, 2, 29) and got["D"]["qty"] == -(2**40)
     assert got["E"]["name"] == "'; DROP TABLE fp_rows; --"
     with rows.engine.begin() as conn:
-        assert rows.local.insert_new(conn, []) == set()
+        assert rows.local.insert_new(conn, []) == {}
 
 
 def test_a_key_an_app_holds_is_skipped_and_not_returned(rows: Rows) -> None:
     rows.insert("B", name="Của ứng dụng")
     with rows.engine.begin() as conn:
-        assert rows.local.insert_new(conn, ROWS) == {"A", "C", "D", "E"}
+        assert rows.local.insert_new(conn, ROWS).keys() == {"A", "C", "D", "E"}
     assert table_rows(rows)["B"]["name"] == "Của ứng dụng"
     with rows.engine.begin() as conn:  # all taken now
-        assert rows.local.insert_new(conn, ROWS[:2]) == set()
+        assert rows.local.insert_new(conn, ROWS[:2]) == {}
+
+
+def test_the_fingerprints_returned_are_the_ones_read_back(rows: Rows) -> None:
+    """The insert returns each new row's fingerprint as it stored the row (types and affinity
+    applied): the very image a later read computes, which the next quick cycle compares."""
+    rows.insert("B", name="Của ứng dụng")
+    with rows.engine.begin() as conn:
+        got = rows.local.insert_new(conn, ROWS, rows.image)
+    assert got.keys() == {"A", "C", "D", "E"}
+    assert got == {k: rows.print_of(k) for k in got}
+    with rows.engine.begin() as conn:  # without an image: keys only
+        assert rows.local.insert_new(conn, [{"k": "F", "name": "F"}]) == {"F": None}
+
+
+@pytest.mark.postgres
+def test_psycopg_pipeline_returns_what_sqlalchemy_returns(fresh_pg_url: str) -> None:
+    r = Rows(fresh_pg_url)
+    try:
+        with r.engine.begin() as conn:
+            pipelined = r.local._insert_new_pipelined(conn, ROWS, r.image)
+        r.execute("DELETE FROM fp_rows")
+        with r.engine.begin() as conn:
+            returning = r.local._insert_new_returning(conn, ROWS, r.image)
+        assert pipelined == returning == {k: r.print_of(k) for k in returning}
+    finally:
+        r.close()
 
 
 @pytest.mark.postgres
@@ -67,12 +93,12 @@ def test_psycopg_pipeline_stores_what_sqlalchemy_stores(fresh_pg_url: str) -> No
     try:
         assert r.engine.dialect.driver == "psycopg"
         with r.engine.begin() as conn:
-            assert r.local._insert_new_pipelined(conn, ROWS) == {"A", "B", "C", "D", "E"}
+            assert r.local._insert_new_pipelined(conn, ROWS).keys() == {"A", "B", "C", "D", "E"}
         pipelined = table_rows(r)
         prints = {k: r.print_of(k) for k in pipelined}
         r.execute("DELETE FROM fp_rows")
         with r.engine.begin() as conn:
-            assert r.local._insert_new_returning(conn, ROWS) == {"A", "B", "C", "D", "E"}
+            assert r.local._insert_new_returning(conn, ROWS).keys() == {"A", "B", "C", "D", "E"}
         assert table_rows(r) == pipelined
         assert {k: r.print_of(k) for k in pipelined} == prints
         # JSON null and SQL NULL are told apart the same way on both paths
