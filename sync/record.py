@@ -84,9 +84,9 @@ class Contact:
     # a digest of the JSON the listing served this contact as; a contact the client built
     # itself has none. Not part of its value: equality ignores it.
     digest: str | None = field(default=None, compare=False)
-    # read from the wire by the adapter, so every standard text, phone, email and date value
-    # and every custom entry's value already went through its normaliser: the converter need
-    # not normalise them again. Not part of its value either.
+    # read from the wire by the adapter, so every standard value (text, phone, email, date,
+    # gender, tags) and every custom entry's value already went through its normaliser: the
+    # converter need not normalise them again (convert._WIRE_KINDS). Not part of its value.
     from_wire: bool = field(default=False, compare=False, repr=False)
 
 
