@@ -172,17 +172,16 @@ class Applier:
                     if error is None and status in AGREED_STATUSES:
                         agreed[it.key] = states[-1]
                 self._count(acts)
-            unprinted = set(agreed)
             if inserts:
                 # a key an app took meanwhile (PostgreSQL) keeps the app's row: not agreed
                 created = e.local.insert_new(conn, inserts, e.image)
                 for key in {r[self.spec.key_column] for r in inserts} - created.keys():
                     agreed.pop(key, None)
-                    unprinted.discard(key)
                 for key, print_ in created.items():
-                    if print_ is not None and key in agreed:
+                    if key in agreed:
                         agreed[key].local_hash = print_  # as the insert stored the row
-                        unprinted.discard(key)
+            # a new base voided each state's fingerprint: those the insert gave none of
+            unprinted = [k for k, st in agreed.items() if st.local_hash is None]
             if unprinted and e.image is not None:
                 # Read under the same lock as the writes: the fingerprint of what we wrote (or
                 # found unchanged), so the next cycle need not read these rows again.
