@@ -59,6 +59,9 @@ class CycleContext:
     listing_complete: bool = False
     refused: bool = False  # the delete guard refused a side's deletions
     analyzed_at: int = 0  # rows written when the tables were last ANALYZEd (PostgreSQL)
+    # sync_state (this tenant's) / the local table held nothing when the cycle began
+    no_states: bool = False
+    no_rows: bool = False
     creates: list[tuple[str, Fields, SyncState | None]] = field(default_factory=list)
     pending: list[tuple[SyncState, Fields | None]] = field(default_factory=list)
     vanished: list[tuple[SyncState, dict[str, object] | None, Fields | None]] = field(

@@ -5,8 +5,9 @@ Order of a cycle:
    computed by the database).
 1. pull: page through the CRM listing, chunk by chunk. A contact whose listed JSON and row are
    both as last agreed is skipped unparsed (quick cycles); for the others, load the chunk's
-   local rows and sync state, plan every contact three ways, apply the chunk (local writes in
-   one transaction, then the CRM updates).
+   local rows and sync state (a first import, which starts with neither, loads none), plan
+   every contact three ways, apply the chunk (local writes in one transaction, then the CRM
+   updates).
 2. local: the rows the listing did not show (local_walk.py): new rows become creates, creates
    still pending are confirmed (`get?ref_id=`) before any re-send.
 3. bookkeeping without a row: rows the app deleted become CRM deletions.
@@ -41,7 +42,7 @@ from sync.local_walk import LocalWalk
 from sync.merge import Policy, plan_contact
 from sync.notes import NotesOutbox
 from sync.record import Contact, Fields
-from sync.store.local import LocalTable
+from sync.store.local import LocalTable, Row
 from sync.store.state import AGREED_STATUSES, AgreedRows, StateStore, SyncState
 
 log = structlog.get_logger("crm_sync.engine")
@@ -129,6 +130,7 @@ class SyncEngine:
             # notes left in flight by a crash: maybe delivered, so held as `unknown`
             ctx.counts["notes_unknown"] += self.notes.recover()
         deletions = Deletions(self, ctx, applier)
+        self._note_empty_sides(ctx)
         agreed = self._agreed(ctx)
         await self._pull(ctx, applier, agreed)
         await LocalWalk(self, ctx, applier).run(agreed)
@@ -185,6 +187,15 @@ class SyncEngine:
 
     # --- 1. pull ----------------------------------------------------------------------------
 
+    def _note_empty_sides(self, ctx: CycleContext) -> None:
+        """A first import looks nothing up before each chunk: with no bookkeeping at the start,
+        the only states are this cycle's own, of keys already handled (the tenant lock keeps
+        other writers out); with an empty table, a row found later is one an app inserted
+        meanwhile, which the apply's optimistic check meets as it meets any other."""
+        ctx.no_states = self.store.is_empty()
+        with self.db.connect() as conn:
+            ctx.no_rows = self.local.is_empty(conn)
+
     def _agreed(self, ctx: CycleContext) -> AgreedRows | None:
         """A quick cycle's view of the local side (None: a full cycle, which re-checks every
         contact, or a database that cannot fingerprint rows)."""
@@ -234,9 +245,12 @@ class SyncEngine:
         keys = [k for k in groups if k not in ctx.seen_keys]
         for k in groups.keys() - set(keys):  # the key was already handled this cycle
             ctx.counts["duplicates_in_crm"] += len(groups[k])
-        states = self.store.load(keys)
-        with self.db.connect() as conn:
-            rows, prints = self.local.load_fingerprinted(conn, keys, self.image)
+        states = {} if ctx.no_states else self.store.load(keys)
+        rows: dict[str, Row] = {}
+        prints: dict[str, str] = {}
+        if not ctx.no_rows:
+            with self.db.connect() as conn:
+                rows, prints = self.local.load_fingerprinted(conn, keys, self.image)
         items: list[ChunkItem] = []
         for key in keys:
             state, row = states.get(key), rows.get(key)

@@ -243,6 +243,9 @@ class LocalTable:
             yield keys
             last = keys[-1]
 
+    def is_empty(self, conn: Connection) -> bool:
+        return not conn.execute(sa.select(sa.exists().select_from(self.table))).scalar()
+
     def count(self, conn: Connection) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one())
 

@@ -178,6 +178,12 @@ class StateStore(Journal):
         with self.engine.connect() as conn:
             return list(conn.scalars(query))
 
+    def is_empty(self) -> bool:
+        """No bookkeeping for this tenant yet (a first import)."""
+        with self.engine.connect() as conn:
+            return not conn.execute(select(exists().where(
+                sync_state.c.tenant == self.tenant))).scalar()
+
     def counts(self) -> dict[str, int]:
         """Contacts per status; every status present, zero when none."""
         query = (select(sync_state.c.status, func.count())

@@ -4,13 +4,17 @@ order and a page-size cap; a cycle with no changes makes zero write calls."""
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
+from typing import Any, ClassVar
 
 import pytest
+from sqlalchemy.engine import Connection
 
 from sync.emulator.config import ORDERS
+from sync.store.local import LocalTable
 
 from .conftest import MakeHarness
-from .helpers import Harness, assert_mirrored, write_calls
+from .helpers import Harness, app_rows, assert_mirrored, first, write_calls
 
 N = 60
 CAP = 17
@@ -169,3 +173,75 @@ async def test_a_bulk_import_into_postgresql_gives_the_planner_row_counts(
     assert stats == {("sync_state", "tenant"), ("sync_state", "key"),
                      ("sync_state", "public_id"), ("sync_state", "status"),
                      ("contacts", "ref_id")}
+
+
+class _CountingTable(LocalTable):
+    """The local table, counting the engine's lookups of rows before a chunk is planned."""
+
+    looked_up: ClassVar[list[int]]
+
+    def load_fingerprinted(self, conn: Connection, keys: Collection[str],
+                           image: Any) -> tuple[dict[str, Any], dict[str, str]]:
+        self.looked_up.append(len(keys))
+        return super().load_fingerprinted(conn, keys, image)
+
+
+async def test_a_first_import_looks_nothing_up_before_its_chunks(
+        make_harness: MakeHarness) -> None:
+    """Empty bookkeeping and an empty table at the start: no chunk looks up states or rows
+    that cannot exist. Once either side holds something, the lookups are back."""
+    h = make_harness({"contacts": N, "seed": 9}, page_size=CAP)
+    state_loads: list[int] = []
+    real_load = h.rt.store.load
+
+    def load(keys: Collection[str], **kw: Any) -> Any:
+        state_loads.append(len(keys))
+        return real_load(keys, **kw)
+
+    h.rt.store.load = load  # type: ignore[method-assign]
+    row_loads: list[int] = []
+    _CountingTable.looked_up = row_loads
+    h.rt.local = _CountingTable(h.rt.local.table, h.rt.local.key_column)
+    r = await h.cycle()
+    assert r.status == "ok" and r.counts["created_local"] == N, r.notes
+    assert (state_loads, row_loads) == ([], [])
+    assert_mirrored(h)
+
+    key = sorted(k for k in h.rows() if not k.startswith("crm:"))[3]
+    h.emulator.agent_update(h.crm()[key]["public_id"], note="Agent: sửa lúc 11h")
+    r = await h.cycle()
+    assert r.status == "ok" and r.counts["updated_local"] == 1, r.notes
+    assert state_loads and row_loads
+    assert h.row(key)["note"] == "Agent: sửa lúc 11h"  # type: ignore[index]
+
+
+async def test_a_row_an_app_inserts_during_a_first_import_is_kept(
+        make_harness: MakeHarness) -> None:
+    """The import planned the contact with no row (it looked none up); the app's row, inserted
+    meanwhile, meets the apply's optimistic check and is not overwritten. Its values reach the
+    CRM (the app wrote last) and nothing is duplicated."""
+    h = make_harness({"contacts": N, "seed": 10}, page_size=CAP)
+    crm = h.crm()
+    key = sorted(k for k in crm if not k.startswith("crm:"))[-1]
+    app_row = {**app_rows("APP", 1)[0], "ref_id": key, "note": "App: thêm lúc 10h"}
+    conv = h.rt.converter
+    real = conv.remote_fields
+    inserted: list[str] = []
+
+    def remote_fields(contact: Any) -> Any:
+        if not inserted:  # the first contact planned: the app's insert lands now
+            h.insert(app_row)
+            inserted.append(key)
+        return real(contact)
+
+    conv.remote_fields = remote_fields  # type: ignore[method-assign,assignment]
+    r = await h.cycle()
+    assert inserted and r.status == "ok", r.notes
+    assert r.counts["skipped_changed_during_cycle"] == 1
+    assert r.counts["created_local"] == N - 1
+    assert h.row(key)["note"] == "App: thêm lúc 10h"  # type: ignore[index]
+
+    conv.remote_fields = real  # type: ignore[method-assign]
+    await h.settle()
+    assert first(h.crm()[key], "note") == "App: thêm lúc 10h"
+    assert len(h.crm_by_ref(key)) == 1
