@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from hashlib import sha256
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import msgspec
@@ -112,10 +112,10 @@ class TokenRejected(ApiError):
     """Internal signal: the access token was refused. The client re-authenticates once."""
 
 
-@dataclass(frozen=True, slots=True)
-class Listed:
+class Listed(NamedTuple):
     """One listed contact, parsed on demand: a cycle that finds `digest` unchanged since the
-    contact was last agreed never parses the rest."""
+    contact was last agreed never parses the rest. (A NamedTuple: one is made per listed
+    item, 100k a cycle, and a frozen dataclass took 1.8 µs to make against 0.7 µs.)"""
 
     public_id: str
     # the top-level partner id, if any: None does not mean the contact has none, it may sit
