@@ -5,9 +5,9 @@ Phase times come from wrapping the engine's step methods in this process (nothin
 `sync/` is changed; the wrapped names are in `_TIMERS`, and a name a refactor removed is
 reported in the result's `missing_timers`):
 
-- `pull`: `SyncEngine._pull`, the listing with the per-chunk plan and apply;
-- `pull_chunks`: the share of it in `SyncEngine.pull_chunk` (load state and rows, convert
-  both sides, compare, plan, apply);
+- `pull`: `Pull.run` (`SyncEngine._pull` before), the listing with the per-chunk plan and apply;
+- `pull_chunks`: the share of it in `Pull.chunk` (`SyncEngine.pull_chunk` before; load state
+  and rows, convert both sides, compare, plan, apply);
 - `apply_chunks`: `Applier.apply_chunk` (local writes and bookkeeping, then CRM updates);
 - `parse_pages`: `adapter.page_from_wire` (the listing's JSON -> lazily parsed items);
 - `local_scan`: `SyncEngine._agreed`, the one pass (SQL) over the local table and sync_state
@@ -68,7 +68,9 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 # (module, class or None, method names tried in order, phase). The engine is refactored
 # often: a name that is gone is skipped and listed in `missing_timers` in the result.
 _TIMERS: tuple[tuple[str, str | None, tuple[str, ...], str], ...] = (
+    ("sync.pull", "Pull", ("run",), "pull"),
     ("sync.engine", "SyncEngine", ("_pull",), "pull"),
+    ("sync.pull", "Pull", ("chunk",), "pull_chunks"),
     ("sync.engine", "SyncEngine", ("pull_chunk", "_pull_chunk"), "pull_chunks"),
     ("sync.engine", "SyncEngine", ("_agreed",), "local_scan"),
     ("sync.local_walk", "LocalWalk", ("run",), "local_walk"),

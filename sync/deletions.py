@@ -23,6 +23,7 @@ from sync.merge import (
     deletions_allowed,
     plan_contact,
 )
+from sync.pull import Pull
 from sync.record import Contact
 from sync.store.state import AgreedRows
 
@@ -66,7 +67,7 @@ class Deletions:
             ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row, local_f,
                                              "remote"))
         if back:
-            await self.e.pull_chunk(ctx, self.applier, back)
+            await Pull(self.e, ctx, self.applier).chunk(back)
 
     # --- 5. the delete guard ------------------------------------------------------------------
 

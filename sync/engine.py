@@ -3,11 +3,11 @@
 Order of a cycle:
 0. quick cycles only: one SQL pass finds the local rows not as last agreed (row fingerprints
    computed by the database).
-1. pull: page through the CRM listing, chunk by chunk. A contact whose listed JSON and row are
-   both as last agreed is skipped unparsed (quick cycles); for the others, load the chunk's
-   local rows and sync state (a first import, which starts with neither, loads none), plan
-   every contact three ways, apply the chunk (local writes in one transaction, then the CRM
-   updates).
+1. pull (pull.py): page through the CRM listing, chunk by chunk. A contact whose listed JSON
+   and row are both as last agreed is skipped unparsed (quick cycles); for the others, load
+   the chunk's local rows and sync state (a first import, which starts with neither, loads
+   none), plan every contact three ways, apply the chunk (local writes in one transaction,
+   then the CRM updates).
 2. local: the rows the listing did not show (local_walk.py): new rows become creates, creates
    still pending are confirmed (`get?ref_id=`) before any re-send.
 3. bookkeeping without a row: rows the app deleted become CRM deletions.
@@ -25,10 +25,9 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy.engine import Engine
 
-from sync.api.adapter import Listed
 from sync.api.client import OmiClient
-from sync.apply import Applier, ChunkItem
-from sync.convert import Converter, RowError
+from sync.apply import Applier
+from sync.convert import Converter
 from sync.cycle import (
     COUNTERS,
     CycleContext,
@@ -39,21 +38,13 @@ from sync.cycle import (
 )
 from sync.deletions import Deletions
 from sync.local_walk import LocalWalk
-from sync.merge import Policy, plan_contact
+from sync.merge import Policy
 from sync.notes import NotesOutbox
-from sync.record import Contact, Fields
-from sync.store.local import LocalTable, Row
-from sync.store.state import AGREED_STATUSES, AgreedRows, StateStore, SyncState
+from sync.pull import Pull
+from sync.store.local import LocalTable
+from sync.store.state import AgreedRows, StateStore, SyncState
 
 log = structlog.get_logger("crm_sync.engine")
-CHUNK = 500
-
-
-def contact_key(c: Contact) -> str:
-    """The local key: the partner id, or one derived from the CRM id for UI-made contacts."""
-    return c.ref_id or f"crm:{c.public_id}"
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -132,7 +123,7 @@ class SyncEngine:
         deletions = Deletions(self, ctx, applier)
         self._note_empty_sides(ctx)
         agreed = self._agreed(ctx)
-        await self._pull(ctx, applier, agreed)
+        await Pull(self, ctx, applier).run(agreed)
         await LocalWalk(self, ctx, applier).run(agreed)
         deletions.orphans(agreed)
         if ctx.options.full and ctx.listing_complete:
@@ -140,12 +131,12 @@ class SyncEngine:
         deletions.guard()
         await deletions.apply()
         await applier.creates()
-        self._analyze_after_bulk(ctx)
+        self.analyze_after_bulk(ctx)
         if self.notes:
             ctx.counts.update(await self.notes.push(self.client, batch_size=self.batch_size,
                                                     dry_run=ctx.options.dry_run))
 
-    def _analyze_after_bulk(self, ctx: CycleContext, *, final: bool = True) -> None:
+    def analyze_after_bulk(self, ctx: CycleContext, *, final: bool = True) -> None:
         """PostgreSQL plans a table it has no statistics for as if it were tiny: during a bulk
         import every chunk's lookups became scans of the whole table, and after it the next
         cycle's keyset walks sorts of every row. So ANALYZE whenever the rows written have
@@ -203,97 +194,6 @@ class SyncEngine:
             return None
         return self.store.agreed_rows(self.local.key, self.image)
 
-    async def _pull(self, ctx: CycleContext, applier: Applier, agreed: AgreedRows | None
-                    ) -> None:
-        buf: list[Listed] = []
-        total: int | None = None
-        known = agreed.agreed_as if agreed is not None else None
-        async for page in self.client.iter_pages(self.page_size, concurrency=self.concurrency,
-                                                 known=known):
-            total = page.total_items
-            seen, seen_keys, skipped = ctx.seen_public, ctx.seen_keys, 0
-            for x in page.listed:
-                # Items shift between pages while the list changes: a contact seen twice is
-                # processed once.
-                if x.is_deleted or x.public_id in seen:
-                    continue
-                seen.add(x.public_id)
-                # Neither side changed since this contact was agreed: the CRM serves the very
-                # JSON it served then, and the row still has its agreed fingerprint.
-                if (key := x.agreed_key) is not None and key not in seen_keys:
-                    seen_keys.add(key)
-                    skipped += 1
-                else:
-                    buf.append(x)
-            ctx.counts["pulled"] += skipped
-            ctx.counts["unchanged"] += skipped
-            if len(buf) >= CHUNK:
-                await self.pull_chunk(ctx, applier, [x.contact() for x in buf])
-                buf = []
-                self._analyze_after_bulk(ctx, final=False)
-            if self.progress:
-                self.progress(len(ctx.seen_public), total)
-        if buf:
-            await self.pull_chunk(ctx, applier, [x.contact() for x in buf])
-        ctx.listing_complete = True
-
-    async def pull_chunk(self, ctx: CycleContext, applier: Applier,
-                          contacts: list[Contact]) -> None:
-        groups: dict[str, list[Contact]] = {}
-        for c in contacts:
-            groups.setdefault(contact_key(c), []).append(c)
-        keys = [k for k in groups if k not in ctx.seen_keys]
-        for k in groups.keys() - set(keys):  # the key was already handled this cycle
-            ctx.counts["duplicates_in_crm"] += len(groups[k])
-        states = {} if ctx.no_states else self.store.load(keys)
-        rows: dict[str, Row] = {}
-        prints: dict[str, str] = {}
-        if not ctx.no_rows:
-            with self.db.connect() as conn:
-                rows, prints = self.local.load_fingerprinted(conn, keys, self.image)
-        items: list[ChunkItem] = []
-        for key in keys:
-            state, row = states.get(key), rows.get(key)
-            remote = self._pick(groups[key], state, ctx)
-            ctx.seen_keys.add(key)
-            ctx.counts["pulled"] += 1
-            row_hash = prints.get(key)
-            try:
-                remote_f = self.conv.remote_fields(remote)
-                if row is None:
-                    local_f = None
-                elif state is not None and state.base is not None \
-                        and row_hash is not None and state.local_hash == row_hash:
-                    local_f = state.base  # the row is as it was when it matched this base
-                else:
-                    local_f = self.conv.row_fields(row)
-            except RowError as exc:  # a value one side cannot hold: this contact only
-                applier.row_error(key, state, str(exc), public_id=remote.public_id)
-                continue
-            if state is not None:
-                state = self._landed(self.rebased(state), remote_f)
-            base = state.base if state and state.base is not None else None
-            if (base is not None and local_f == base and remote_f == base and state is not None
-                    and state.status in AGREED_STATUSES
-                    and state.public_id == remote.public_id):
-                col = self.conv.spec.crm_id_column
-                fix_id = row is not None and col is not None and row.get(col) != remote.public_id
-                if fix_id:  # the row is about to change: its fingerprint is the next cycle's
-                    row_hash = None
-                if (state.remote_updated_ms != remote.updated_ms or state.local_hash != row_hash
-                        or state.remote_hash != remote.digest):
-                    # unmapped CRM data moved on / the row's fingerprint for next time
-                    applier.refresh(state, remote, row_hash)
-                if fix_id:
-                    items.append(ChunkItem(key, remote, state, row, local_f, remote_f, None))
-                continue
-            plan = plan_contact(
-                key, base, local_f, remote_f, policy=self.policy, directions=self.directions,
-                local_is_newer=self._local_is_newer(row, remote), read_only=remote.ref_id is None
-                or self.read_only_table)
-            items.append(ChunkItem(key, remote, state, row, local_f, remote_f, plan))
-        await applier.apply_chunk(items)
-
     def rebased(self, state: SyncState) -> SyncState:
         """The base as the current mapping reads it: a field mapped anew (or re-pointed,
         re-typed) has no agreed value yet, so the CRM's is pulled, never an empty column
@@ -303,37 +203,3 @@ class SyncEngine:
         base = self.conv.rebase(state.base)
         return state if base == state.base else state.replace(base=base)
 
-    def _landed(self, state: SyncState, remote_f: Fields) -> SyncState:
-        """A push cut short (status `pushing`, `remote` = what was sent): a field the push
-        changed that the CRM now shows as sent is ours, so agreed, not an agent's edit."""
-        if state.status != "pushing" or state.base is None or state.remote is None:
-            return state
-        sent, base = self.conv.remote_fields(state.remote), state.base
-        agreed = {k: (sent[k] if k in sent and sent[k] != v and remote_f.get(k) == sent[k]
-                      else v) for k, v in base.items()}
-        return state.replace(base=agreed)
-
-    def _pick(self, candidates: list[Contact], state: SyncState | None,
-              ctx: CycleContext) -> Contact:
-        """Two CRM contacts with one refId (a duplicate someone created): follow the one we
-        know; else the oldest. The other is reported, never deleted: it may hold an agent's
-        work."""
-        if len(candidates) == 1:
-            return candidates[0]
-        ctx.counts["duplicates_in_crm"] += len(candidates) - 1
-        known = state.public_id if state else None
-        for c in candidates:
-            if c.public_id == known:
-                return c
-        return min(candidates, key=lambda c: (c.created_ms or 0, c.public_id or ""))
-
-    def _local_is_newer(self, row: dict[str, object] | None, remote: Contact) -> bool | None:
-        col = self.conv.spec.updated_at_column
-        if self.policy is not Policy.NEWEST_WINS or not col or row is None:
-            return None
-        stamp = row.get(col)
-        if not isinstance(stamp, datetime) or remote.updated_ms is None:
-            return None
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=UTC)
-        return stamp.timestamp() * 1000 > remote.updated_ms

@@ -22,6 +22,7 @@ from sync.apply import ChunkItem
 from sync.convert import RowError, validate_for_push
 from sync.cycle import CycleContext
 from sync.merge import plan_contact
+from sync.pull import Pull
 from sync.record import Contact, Fields
 from sync.store.state import AgreedRows, SyncState
 
@@ -117,4 +118,4 @@ class LocalWalk:
             elif local_f is not None:
                 ctx.creates.append((state.key, local_f, state))
         if found:
-            await e.pull_chunk(ctx, applier, found)
+            await Pull(e, ctx, applier).chunk(found)

@@ -1,0 +1,166 @@
+"""Step 1 of a cycle: the CRM's listing, page by page, planned chunk by chunk.
+
+A quick cycle skips, undecoded, a listed contact whose JSON and row are both as last agreed
+(`AgreedRows`, from the SQL pass before the listing). The others are gathered in chunks of
+CHUNK. For each chunk the local rows and the bookkeeping are loaded (a first import, which
+starts with neither, loads none), every contact is planned three ways by the pure merge, and
+the applier writes the chunk (apply.py). Contacts found later (a pending create confirmed, a
+contact that only shifted between pages) are planned here too, through `Pull.chunk`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sync.api.adapter import Listed
+from sync.apply import ChunkItem
+from sync.convert import RowError
+from sync.cycle import CycleContext
+from sync.merge import Policy, plan_contact
+from sync.record import Contact, Fields
+from sync.store.local import Row
+from sync.store.state import AGREED_STATUSES, AgreedRows, SyncState
+
+if TYPE_CHECKING:
+    from sync.apply import Applier
+    from sync.engine import SyncEngine
+
+CHUNK = 500
+
+
+def contact_key(c: Contact) -> str:
+    """The local key: the partner id, or one derived from the CRM id for UI-made contacts."""
+    return c.ref_id or f"crm:{c.public_id}"
+
+
+class Pull:
+    def __init__(self, engine: SyncEngine, ctx: CycleContext, applier: Applier):
+        self.e, self.ctx, self.applier = engine, ctx, applier
+
+    async def run(self, agreed: AgreedRows | None) -> None:
+        """The whole listing; `agreed`: a quick cycle's pass (None: every contact is planned)."""
+        e, ctx = self.e, self.ctx
+        buf: list[Listed] = []
+        total: int | None = None
+        known = agreed.agreed_as if agreed is not None else None
+        async for page in e.client.iter_pages(e.page_size, concurrency=e.concurrency,
+                                              known=known):
+            total = page.total_items
+            seen, seen_keys, skipped = ctx.seen_public, ctx.seen_keys, 0
+            for x in page.listed:
+                # Items shift between pages while the list changes: a contact seen twice is
+                # processed once.
+                if x.is_deleted or x.public_id in seen:
+                    continue
+                seen.add(x.public_id)
+                # Neither side changed since this contact was agreed: the CRM serves the very
+                # JSON it served then, and the row still has its agreed fingerprint.
+                if (key := x.agreed_key) is not None and key not in seen_keys:
+                    seen_keys.add(key)
+                    skipped += 1
+                else:
+                    buf.append(x)
+            ctx.counts["pulled"] += skipped
+            ctx.counts["unchanged"] += skipped
+            if len(buf) >= CHUNK:
+                await self.chunk([x.contact() for x in buf])
+                buf = []
+                e.analyze_after_bulk(ctx, final=False)
+            if e.progress:
+                e.progress(len(ctx.seen_public), total)
+        if buf:
+            await self.chunk([x.contact() for x in buf])
+        ctx.listing_complete = True
+
+    async def chunk(self, contacts: list[Contact]) -> None:
+        """Plan these CRM contacts against their rows and bookkeeping, and apply the plan."""
+        e, ctx, applier = self.e, self.ctx, self.applier
+        groups: dict[str, list[Contact]] = {}
+        for c in contacts:
+            groups.setdefault(contact_key(c), []).append(c)
+        keys = [k for k in groups if k not in ctx.seen_keys]
+        for k in groups.keys() - set(keys):  # the key was already handled this cycle
+            ctx.counts["duplicates_in_crm"] += len(groups[k])
+        states = {} if ctx.no_states else e.store.load(keys)
+        rows: dict[str, Row] = {}
+        prints: dict[str, str] = {}
+        if not ctx.no_rows:
+            with e.db.connect() as conn:
+                rows, prints = e.local.load_fingerprinted(conn, keys, e.image)
+        items: list[ChunkItem] = []
+        for key in keys:
+            state, row = states.get(key), rows.get(key)
+            remote = self._pick(groups[key], state)
+            ctx.seen_keys.add(key)
+            ctx.counts["pulled"] += 1
+            row_hash = prints.get(key)
+            try:
+                remote_f = e.conv.remote_fields(remote)
+                if row is None:
+                    local_f = None
+                elif state is not None and state.base is not None \
+                        and row_hash is not None and state.local_hash == row_hash:
+                    local_f = state.base  # the row is as it was when it matched this base
+                else:
+                    local_f = e.conv.row_fields(row)
+            except RowError as exc:  # a value one side cannot hold: this contact only
+                applier.row_error(key, state, str(exc), public_id=remote.public_id)
+                continue
+            if state is not None:
+                state = self._landed(e.rebased(state), remote_f)
+            base = state.base if state and state.base is not None else None
+            if (base is not None and local_f == base and remote_f == base and state is not None
+                    and state.status in AGREED_STATUSES
+                    and state.public_id == remote.public_id):
+                col = e.conv.spec.crm_id_column
+                fix_id = row is not None and col is not None and row.get(col) != remote.public_id
+                if fix_id:  # the row is about to change: its fingerprint is the next cycle's
+                    row_hash = None
+                if (state.remote_updated_ms != remote.updated_ms or state.local_hash != row_hash
+                        or state.remote_hash != remote.digest):
+                    # unmapped CRM data moved on / the row's fingerprint for next time
+                    applier.refresh(state, remote, row_hash)
+                if fix_id:
+                    items.append(ChunkItem(key, remote, state, row, local_f, remote_f, None))
+                continue
+            plan = plan_contact(
+                key, base, local_f, remote_f, policy=e.policy, directions=e.directions,
+                local_is_newer=self._local_is_newer(row, remote), read_only=remote.ref_id is None
+                or e.read_only_table)
+            items.append(ChunkItem(key, remote, state, row, local_f, remote_f, plan))
+        await applier.apply_chunk(items)
+
+    def _landed(self, state: SyncState, remote_f: Fields) -> SyncState:
+        """A push cut short (status `pushing`, `remote` = what was sent): a field the push
+        changed that the CRM now shows as sent is ours, so agreed, not an agent's edit."""
+        if state.status != "pushing" or state.base is None or state.remote is None:
+            return state
+        sent, base = self.e.conv.remote_fields(state.remote), state.base
+        agreed = {k: (sent[k] if k in sent and sent[k] != v and remote_f.get(k) == sent[k]
+                      else v) for k, v in base.items()}
+        return state.replace(base=agreed)
+
+    def _pick(self, candidates: list[Contact], state: SyncState | None) -> Contact:
+        """Two CRM contacts with one refId (a duplicate someone created): follow the one we
+        know; else the oldest. The other is reported, never deleted: it may hold an agent's
+        work."""
+        if len(candidates) == 1:
+            return candidates[0]
+        self.ctx.counts["duplicates_in_crm"] += len(candidates) - 1
+        known = state.public_id if state else None
+        for c in candidates:
+            if c.public_id == known:
+                return c
+        return min(candidates, key=lambda c: (c.created_ms or 0, c.public_id or ""))
+
+    def _local_is_newer(self, row: Row | None, remote: Contact) -> bool | None:
+        col = self.e.conv.spec.updated_at_column
+        if self.e.policy is not Policy.NEWEST_WINS or not col or row is None:
+            return None
+        stamp = row.get(col)
+        if not isinstance(stamp, datetime) or remote.updated_ms is None:
+            return None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return stamp.timestamp() * 1000 > remote.updated_ms
