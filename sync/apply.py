@@ -117,7 +117,12 @@ class Applier:
             return
         pushes: list[tuple[ChunkItem, PushUpdate, SyncState]] = []
         with e.store.begin() as conn:
-            current = e.local.load(conn, [it.key for it in items], lock=True)
+            # The optimistic check re-reads, under lock, every row the plan saw or might act on.
+            # A contact new to both sides can only be inserted, and the insert itself skips a
+            # key an app took meanwhile (below): no re-read (a first import makes none).
+            current = e.local.load(conn, [it.key for it in items
+                                          if it.row is not None or it.state is not None],
+                                   lock=True)
             states: list[SyncState] = []
             conflicts: list[dict[str, Any]] = []
             inserts: list[dict[str, Any]] = []
@@ -173,10 +178,14 @@ class Applier:
                         agreed[it.key] = states[-1]
                 self._count(acts)
             if inserts:
-                # a key an app took meanwhile (PostgreSQL) keeps the app's row: not agreed
                 created = e.local.insert_new(conn, inserts, e.image)
-                for key in {r[self.spec.key_column] for r in inserts} - created.keys():
+                taken = {r[self.spec.key_column] for r in inserts} - created.keys()
+                # A key an app inserted meanwhile keeps the app's row, which is then not as
+                # agreed: the next cycle takes its values for the app's, written last.
+                for key in taken:
                     agreed.pop(key, None)
+                ctx.counts["created_local"] -= len(taken)
+                ctx.counts["skipped_changed_during_cycle"] += len(taken)
                 for key, print_ in created.items():
                     if key in agreed:
                         agreed[key].local_hash = print_  # as the insert stored the row

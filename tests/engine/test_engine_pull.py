@@ -217,9 +217,10 @@ async def test_a_first_import_looks_nothing_up_before_its_chunks(
 
 async def test_a_row_an_app_inserts_during_a_first_import_is_kept(
         make_harness: MakeHarness) -> None:
-    """The import planned the contact with no row (it looked none up); the app's row, inserted
-    meanwhile, meets the apply's optimistic check and is not overwritten. Its values reach the
-    CRM (the app wrote last) and nothing is duplicated."""
+    """The import planned the contact with no row (it looked none up, nor re-read it), and
+    its insert skips the key the app took meanwhile: the app's row stands, counted as changed
+    during the cycle, not as created, and not as agreed. The app's values then reach the CRM
+    (the app wrote last) and nothing is duplicated."""
     h = make_harness({"contacts": N, "seed": 10}, page_size=CAP)
     crm = h.crm()
     key = sorted(k for k in crm if not k.startswith("crm:"))[-1]
@@ -240,8 +241,10 @@ async def test_a_row_an_app_inserts_during_a_first_import_is_kept(
     assert r.counts["skipped_changed_during_cycle"] == 1
     assert r.counts["created_local"] == N - 1
     assert h.row(key)["note"] == "App: thêm lúc 10h"  # type: ignore[index]
+    assert h.states()[key].local_hash is None
 
     conv.remote_fields = real  # type: ignore[method-assign]
     await h.settle()
     assert first(h.crm()[key], "note") == "App: thêm lúc 10h"
     assert len(h.crm_by_ref(key)) == 1
+
