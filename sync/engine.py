@@ -45,6 +45,8 @@ from sync.store.local import LocalTable
 from sync.store.state import AgreedRows, StateStore, SyncState
 
 log = structlog.get_logger("crm_sync.engine")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
