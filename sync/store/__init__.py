@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
 def _sqlite_wal(cursor: Any) -> None:
@@ -46,6 +47,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         _sqlite_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
+        # Checkpoint every ~40 MB of WAL (10,000 pages) rather than SQLite's 4 MB: an import
+        # writes a few hundred MB, and each checkpoint copies and fsyncs (bench.ab: -5% on a
+        # 100k first pull). Only this connection's commits checkpoint less often.
+        cursor.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
@@ -54,9 +59,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     """An Engine tuned for crm-sync.
 
-    SQLite: WAL journal, synchronous=NORMAL, a 5 s busy timeout on every connection, and the
-    database file's directory created if missing. PostgreSQL: pool_pre_ping, so a connection
-    the server dropped (restart, idle timeout) is replaced instead of failing a cycle.
+    SQLite: WAL journal, synchronous=NORMAL, a checkpoint every 10,000 WAL pages, a 5 s busy
+    timeout on every connection, and the database file's directory created if missing.
+    PostgreSQL: pool_pre_ping, so a connection the server dropped (restart, idle timeout) is
+    replaced instead of failing a cycle.
     Extra keyword arguments go to `create_engine`.
     """
     parsed = make_url(url)
