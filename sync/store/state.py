@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sync.store.bookkeeping import PUBLIC_FIELDS, SyncState
+from sync.store.bulk import Positional
 from sync.store.journal import Journal
 from sync.store.schema import STATUSES, sync_state, utcnow
 
@@ -67,6 +68,8 @@ class StateStore(Journal):
             raise ValueError(f"tenant must be 1 to 64 characters: {tenant!r}")
         self.engine, self.tenant = engine, tenant
         self._cols = [sync_state.c[name] for name in PUBLIC_FIELDS]
+        # save()'s upsert, compiled once per dialect and row shape (None: the ordinary path)
+        self._positional: dict[tuple[str, tuple[str, ...]], Positional | None] = {}
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -210,17 +213,24 @@ class StateStore(Journal):
         if not rows:
             return
         dialect = conn.dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-            stmt = insert(sync_state)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["tenant", "key"],
-                set_={name: stmt.excluded[name] for name in rows[0] if name not in ("tenant",
-                                                                                   "key")})
-            for part in _chunks(rows):
-                conn.execute(stmt, list(part))
-        else:  # other dialects: update what exists, insert the rest
+        if dialect not in ("sqlite", "postgresql"):  # update what exists, insert the rest
             self._save_generic(conn, rows)
+            return
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        stmt = insert(sync_state)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant", "key"],
+            set_={name: stmt.excluded[name] for name in rows[0] if name not in ("tenant", "key")})
+        names = tuple(rows[0])
+        cache_key = (dialect, names)
+        if cache_key not in self._positional:
+            self._positional[cache_key] = Positional.of(stmt, conn.dialect, names)
+        positional = self._positional[cache_key]
+        for part in _chunks(rows):
+            if positional is not None:
+                positional.execute(conn, part)
+            else:
+                conn.execute(stmt, list(part))
 
     def _save_generic(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         c = sync_state.c
