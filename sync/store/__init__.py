@@ -4,6 +4,7 @@
                     sync_lease)
     bookkeeping.py  SyncState: one contact's bookkeeping (JSON decoded lazily)
     state.py        StateStore: bulk reads and writes of the bookkeeping
+    bulk.py         Positional: an executemany compiled once, rows as tuples (SQLite)
     journal.py      runs, conflicts and tombstones (StateStore inherits them)
     lock.py         TenantLock: one sync at a time per tenant, across processes and hosts
     migrate.py      alembic upgrade / revision checks, configured in code
