@@ -1,8 +1,11 @@
 """Which list page to fetch next: a tiny state object in the style of meltano-sdk's paginators.
 
 The server caps the page size [assumed], so paging follows what the server answers (its
-page_number, page_size and has_next), never the size that was asked for. A server that serves
-the same page twice would make a naive loop run forever; two checks stop that:
+page_number, page_size and has_next), never the size that was asked for. A server may also cap
+silently, echoing the size asked for in page_size: a first page with has_next that holds fewer
+(but some) items than its page_size is only possible under such a cap, so the number of items it
+holds is taken as the page size. A server that serves the same page twice would make a naive
+loop run forever; two checks stop that:
 
 - the same page_number answered twice, or
 - a page whose set of public_ids equals the previous page's (this also catches an endless run of
@@ -46,6 +49,9 @@ class Paginator:
         self._last_ids = ids
         self.pages_seen += 1
         if self.page_size is None and page.page_size > 0:
-            self.page_size = page.page_size
+            served = len(page.listed)
+            # a short page before the last one: a silent cap (page_size echoes the request)
+            capped = page.has_next and 0 < served < page.page_size
+            self.page_size = served if capped else page.page_size
         self.total_pages = max(self.total_pages, page.total_pages)
         self.next_page = page.page_number + 1 if page.has_next else None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from sync.api import Page, Paginator
 from sync.errors import ProtocolError
 from sync.record import Contact
+
+from .omifake import FakeOmi, envelope, make_client
 
 
 def page(number: int, ids: list[str], *, has_next: bool, size: int = 37,
@@ -17,7 +20,7 @@ def page(number: int, ids: list[str], *, has_next: bool, size: int = 37,
 def test_follows_has_next_and_server_page_size() -> None:
     p = Paginator()
     assert p.next_page == 1 and not p.finished
-    p.advance(page(1, ["a"], has_next=True))
+    p.advance(page(1, [f"a{i}" for i in range(37)], has_next=True))  # a full first page
     assert (p.next_page, p.page_size, p.total_pages) == (2, 37, 3)
     p.advance(page(2, ["b"], has_next=True, total_pages=2))  # past the announced total
     p.advance(page(3, ["c"], has_next=False))
@@ -51,3 +54,45 @@ def test_single_empty_page_finishes() -> None:
     p = Paginator()
     p.advance(page(1, [], has_next=False, total_pages=0))
     assert p.finished
+
+
+def test_short_first_page_with_has_next_is_a_silent_cap() -> None:
+    p = Paginator()
+    p.advance(page(1, [f"c{i}" for i in range(100)], has_next=True, size=1000))
+    assert p.page_size == 100  # served 100 of the 1000 it echoes: the real page size
+    # a short page that is the last one, or an empty one, says nothing about a cap
+    last = Paginator()
+    last.advance(page(1, ["a", "b"], has_next=False, size=1000, total_pages=1))
+    assert last.page_size == 1000
+    empty = Paginator()
+    empty.advance(page(1, [], has_next=True, size=50))
+    assert empty.page_size == 50
+
+
+class SilentCapOmi(FakeOmi):
+    """Caps `size` silently: page_size echoes the size asked for, offsets use it too, but at
+    most page_cap items are served; has_next says whether any contact lies past those served."""
+
+    def handle(self, name: str, request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if name != "list" or auth not in self.valid:
+            return super().handle(name, request)
+        number = int(request.url.params.get("page", "1"))
+        size = int(request.url.params.get("size", "50"))
+        self.sizes.append(size)
+        start = (number - 1) * size
+        items = self.contacts[start:start + min(size, self.page_cap)]
+        return envelope({"items": items, "page_number": number, "page_size": size,
+                         "total_items": len(self.contacts),
+                         "total_pages": -(-len(self.contacts) // size),
+                         "has_next": start + len(items) < len(self.contacts)})
+
+
+async def test_iter_pages_under_a_silent_size_cap() -> None:
+    fake = SilentCapOmi(contacts=230, page_cap=100)
+    async with make_client(fake) as c:
+        pages = [p async for p in c.iter_pages(1000, concurrency=4)]
+    ids = [x.public_id for p in pages for x in p.listed]
+    assert ids == [f"pid{i:05d}" for i in range(1, 231)]  # every contact, exactly once
+    assert [len(p.listed) for p in pages] == [100, 100, 30]
+    assert fake.sizes == [1000, 100, 100]
