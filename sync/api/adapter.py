@@ -39,6 +39,7 @@ when the real service disagrees is a one-line change. The list (README.md repeat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -214,18 +215,24 @@ def is_transient_status(status: int) -> bool:
 
 
 def retry_after_seconds(header: str | None) -> float | None:
-    """[assumed] 3: Retry-After in seconds; an HTTP date is tolerated."""
+    """[assumed] 3: Retry-After in seconds; an HTTP date is tolerated (one without a time zone,
+    as the asctime form or "-0000", is read as UTC). A past date or negative delay gives 0.0;
+    a value that does not parse, or is not finite, gives None (no Retry-After): never raises."""
     if not header:
         return None
     try:
-        return max(0.0, float(header))
+        seconds = float(header)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(header)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def parse_envelope(status: int, body: bytes, endpoint: str, *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -213,6 +213,31 @@ def test_envelope_transient_and_protocol() -> None:
 def test_retry_after_http_date() -> None:
     assert adapter.retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert adapter.retry_after_seconds("nonsense") is None
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("3", 3.0), ("0.05", 0.05), ("-5", 0.0),  # seconds; a negative delay is no delay
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # RFC 1123, in the past
+    ("Sun Nov  6 08:49:37 1994", 0.0),  # asctime: no time zone, read as UTC
+    ("Sun, 06 Nov 1994 08:49:37 -0000", 0.0),  # "-0000": no time zone either
+    ("garbage", None), ("", None), (None, None),
+    ("1e999", None), ("inf", None), ("nan", None),  # overflowing / not finite
+    ("Sun, 06 Nov 99999 08:49:37 GMT", None),  # a year datetime cannot hold
+])
+def test_retry_after_never_raises(header: str | None, expected: float | None) -> None:
+    assert adapter.retry_after_seconds(header) == expected
+
+
+def test_retry_after_future_date_without_time_zone() -> None:
+    when = datetime.now(UTC) + timedelta(seconds=60)
+    for header in (when.strftime("%a %b %d %H:%M:%S %Y"),
+                   when.strftime("%a, %d %b %Y %H:%M:%S -0000"),
+                   when.strftime("%a, %d %b %Y %H:%M:%S GMT")):
+        seconds = adapter.retry_after_seconds(header)
+        assert seconds is not None and 50 < seconds <= 60, header
+    with pytest.raises(RateLimited) as limited:
+        adapter.parse_envelope(429, b"", "list", retry_after="Sun Nov  6 08:49:37 1994")
+    assert limited.value.retry_after == 0.0
 
 
 def test_page_and_layout_shapes() -> None:
