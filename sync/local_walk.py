@@ -5,7 +5,7 @@
 - a create sent earlier and still not listed is looked up by `ref_id` before any re-send, with
   a back-off, and given up (a row error) after MAX_CREATE_ATTEMPTS;
 - a row edited since it was agreed, whose contact this listing did not show (items shift
-  between pages), is pushed against the CRM copy last seen;
+  between pages), is fetched by its refId and planned against the CRM's copy of now;
 - in a full cycle after a complete listing, a row whose contact was not listed is kept for the
   one-by-one confirmation of deletions (deletions.py).
 
@@ -15,12 +15,14 @@ an agreed row the listing did not show has nothing to send. A full cycle walks e
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from sync.apply import ChunkItem
 from sync.convert import RowError, validate_for_push
 from sync.cycle import CycleContext
+from sync.errors import RemoteError
 from sync.merge import plan_contact
 from sync.pull import Pull
 from sync.record import Contact, Fields
@@ -55,6 +57,7 @@ class LocalWalk:
                 rows = e.local.load(conn, unseen_keys)
             states = e.store.load(unseen_keys)
             edits: list[ChunkItem] = []
+            missed: list[SyncState] = []  # edited here, not listed: fetched before planning
             for key, row in rows.items():  # a row deleted meanwhile is the next cycle's
                 state = states.get(key)
                 try:
@@ -70,24 +73,51 @@ class LocalWalk:
                     ctx.vanished.append((state, row, local_f))  # confirmed one by one later
                 elif (state := e.rebased(state)).base is not None and state.remote \
                         and local_f != state.base:
-                    # Changed here but not in this listing (items shift): push against the
-                    # CRM copy we know; an unknown refId answer is left to a full cycle.
+                    if state.ref_id and not e.read_only_table:
+                        missed.append(state)  # planned against the CRM's copy of now, below
+                        continue
+                    # No refId to look it up by: only a read-only note can come of it,
+                    # planned against the CRM copy we know.
                     known = state.remote
                     try:
-                        # After a push cut short, what the CRM holds is unknown: take it as
-                        # the base, so the row's values are (re)sent, which is idempotent.
-                        remote_f = (dict(state.base) if state.status == "pushing"
-                                    else e.conv.remote_fields(known))
+                        remote_f = e.conv.remote_fields(known)
                     except RowError as exc:
                         applier.row_error(key, state, str(exc))
                         continue
                     plan = plan_contact(key, state.base, local_f, remote_f, policy=e.policy,
-                                        directions=e.directions,
-                                        read_only=state.ref_id is None or e.read_only_table)
+                                        directions=e.directions, read_only=True)
                     edits.append(ChunkItem(key, known, state, row, local_f, remote_f, plan))
             if edits:
                 await applier.apply_chunk(edits)
+            if missed:
+                await self._refetched(missed)
         await self._pending()
+
+    async def _refetched(self, states: list[SyncState]) -> None:
+        """Rows edited here whose contact this listing did not show (items shift between
+        pages, and a CRM listing by update time hides exactly the contacts agents edit): each
+        is fetched by its refId and planned three ways against what the CRM holds now, so an
+        agent's edit is merged, not overwritten by a push against an old copy. One the CRM
+        does not return is left to a full cycle (which confirms deletions)."""
+        e, ctx, applier = self.e, self.ctx, self.applier
+        sem = asyncio.Semaphore(max(e.concurrency, 1))
+
+        async def fetch(state: SyncState) -> Contact | None:
+            async with sem:
+                try:
+                    contact = await e.client.get(ref_id=state.ref_id)
+                except RemoteError as exc:  # this contact only: the others go on
+                    applier.row_error(state.key, state, f"lookup refused: {exc.code}",
+                                      keep_status=True)
+                    return None
+            if contact is None or contact.is_deleted:
+                ctx.counts["unlisted_edits_not_found"] += 1
+                return None
+            return contact
+
+        found = [c for c in await asyncio.gather(*(fetch(st) for st in states)) if c]
+        if found:
+            await Pull(e, ctx, applier).chunk(found)
 
     def _new_row(self, key: str, local_f: Fields, state: SyncState | None) -> None:
         if key.startswith("crm:") or self.e.read_only_table:
@@ -108,8 +138,13 @@ class LocalWalk:
             if ctx.now - since < wait:
                 ctx.counts["pending_create"] += 1
                 continue
-            existing = await e.client.get(ref_id=state.key)
-            if existing is not None:
+            try:
+                existing = await e.client.get(ref_id=state.key)
+            except RemoteError as exc:  # asked again next cycle; the attempts stay as they are
+                applier.row_error(state.key, state.replace(attempts=state.attempts - 1),
+                                  f"lookup refused: {exc.code}", keep_status=True)
+                continue
+            if existing is not None and not existing.is_deleted:
                 found.append(existing)
             elif state.attempts >= MAX_CREATE_ATTEMPTS:  # given up: a row in error, once
                 applier.row_error(state.key, state.replace(attempts=state.attempts - 1),

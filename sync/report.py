@@ -37,6 +37,7 @@ LABELS = {
     "duplicates_in_crm": "CRM contacts sharing a refId (reported, not touched)",
     "read_only_edits": "local edits to read-only contacts (not sent)",
     "skipped_changed_during_cycle": "rows changed by an app during the cycle (next cycle)",
+    "unlisted_edits_not_found": "edited rows the CRM did not return (left to a full cycle)",
     "notes_sent": "notes sent to agents (add-note)",
     "notes_failed": "notes that cannot be sent (see status)",
     "notes_unknown": "notes maybe delivered, held as unknown (crm-sync notes resend)",

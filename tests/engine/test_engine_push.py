@@ -326,3 +326,37 @@ async def test_crm_id_is_written_when_a_create_is_confirmed(make_harness: MakeHa
     assert state.status == "synced" and state.public_id
     row = h.row("CID-0001")
     assert row is not None and row["crm_id"] == state.public_id
+
+
+async def test_a_deleted_contact_does_not_confirm_a_pending_create(
+        make_harness: MakeHarness) -> None:
+    """The lookup before a re-send finds a contact with the refId, but deleted (say, an
+    earlier contact of that refId an agent deleted): the create is not taken as landed; it is
+    sent again, and stays pending."""
+
+    async def deleted_one(ex: Exchange, send: Send) -> httpx.Response:
+        response = await send()
+        if ex.path.endswith("/contacts/get") and ex.params.get("ref_id") == "GONE-0001":
+            data = response.json()
+            data["payload"] = {"public_id": "deadbeef0001", "ref_id": "GONE-0001",
+                               "is_deleted": True, "attribute_structure": [
+                                   {"field_code": "full_name", "field_type": "single_text",
+                                    "value": [{"display_value": "Người đã xoá"}]}]}
+            return httpx.Response(200, json=data, request=response.request)
+        return response
+
+    transport = Hooked(deleted_one)
+    h = make_harness({"contacts": 0, "add_more_delay": 0.02, "add_more_drop_rate": 1.0},
+                     pending_recheck_seconds=0.03, transport=transport)
+    h.insert(*app_rows("GONE", 1))
+    for _ in range(40):
+        await h.cycle()
+        if len(transport.calls("add-more")) >= 2:
+            break
+        await asyncio.sleep(0.03)
+    assert len(transport.calls("contacts/get")) >= 1
+    assert len(transport.calls("add-more")) == 2  # sent again after the lookup
+    state = h.states()["GONE-0001"]
+    assert state.status == "pending_create" and state.public_id is None
+    _resends_were_checked(transport.log)
+

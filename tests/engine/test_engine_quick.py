@@ -6,6 +6,7 @@ else is looked at as before. Over real HTTP, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +540,83 @@ async def test_an_app_row_inserted_under_a_pulled_create_is_not_taken_as_agreed(
     [crm] = h.crm_by_ref("KH-RACE")
     assert (first(crm, "full_name"), first(crm, "job_title")) == (
         "Khách tạo ở ứng dụng", "Giám đốc")
+
+
+# --- g. contacts the listing does not show --------------------------------------------------------
+
+def hiding(public_id: str) -> Hooked:
+    """A transport whose list pages leave out one contact (as a listing by update time does
+    with the contact an agent just edited, when it moves to a page already read)."""
+
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        response = await send()
+        if "/contacts/list" not in ex.path or response.status_code != 200:
+            return response
+        data = json.loads(response.content)
+        data["payload"]["items"] = [i for i in data["payload"]["items"]
+                                    if i.get("public_id") != public_id]
+        return httpx.Response(200, headers={"content-type": "application/json"},
+                              content=json.dumps(data).encode(), request=response.request)
+
+    return Hooked(hook)
+
+
+async def test_an_app_edit_to_an_unlisted_contact_merges_the_agents_edit(
+        make_harness: MakeHarness) -> None:
+    """The app and an agent edit different fields of a contact the listing does not show: the
+    contact is fetched and merged three ways, so the push carries the agent's edit too, rather
+    than sending the CRM copy last seen with the app's field over it."""
+    h = await imported(make_harness)
+    key = synced_keys(h)[5]
+    public_id = crm_id(h, key)
+    h.update(key, address="12 Lý Thường Kiệt, Hà Nội")
+    h.emulator.agent_update(public_id, job_title="Trưởng phòng kinh doanh")
+    h.rt.transport = hiding(public_id)
+
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert r.api_calls.get("get") == 1, r.api_calls
+    crm = h.crm()[key]
+    assert (first(crm, "address"), first(crm, "job_title")) == (
+        "12 Lý Thường Kiệt, Hà Nội", "Trưởng phòng kinh doanh")
+    row = h.row(key)
+    assert row is not None
+    assert (row["address"], row["job_title"]) == (
+        "12 Lý Thường Kiệt, Hà Nội", "Trưởng phòng kinh doanh")
+
+    h.rt.transport = None
+    await h.settle()
+    assert_all_unchanged(await h.cycle())
+    assert_mirrored(h)
+
+
+async def test_a_refused_lookup_fails_that_contact_only(make_harness: MakeHarness) -> None:
+    """A server that answers a lookup by refId with -9999 (rather than null): that row is
+    reported, its bookkeeping kept, and the cycle goes on with the others."""
+    h = await imported(make_harness)
+    edited, other = synced_keys(h)[6], synced_keys(h)[7]
+    hidden = crm_id(h, edited)
+    h.update(edited, address="1 Tràng Tiền, Hà Nội")
+    h.update(other, address="2 Tràng Tiền, Hà Nội")
+    inner = hiding(hidden).hook
+    assert inner is not None
+
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if "/contacts/get" in ex.path:
+            return httpx.Response(200, json={"status_code": -9999, "instance_id": "x",
+                                             "key_enabled": False, "payload": None,
+                                             "message": "contact_not_found"})
+        return await inner(ex, send)
+
+    h.rt.transport = Hooked(hook)
+    r = await h.cycle()
+    assert r.status == "partial", r.notes  # a row in error
+    assert r.counts["errors"] == 1 and r.counts["updated_remote"] == 1, r.counts
+    assert not r.counts.get("unlisted_edits_not_found"), r.counts
+    assert first(h.crm()[other], "address") == "2 Tràng Tiền, Hà Nội"
+    state = h.states()[edited]
+    assert state.status == "synced" and "lookup refused" in (state.last_error or "")
+
+    h.rt.transport = None
+    await h.settle()
+    assert first(h.crm()[edited], "address") == "1 Tràng Tiền, Hà Nội"
