@@ -1,8 +1,9 @@
 """Deletions on either side of a cycle: found, confirmed, guarded, then carried out.
 
 - a row the app deleted (its bookkeeping has no row any more) is deleted in the CRM;
-- a contact a complete listing no longer shows is looked up one by one (items shift between
-  pages while the list changes) and only a confirmed deletion reaches the local table;
+- a contact a complete listing no longer shows is looked up, contact by contact (items shift
+  between pages while the list changes; `concurrency` lookups at a time), and only a
+  confirmed deletion reaches the local table;
 - the guard refuses, per side, more than CRM_SYNC_MAX_DELETE_FRACTION of the known contacts in
   one cycle (an API hiccup answering an empty list must not wipe the table);
 - every deletion leaves a tombstone with the last values.
@@ -10,11 +11,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import structlog
 
 from sync.cycle import CycleContext, PendingDelete
+from sync.errors import RemoteError
 from sync.merge import (
     LocalDelete,
     PushCreate,
@@ -25,7 +28,7 @@ from sync.merge import (
 )
 from sync.pull import Pull
 from sync.record import Contact
-from sync.store.state import AgreedRows
+from sync.store.state import AgreedRows, SyncState
 
 if TYPE_CHECKING:
     from sync.apply import Applier
@@ -54,20 +57,31 @@ class Deletions:
     # --- 4. contacts the complete listing no longer shows ----------------------------------
 
     async def confirm_vanished(self) -> None:
-        ctx = self.ctx
+        ctx, e = self.ctx, self.e
+        sem = asyncio.Semaphore(max(e.concurrency, 1))  # a random list order misses many
+
+        async def lookup(state: SyncState) -> Contact | RemoteError | None:
+            async with sem:
+                try:
+                    if state.ref_id:
+                        return await e.client.get(ref_id=state.ref_id)
+                    return await e.client.details(str(state.public_id))
+                except RemoteError as exc:
+                    return exc
+
+        found = await asyncio.gather(*(lookup(state) for state, _, _ in ctx.vanished))
         back: list[Contact] = []
-        for state, row, local_f in ctx.vanished:
-            if state.ref_id:
-                again = await self.e.client.get(ref_id=state.ref_id)
-            else:
-                again = await self.e.client.details(str(state.public_id))
-            if again is not None and not again.is_deleted:
+        for (state, row, local_f), again in zip(ctx.vanished, found, strict=True):
+            if isinstance(again, RemoteError):  # unconfirmed: nothing deleted, others go on
+                self.applier.row_error(state.key, state, f"lookup refused: {again.code}",
+                                       keep_status=True)
+            elif again is not None and not again.is_deleted:
                 back.append(again)  # it only shifted between pages
-                continue
-            ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row, local_f,
-                                             "remote"))
+            else:
+                ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row,
+                                                 local_f, "remote"))
         if back:
-            await Pull(self.e, ctx, self.applier).chunk(back)
+            await Pull(e, ctx, self.applier).chunk(back)
 
     # --- 5. the delete guard ------------------------------------------------------------------
 
@@ -125,7 +139,10 @@ class Deletions:
             return
         public_id = d.public_id
         if public_id is None and d.state is not None and d.state.status == "pending_create":
-            found = await e.client.get(ref_id=d.key)  # created meanwhile? then delete it too
+            try:
+                found = await e.client.get(ref_id=d.key)  # created meanwhile? delete it too
+            except RemoteError:
+                return  # unknown for now: the state stays, and the next cycle asks again
             public_id = found.public_id if found else None
             since = d.state.pending_since or ctx.now
             if public_id is None and ctx.now - since < e.pending_recheck * 2 ** 5:

@@ -4,8 +4,10 @@ either side trips the guard: refused, exit code 1, nothing deleted."""
 
 from __future__ import annotations
 
+import httpx
+
 from .conftest import MakeHarness
-from .helpers import Hooked, assert_mirrored, write_calls
+from .helpers import Exchange, Hooked, Send, assert_mirrored, write_calls
 
 N = 50
 
@@ -114,3 +116,35 @@ async def test_mass_local_deletion_trips_the_guard(make_harness: MakeHarness) ->
     # the app's deletion is not undone either (the operator decides); only pull-only
     # contacts made in the CRM's interface may come back to the mirror
     assert [k for k in h.rows() if not k.startswith("crm:")] == []
+
+
+async def test_a_refused_confirming_lookup_deletes_nothing_and_the_cycle_goes_on(
+        make_harness: MakeHarness) -> None:
+    """A server that answers the confirming lookup of a deletion with -9999 instead of null:
+    that contact is reported and kept; the other deletion of the cycle is carried out."""
+    refused: set[str] = set()
+
+    async def refuse(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/get") and ex.params.get("ref_id") in refused:
+            return httpx.Response(200, json={"status_code": -9999, "instance_id": "x",
+                                             "key_enabled": False, "payload": None,
+                                             "message": "contact_not_found"})
+        return await send()
+
+    h = make_harness({"contacts": N, "seed": 33}, transport=Hooked(refuse))
+    await h.cycle()
+    crm = h.crm()
+    kept, deleted = sorted(k for k in crm if not k.startswith("crm:"))[3:5]
+    for k in (kept, deleted):
+        h.emulator.agent_delete(crm[k]["public_id"])
+    refused.add(kept)
+
+    r = await h.cycle(full=True)
+    assert r.status == "partial", r.notes  # the refused lookup is a row in error
+    assert r.counts["deleted_local"] == 1 and r.counts["errors"] == 1, r.counts
+    assert kept in h.rows() and deleted not in h.rows()
+    assert "lookup refused" in (h.states()[kept].last_error or "")
+
+    refused.clear()
+    r = await h.cycle(full=True)
+    assert r.counts["deleted_local"] == 1 and kept not in h.rows()
