@@ -265,10 +265,15 @@ class Applier:
             done.append(after.replace(remote=replace(contact, updated_ms=None),
                                       remote_updated_ms=None))
 
-        await asyncio.gather(*(one(*p) for p in pushes))
+        # Every update runs to its end before the cycle fails on one: those the CRM took are
+        # recorded as agreed (not left running against a client about to close).
+        results = await asyncio.gather(*(one(*p) for p in pushes), return_exceptions=True)
         with e.store.begin() as conn:
             e.store.save(conn, done)
             self._flush_queued(conn)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
 
     # --- creates, through add-more --------------------------------------------------------------
 

@@ -360,3 +360,35 @@ async def test_a_deleted_contact_does_not_confirm_a_pending_create(
     assert state.status == "pending_create" and state.public_id is None
     _resends_were_checked(transport.log)
 
+
+async def test_updates_the_crm_took_are_recorded_when_another_fails(
+        make_harness: MakeHarness) -> None:
+    """One update of a cycle keeps failing (HTTP 500 past the retries): the cycle fails, but
+    only after the other updates ran to their end, and those are recorded as agreed."""
+    failing: set[str] = set()
+
+    async def refuse(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/update") and (ex.body or {}).get("refId") in failing:
+            return httpx.Response(500, text="<html>Internal Server Error</html>")
+        return await send()
+
+    h = make_harness({"contacts": 20, "seed": 7}, transport=Hooked(refuse))
+    await h.settle()
+    keys = sorted(k for k in h.rows() if not k.startswith("crm:"))[:4]
+    for i, k in enumerate(keys):
+        h.update(k, job_title=f"Chức danh {i}")
+    failing.add(keys[0])
+
+    r = await h.cycle()
+    assert r.status == "failed", r.notes
+    states = h.states()
+    assert states[keys[0]].status == "pushing"  # unknown: the next cycle sees to it
+    for i, k in enumerate(keys[1:], start=1):
+        assert states[k].status == "synced", (k, states[k].status)
+        assert states[k].base is not None and states[k].base["job_title"] == f"Chức danh {i}"
+        assert first(h.crm()[k], "job_title") == f"Chức danh {i}"
+
+    failing.clear()
+    await h.settle()
+    assert first(h.crm()[keys[0]], "job_title") == "Chức danh 0"
+    assert_mirrored(h)
