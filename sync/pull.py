@@ -43,6 +43,7 @@ class Pull:
         e, ctx = self.e, self.ctx
         buf: list[Listed] = []
         total: int | None = None
+        deleted: set[str] = set()  # listed with is_deleted [assumed] 19
         known = agreed.agreed_as if agreed is not None else None
         async for page in e.client.iter_pages(e.page_size, concurrency=e.concurrency,
                                               known=known):
@@ -52,6 +53,8 @@ class Pull:
                 # Items shift between pages while the list changes: a contact seen twice is
                 # processed once.
                 if x.is_deleted or x.public_id in seen:
+                    if x.is_deleted:
+                        deleted.add(x.public_id)
                     continue
                 seen.add(x.public_id)
                 # Neither side changed since this contact was agreed: the CRM serves the very
@@ -72,6 +75,13 @@ class Pull:
         if buf:
             await self.chunk([x.contact() for x in buf])
         ctx.listing_complete = True
+        shown = len(ctx.seen_public) + len(deleted)
+        if total is not None and total - shown > max(10, total // 100):
+            # Items shift while the list changes, but not by this much: a server that orders
+            # or pages in a way the listing cannot follow. Said, as nothing else would show it.
+            ctx.notes.append(f"the listing showed {shown} of the {total} contacts the CRM "
+                             "counts: new CRM contacts it missed wait for a listing that shows "
+                             "them")
 
     async def chunk(self, contacts: list[Contact]) -> None:
         """Plan these CRM contacts against their rows and bookkeeping, and apply the plan."""

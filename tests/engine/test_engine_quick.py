@@ -620,3 +620,27 @@ async def test_a_refused_lookup_fails_that_contact_only(make_harness: MakeHarnes
     h.rt.transport = None
     await h.settle()
     assert first(h.crm()[edited], "address") == "1 Tràng Tiền, Hà Nội"
+
+
+async def test_a_listing_far_short_of_its_total_is_said(make_harness: MakeHarness) -> None:
+    """Pages that show a fifth of the contacts the CRM counts (a server that pages in a way
+    the listing cannot follow): the cycle says so; one hidden contact is no news."""
+    h = await imported(make_harness)
+    keep = {crm_id(h, k) for k in sorted(h.rows())[::5]}
+
+    async def fifth(ex: Exchange, send: Send) -> httpx.Response:
+        response = await send()
+        if "/contacts/list" not in ex.path:
+            return response
+        data = json.loads(response.content)
+        data["payload"]["items"] = [i for i in data["payload"]["items"]
+                                    if i.get("public_id") in keep]
+        return httpx.Response(200, json=data, request=response.request)
+
+    h.rt.transport = Hooked(fifth)
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert r.notes == (f"the listing showed {len(keep)} of the {N} contacts the CRM counts: "
+                       "new CRM contacts it missed wait for a listing that shows them",)
+    h.rt.transport = hiding(crm_id(h, sorted(h.rows())[1]))
+    assert (await h.cycle()).notes == ()
