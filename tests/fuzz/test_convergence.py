@@ -17,7 +17,7 @@ import httpx
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from sync.api.adapter import contact_from_wire
 from sync.cycle import CycleOptions
@@ -68,6 +68,15 @@ class SyncMachine(RuleBasedStateMachine):
 
     def live_ids(self) -> list[str]:
         return sorted(c["public_id"] for c in self.emulator.contacts())
+
+    # --- the server: choices the contract leaves open --------------------------------------------
+
+    @initialize(order=st.sampled_from(["created", "updated_desc", "public_id", "random"]),
+                cap=st.sampled_from([2, 3, 100]), token_ttl=st.sampled_from([86400.0, 0.05]))
+    def server(self, order: str, cap: int, token_ttl: float) -> None:
+        """The list order, a page-size cap below the size asked for (4), tokens that expire
+        between requests: the machine must converge under each."""
+        self.emulator.configure(order=order, page_size_cap=cap, token_ttl=token_ttl)
 
     # --- the app, in the local table ----------------------------------------------------------
 
