@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sync.cycle import CycleContext, PendingDelete
-from sync.errors import RemoteError
+from sync.errors import RemoteError, RetriableError, row_failure
 from sync.merge import (
     LocalDelete,
     PushCreate,
@@ -60,21 +60,20 @@ class Deletions:
         ctx, e = self.ctx, self.e
         sem = asyncio.Semaphore(max(e.concurrency, 1))  # a random list order misses many
 
-        async def lookup(state: SyncState) -> Contact | RemoteError | None:
+        async def lookup(state: SyncState) -> Contact | str | None:
             async with sem:
                 try:
                     if state.ref_id:
                         return await e.client.get(ref_id=state.ref_id)
                     return await e.client.details(str(state.public_id))
-                except RemoteError as exc:
-                    return exc
+                except (RemoteError, RetriableError) as exc:  # this contact only
+                    return row_failure("lookup", exc)
 
         found = await asyncio.gather(*(lookup(state) for state, _, _ in ctx.vanished))
         back: list[Contact] = []
         for (state, row, local_f), again in zip(ctx.vanished, found, strict=True):
-            if isinstance(again, RemoteError):  # unconfirmed: nothing deleted, others go on
-                self.applier.row_error(state.key, state, f"lookup refused: {again.code}",
-                                       keep_status=True)
+            if isinstance(again, str):  # unconfirmed: nothing deleted, the others go on
+                self.applier.row_error(state.key, state, again, keep_status=True)
             elif again is not None and not again.is_deleted:
                 back.append(again)  # it only shifted between pages
             else:

@@ -79,6 +79,14 @@ class ProtocolError(ApiError):
     """An answer that breaks the contract in a way retrying will not fix."""
 
 
+def row_failure(action: str, exc: ApiError) -> str:
+    """A row's error for a call that failed for this row only: the API's code when it refused
+    (-9999), else what went wrong (retries spent)."""
+    if isinstance(exc, RemoteError):
+        return f"{action} refused: {exc.code}"
+    return f"{action} failed: {exc}"
+
+
 class StoreError(CrmSyncError):
     """The local database is not usable as it is."""
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from sync.apply import ChunkItem
 from sync.convert import RowError, validate_for_push
 from sync.cycle import CycleContext
-from sync.errors import RemoteError
+from sync.errors import RemoteError, RetriableError, row_failure
 from sync.merge import plan_contact
 from sync.pull import Pull
 from sync.record import Contact, Fields
@@ -106,8 +106,8 @@ class LocalWalk:
             async with sem:
                 try:
                     contact = await e.client.get(ref_id=state.ref_id)
-                except RemoteError as exc:  # this contact only: the others go on
-                    applier.row_error(state.key, state, f"lookup refused: {exc.code}",
+                except (RemoteError, RetriableError) as exc:  # this contact only
+                    applier.row_error(state.key, state, row_failure("lookup", exc),
                                       keep_status=True)
                     return None
             if contact is None or contact.is_deleted:
@@ -140,9 +140,10 @@ class LocalWalk:
                 continue
             try:
                 existing = await e.client.get(ref_id=state.key)
-            except RemoteError as exc:  # asked again next cycle; the attempts stay as they are
+            except (RemoteError, RetriableError) as exc:  # asked again next cycle, with the
+                # attempts as they were (row_error counts one)
                 applier.row_error(state.key, state.replace(attempts=state.attempts - 1),
-                                  f"lookup refused: {exc.code}", keep_status=True)
+                                  row_failure("lookup", exc), keep_status=True)
                 continue
             if existing is not None and not existing.is_deleted:
                 found.append(existing)

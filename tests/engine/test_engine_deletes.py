@@ -148,3 +148,28 @@ async def test_a_refused_confirming_lookup_deletes_nothing_and_the_cycle_goes_on
     refused.clear()
     r = await h.cycle(full=True)
     assert r.counts["deleted_local"] == 1 and kept not in h.rows()
+
+
+async def test_a_confirming_lookup_out_of_retries_deletes_nothing(
+        make_harness: MakeHarness) -> None:
+    """The confirming lookup of a deletion keeps failing (HTTP 500 past the retries): that
+    contact is reported and kept, and the cycle ends."""
+    failing: set[str] = set()
+
+    async def fail(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/get") and ex.params.get("ref_id") in failing:
+            return httpx.Response(500, text="<html>Bad Gateway</html>")
+        return await send()
+
+    h = make_harness({"contacts": N, "seed": 34}, transport=Hooked(fail))
+    await h.cycle()
+    crm = h.crm()
+    key = sorted(k for k in crm if not k.startswith("crm:"))[2]
+    h.emulator.agent_delete(crm[key]["public_id"])
+    failing.add(key)
+
+    r = await h.cycle(full=True)
+    assert r.status == "partial", r.notes
+    assert r.counts["deleted_local"] == 0 and r.counts["errors"] == 1, r.counts
+    assert key in h.rows()
+    assert "lookup failed" in (h.states()[key].last_error or "")
