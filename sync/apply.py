@@ -13,9 +13,9 @@ Safety rules that live here:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from sync.engine import SyncEngine
 
 log = structlog.get_logger("crm_sync.apply")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,16 @@ class ChunkItem:
     local: Fields | None
     remote_fields: Fields
     plan: ContactPlan | None
+
+
+async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Await every one, then raise the first failure, if any: none is left running against a
+    client the failed cycle is about to close (plain `gather` returns at the first)."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]  # no exception among them
 
 
 def _sent(fields: Fields) -> Fields:
@@ -265,15 +276,14 @@ class Applier:
             done.append(after.replace(remote=replace(contact, updated_ms=None),
                                       remote_updated_ms=None))
 
-        # Every update runs to its end before the cycle fails on one: those the CRM took are
-        # recorded as agreed (not left running against a client about to close).
-        results = await asyncio.gather(*(one(*p) for p in pushes), return_exceptions=True)
-        with e.store.begin() as conn:
-            e.store.save(conn, done)
-            self._flush_queued(conn)
-        failure = next((r for r in results if isinstance(r, BaseException)), None)
-        if failure is not None:
-            raise failure
+        # Every update runs to its end before the cycle fails on one, and those the CRM took
+        # are recorded as agreed before the failure goes on.
+        try:
+            await gather_all(one(*p) for p in pushes)
+        finally:
+            with e.store.begin() as conn:
+                e.store.save(conn, done)
+                self._flush_queued(conn)
 
     # --- creates, through add-more --------------------------------------------------------------
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from sync.apply import gather_all
 from sync.cycle import CycleContext, PendingDelete
-from sync.errors import RemoteError, RetriableError, row_failure
+from sync.errors import ProtocolError, RemoteError, RetriableError, row_failure
 from sync.merge import (
     LocalDelete,
     PushCreate,
@@ -66,10 +67,10 @@ class Deletions:
                     if state.ref_id:
                         return await e.client.get(ref_id=state.ref_id)
                     return await e.client.details(str(state.public_id))
-                except (RemoteError, RetriableError) as exc:  # this contact only
+                except (RemoteError, RetriableError, ProtocolError) as exc:  # this one only
                     return row_failure("lookup", exc)
 
-        found = await asyncio.gather(*(lookup(state) for state, _, _ in ctx.vanished))
+        found = await gather_all(lookup(state) for state, _, _ in ctx.vanished)
         back: list[Contact] = []
         for (state, row, local_f), again in zip(ctx.vanished, found, strict=True):
             if isinstance(again, str):  # unconfirmed: nothing deleted, the others go on
@@ -140,9 +141,12 @@ class Deletions:
         if public_id is None and d.state is not None and d.state.status == "pending_create":
             try:
                 found = await e.client.get(ref_id=d.key)  # created meanwhile? delete it too
-            except RemoteError:
-                return  # unknown for now: the state stays, and the next cycle asks again
-            public_id = found.public_id if found else None
+            except (RemoteError, RetriableError, ProtocolError) as exc:
+                # unknown for now: the state stays, and the next cycle asks again
+                self.applier.row_error(d.key, d.state, row_failure("lookup", exc),
+                                       keep_status=True)
+                return
+            public_id = found.public_id if found and not found.is_deleted else None
             since = d.state.pending_since or ctx.now
             if public_id is None and ctx.now - since < e.pending_recheck * 2 ** 5:
                 return  # add-more may still create it: keep the state; the pull deletes it

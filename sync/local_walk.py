@@ -19,10 +19,10 @@ import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sync.apply import ChunkItem
+from sync.apply import ChunkItem, gather_all
 from sync.convert import RowError, validate_for_push
 from sync.cycle import CycleContext
-from sync.errors import RemoteError, RetriableError, row_failure
+from sync.errors import ProtocolError, RemoteError, RetriableError, row_failure
 from sync.merge import plan_contact
 from sync.pull import Pull
 from sync.record import Contact, Fields
@@ -106,7 +106,7 @@ class LocalWalk:
             async with sem:
                 try:
                     contact = await e.client.get(ref_id=state.ref_id)
-                except (RemoteError, RetriableError) as exc:  # this contact only
+                except (RemoteError, RetriableError, ProtocolError) as exc:  # this one only
                     applier.row_error(state.key, state, row_failure("lookup", exc),
                                       keep_status=True)
                     return None
@@ -115,7 +115,7 @@ class LocalWalk:
                 return None
             return contact
 
-        found = [c for c in await asyncio.gather(*(fetch(st) for st in states)) if c]
+        found = [c for c in await gather_all(fetch(st) for st in states) if c]
         if found:
             await Pull(e, ctx, applier).chunk(found)
 
@@ -140,8 +140,8 @@ class LocalWalk:
                 continue
             try:
                 existing = await e.client.get(ref_id=state.key)
-            except (RemoteError, RetriableError) as exc:  # asked again next cycle, with the
-                # attempts as they were (row_error counts one)
+            except (RemoteError, RetriableError, ProtocolError) as exc:  # asked next cycle,
+                # with the attempts as they were (row_error counts one)
                 applier.row_error(state.key, state.replace(attempts=state.attempts - 1),
                                   row_failure("lookup", exc), keep_status=True)
                 continue
