@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sync.apply import ChunkItem, gather_all
@@ -34,6 +35,14 @@ if TYPE_CHECKING:
 
 MAX_CREATE_ATTEMPTS = 5
 KEYS_PER_READ = 5000
+
+
+CLOCK_SKEW = timedelta(minutes=10)  # between the CRM's created_date and our clock
+
+
+def _created_since(contact: Contact, since: datetime) -> bool:
+    return (contact.created_ms is not None
+            and contact.created_ms >= (since - CLOCK_SKEW).timestamp() * 1000)
 
 
 class LocalWalk:
@@ -145,7 +154,12 @@ class LocalWalk:
                 applier.row_error(state.key, state.replace(attempts=state.attempts - 1),
                                   row_failure("lookup", exc), keep_status=True)
                 continue
-            if existing is not None and not existing.is_deleted:
+            if existing is not None and (not existing.is_deleted
+                                         or _created_since(existing, since)):
+                # A deleted contact created after our add-more is ours, deleted by an agent
+                # since: bound like a live one, so the deletion reaches the table as any CRM
+                # deletion does (not undone by a re-send). An older one is another contact
+                # that once had this refId: the create is sent again.
                 found.append(existing)
             elif state.attempts >= MAX_CREATE_ATTEMPTS:  # given up: a row in error, once
                 applier.row_error(state.key, state.replace(attempts=state.attempts - 1),

@@ -15,6 +15,7 @@ from .conftest import MakeHarness
 from .helpers import (
     Exchange,
     Harness,
+    Hook,
     Hooked,
     Send,
     app_rows,
@@ -328,24 +329,31 @@ async def test_crm_id_is_written_when_a_create_is_confirmed(make_harness: MakeHa
     assert row is not None and row["crm_id"] == state.public_id
 
 
-async def test_a_deleted_contact_does_not_confirm_a_pending_create(
-        make_harness: MakeHarness) -> None:
-    """The lookup before a re-send finds a contact with the refId, but deleted (say, an
-    earlier contact of that refId an agent deleted): the create is not taken as landed; it is
-    sent again, and stays pending."""
+def deleted_contact(ref_id: str, created: datetime) -> Hook:
+    """A hook that answers the lookup of `ref_id` with a deleted contact created then."""
 
-    async def deleted_one(ex: Exchange, send: Send) -> httpx.Response:
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
         response = await send()
-        if ex.path.endswith("/contacts/get") and ex.params.get("ref_id") == "GONE-0001":
+        if ex.path.endswith("/contacts/get") and ex.params.get("ref_id") == ref_id:
             data = response.json()
-            data["payload"] = {"public_id": "deadbeef0001", "ref_id": "GONE-0001",
-                               "is_deleted": True, "attribute_structure": [
+            data["payload"] = {"public_id": "deadbeef0001", "ref_id": ref_id,
+                               "is_deleted": True,
+                               "created_date": int(created.timestamp() * 1000),
+                               "attribute_structure": [
                                    {"field_code": "full_name", "field_type": "single_text",
                                     "value": [{"display_value": "Người đã xoá"}]}]}
             return httpx.Response(200, json=data, request=response.request)
         return response
 
-    transport = Hooked(deleted_one)
+    return hook
+
+
+async def test_an_older_deleted_contact_does_not_confirm_a_pending_create(
+        make_harness: MakeHarness) -> None:
+    """The lookup before a re-send finds a contact with the refId, deleted, and created long
+    before the add-more (an earlier contact of that refId): the create is not taken as
+    landed; it is sent again, and stays pending."""
+    transport = Hooked(deleted_contact("GONE-0001", datetime(2024, 5, 1, tzinfo=UTC)))
     h = make_harness({"contacts": 0, "add_more_delay": 0.02, "add_more_drop_rate": 1.0},
                      pending_recheck_seconds=0.03, transport=transport)
     h.insert(*app_rows("GONE", 1))
@@ -359,6 +367,31 @@ async def test_a_deleted_contact_does_not_confirm_a_pending_create(
     state = h.states()["GONE-0001"]
     assert state.status == "pending_create" and state.public_id is None
     _resends_were_checked(transport.log)
+
+
+async def test_a_create_deleted_in_the_crm_before_it_was_seen_is_not_sent_again(
+        make_harness: MakeHarness) -> None:
+    """The lookup finds the contact our add-more created, already deleted by an agent: it is
+    bound, not sent again (which would undo the agent's deletion), and a full cycle then
+    deletes the row, as for any CRM deletion."""
+    transport = Hooked(deleted_contact("GONE-0001", datetime.now(UTC) + timedelta(seconds=1)))
+    h = make_harness({"contacts": 0, "add_more_delay": 0.02, "add_more_drop_rate": 1.0},
+                     pending_recheck_seconds=0.03, max_delete_fraction=1.0,
+                     transport=transport)
+    h.insert(*app_rows("GONE", 1))
+    for _ in range(20):
+        await h.cycle()
+        if h.states()["GONE-0001"].status != "pending_create":
+            break
+        await asyncio.sleep(0.03)
+    assert len(transport.calls("add-more")) == 1
+    assert h.states()["GONE-0001"].public_id == "deadbeef0001"
+
+    r = await h.cycle(full=True)
+    assert r.status == "ok", r.notes
+    assert r.counts["deleted_local"] == 1 and h.rows() == {}
+    assert len(transport.calls("add-more")) == 1
+    assert [t["key"] for t in h.tombstones()] == ["GONE-0001"]
 
 
 async def test_updates_the_crm_took_are_recorded_when_another_fails(
