@@ -21,7 +21,7 @@ import structlog
 
 from sync.convert import validate_for_push
 from sync.cycle import CycleContext, PendingDelete
-from sync.errors import NotSent, RemoteError
+from sync.errors import NotSent, RemoteError, row_failure
 from sync.merge import (
     Action,
     Conflict,
@@ -269,7 +269,7 @@ class Applier:
                     await e.client.update(contact)
                 except RemoteError as exc:
                     self.ctx.counts["updated_remote"] -= 1
-                    self.row_error(it.key, it.state, f"update refused: {exc.code}",
+                    self.row_error(it.key, it.state, row_failure("update", exc),
                                    public_id=it.remote.public_id)
                     return
             # The CRM now holds `contact`; its timestamp is unknown until the next listing.
