@@ -11,14 +11,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import structlog
 
-from sync.apply import gather_all
 from sync.cycle import CycleContext, PendingDelete
-from sync.errors import ProtocolError, RemoteError, RetriableError, row_failure
+from sync.local_walk import look_up
 from sync.merge import (
     LocalDelete,
     PushCreate,
@@ -29,7 +27,7 @@ from sync.merge import (
 )
 from sync.pull import Pull
 from sync.record import Contact
-from sync.store.state import AgreedRows, SyncState
+from sync.store.state import AgreedRows
 
 if TYPE_CHECKING:
     from sync.apply import Applier
@@ -59,18 +57,7 @@ class Deletions:
 
     async def confirm_vanished(self) -> None:
         ctx, e = self.ctx, self.e
-        sem = asyncio.Semaphore(max(e.concurrency, 1))  # a random list order misses many
-
-        async def lookup(state: SyncState) -> Contact | str | None:
-            async with sem:
-                try:
-                    if state.ref_id:
-                        return await e.client.get(ref_id=state.ref_id)
-                    return await e.client.details(str(state.public_id))
-                except (RemoteError, RetriableError, ProtocolError) as exc:  # this one only
-                    return row_failure("lookup", exc)
-
-        found = await gather_all(lookup(state) for state, _, _ in ctx.vanished)
+        found = await look_up(e, [state for state, _, _ in ctx.vanished])
         back: list[Contact] = []
         for (state, row, local_f), again in zip(ctx.vanished, found, strict=True):
             if isinstance(again, str):  # unconfirmed: nothing deleted, the others go on
@@ -139,12 +126,9 @@ class Deletions:
             return
         public_id = d.public_id
         if public_id is None and d.state is not None and d.state.status == "pending_create":
-            try:
-                found = await e.client.get(ref_id=d.key)  # created meanwhile? delete it too
-            except (RemoteError, RetriableError, ProtocolError) as exc:
-                # unknown for now: the state stays, and the next cycle asks again
-                self.applier.row_error(d.key, d.state, row_failure("lookup", exc),
-                                       keep_status=True)
+            found, = await look_up(e, [d.state])  # created meanwhile? then delete it too
+            if isinstance(found, str):  # unknown for now: the next cycle asks again
+                self.applier.row_error(d.key, d.state, found, keep_status=True)
                 return
             public_id = found.public_id if found and not found.is_deleted else None
             since = d.state.pending_since or ctx.now

@@ -16,7 +16,7 @@ an agreed row the listing did not show has nothing to send. A full cycle walks e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,24 @@ CLOCK_SKEW = timedelta(minutes=10)  # between the CRM's created_date and our clo
 def _created_since(contact: Contact, since: datetime) -> bool:
     return (contact.created_ms is not None
             and contact.created_ms >= (since - CLOCK_SKEW).timestamp() * 1000)
+
+
+async def look_up(e: SyncEngine, states: Sequence[SyncState]) -> list[Contact | str | None]:
+    """Each state's contact as the CRM holds it now (by refId, else by public_id),
+    `concurrency` at a time: None when the CRM has none, a str (the row's error) when the
+    lookup failed for this contact only (refused, out of retries, malformed)."""
+    sem = asyncio.Semaphore(max(e.concurrency, 1))
+
+    async def one(state: SyncState) -> Contact | str | None:
+        async with sem:
+            try:
+                if state.ref_id:
+                    return await e.client.get(ref_id=state.ref_id)
+                return await e.client.details(str(state.public_id))
+            except (RemoteError, RetriableError, ProtocolError) as exc:
+                return row_failure("lookup", exc)
+
+    return await gather_all(one(state) for state in states)
 
 
 class LocalWalk:
@@ -109,22 +127,14 @@ class LocalWalk:
         agent's edit is merged, not overwritten by a push against an old copy. One the CRM
         does not return is left to a full cycle (which confirms deletions)."""
         e, ctx, applier = self.e, self.ctx, self.applier
-        sem = asyncio.Semaphore(max(e.concurrency, 1))
-
-        async def fetch(state: SyncState) -> Contact | None:
-            async with sem:
-                try:
-                    contact = await e.client.get(ref_id=state.ref_id)
-                except (RemoteError, RetriableError, ProtocolError) as exc:  # this one only
-                    applier.row_error(state.key, state, row_failure("lookup", exc),
-                                      keep_status=True)
-                    return None
-            if contact is None or contact.is_deleted:
+        found: list[Contact] = []
+        for state, contact in zip(states, await look_up(e, states), strict=True):
+            if isinstance(contact, str):  # this contact only: the others go on
+                applier.row_error(state.key, state, contact, keep_status=True)
+            elif contact is None or contact.is_deleted:
                 ctx.counts["unlisted_edits_not_found"] += 1
-                return None
-            return contact
-
-        found = [c for c in await gather_all(fetch(st) for st in states) if c]
+            else:
+                found.append(contact)
         if found:
             await Pull(e, ctx, applier).chunk(found)
 
@@ -140,22 +150,23 @@ class LocalWalk:
     async def _pending(self) -> None:
         """Creates sent earlier and not yet listed: look before any re-send (no duplicates)."""
         e, ctx, applier = self.e, self.ctx, self.applier
-        found: list[Contact] = []
+        due: list[tuple[SyncState, Fields | None]] = []
         for state, local_f in ctx.pending:
-            since = state.pending_since or ctx.now
             wait = e.pending_recheck * (2 ** max(0, state.attempts - 1))
-            if ctx.now - since < wait:
+            if ctx.now - (state.pending_since or ctx.now) < wait:
                 ctx.counts["pending_create"] += 1
-                continue
-            try:
-                existing = await e.client.get(ref_id=state.key)
-            except (RemoteError, RetriableError, ProtocolError) as exc:  # asked next cycle,
-                # with the attempts as they were (row_error counts one)
+            else:
+                due.append((state, local_f))
+        found: list[Contact] = []
+        existing_ones = await look_up(e, [state for state, _ in due])
+        for (state, local_f), existing in zip(due, existing_ones, strict=True):
+            if isinstance(existing, str):  # asked again next cycle, with the attempts as they
+                # were (row_error counts one)
                 applier.row_error(state.key, state.replace(attempts=state.attempts - 1),
-                                  row_failure("lookup", exc), keep_status=True)
-                continue
-            if existing is not None and (not existing.is_deleted
-                                         or _created_since(existing, since)):
+                                  existing, keep_status=True)
+            elif existing is not None and (
+                    not existing.is_deleted
+                    or _created_since(existing, state.pending_since or ctx.now)):
                 # A deleted contact created after our add-more is ours, deleted by an agent
                 # since: bound like a live one, so the deletion reaches the table as any CRM
                 # deletion does (not undone by a re-send). An older one is another contact
