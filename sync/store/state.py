@@ -68,8 +68,9 @@ class StateStore(Journal):
             raise ValueError(f"tenant must be 1 to 64 characters: {tenant!r}")
         self.engine, self.tenant = engine, tenant
         self._cols = [sync_state.c[name] for name in PUBLIC_FIELDS]
-        # save()'s upsert, compiled once per dialect and row shape (None: the ordinary path)
-        self._positional: dict[tuple[str, tuple[str, ...]], Positional | None] = {}
+        # save()'s upsert per dialect and row shape, with its compiled form where the driver
+        # takes one (Positional; None: the ordinary executemany)
+        self._upserts: dict[tuple[str, tuple[str, ...]], tuple[Any, Positional | None]] = {}
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -216,16 +217,16 @@ class StateStore(Journal):
         if dialect not in ("sqlite", "postgresql"):  # update what exists, insert the rest
             self._save_generic(conn, rows)
             return
-        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-        stmt = insert(sync_state)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["tenant", "key"],
-            set_={name: stmt.excluded[name] for name in rows[0] if name not in ("tenant", "key")})
         names = tuple(rows[0])
-        cache_key = (dialect, names)
-        if cache_key not in self._positional:
-            self._positional[cache_key] = Positional.of(stmt, conn.dialect, names)
-        positional = self._positional[cache_key]
+        if (dialect, names) not in self._upserts:
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            stmt = insert(sync_state)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["tenant", "key"],
+                set_={name: stmt.excluded[name] for name in names if name not in ("tenant",
+                                                                                  "key")})
+            self._upserts[dialect, names] = stmt, Positional.of(stmt, conn.dialect, names)
+        stmt, positional = self._upserts[dialect, names]
         for part in _chunks(rows):
             if positional is not None:
                 positional.execute(conn, part)
