@@ -50,11 +50,12 @@ class Pull:
             total = page.total_items
             seen, seen_keys, skipped = ctx.seen_public, ctx.seen_keys, 0
             for x in page.listed:
+                if x.is_deleted:
+                    deleted.add(x.public_id)
+                    continue
                 # Items shift between pages while the list changes: a contact seen twice is
                 # processed once.
-                if x.is_deleted or x.public_id in seen:
-                    if x.is_deleted:
-                        deleted.add(x.public_id)
+                if x.public_id in seen:
                     continue
                 seen.add(x.public_id)
                 # Neither side changed since this contact was agreed: the CRM serves the very
