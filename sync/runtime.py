@@ -16,6 +16,7 @@ from sync.convert import Converter
 from sync.cycle import CycleOptions, CycleResult, ProgressFn
 from sync.engine import SyncEngine, utcnow
 from sync.errors import ConfigError, StoreError
+from sync.gcpolicy import cycle_collector
 from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox
@@ -64,8 +65,9 @@ class Runtime:
     async def cycle(self, options: CycleOptions = CycleOptions(),
                     progress: ProgressFn | None = None) -> CycleResult:
         """One cycle with a client of its own (no lock: the caller holds it)."""
-        async with self.client() as client:
-            return await self.engine(client, progress).run(options)
+        with cycle_collector():
+            async with self.client() as client:
+                return await self.engine(client, progress).run(options)
 
     def close(self) -> None:
         if not self._closed:

@@ -3,6 +3,7 @@ order and a page-size cap; a cycle with no changes makes zero write calls."""
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Collection
 from typing import Any, ClassVar
@@ -10,7 +11,9 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy.engine import Connection
 
+from sync.cycle import CycleOptions
 from sync.emulator.config import ORDERS
+from sync.gcpolicy import CYCLE_GEN0_THRESHOLD
 from sync.store.local import LocalTable
 
 from .conftest import MakeHarness
@@ -248,3 +251,15 @@ async def test_a_row_an_app_inserts_during_a_first_import_is_kept(
     assert first(h.crm()[key], "note") == "App: thêm lúc 10h"
     assert len(h.crm_by_ref(key)) == 1
 
+
+
+async def test_a_cycle_runs_with_the_collectors_cycle_threshold(make_harness: MakeHarness
+                                                               ) -> None:
+    h = make_harness({"contacts": 30, "page_size_cap": 10})
+    before = gc.get_threshold()
+    during: list[int] = []
+    result = await h.rt.cycle(CycleOptions(),
+                              progress=lambda done, total: during.append(gc.get_threshold()[0]))
+    assert result.status == "ok" and len(h.rows()) == 30
+    assert during and set(during) == {max(before[0], CYCLE_GEN0_THRESHOLD)}
+    assert gc.get_threshold() == before
