@@ -22,6 +22,7 @@ from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox
 from sync.settings import Settings
 from sync.store import make_engine
+from sync.store.checkpoint import background_checkpoints
 from sync.store.local import LocalTable, check_table, ensure_table
 from sync.store.lock import TenantLock
 from sync.store.migrate import is_up_to_date, upgrade
@@ -65,7 +66,7 @@ class Runtime:
     async def cycle(self, options: CycleOptions = CycleOptions(),
                     progress: ProgressFn | None = None) -> CycleResult:
         """One cycle with a client of its own (no lock: the caller holds it)."""
-        with cycle_collector():
+        with cycle_collector(), background_checkpoints(self.db):
             async with self.client() as client:
                 return await self.engine(client, progress).run(options)
 

@@ -5,6 +5,7 @@
     bookkeeping.py  SyncState: one contact's bookkeeping (JSON decoded lazily)
     state.py        StateStore: bulk reads and writes of the bookkeeping
     bulk.py         Positional: an executemany compiled once, rows as tuples (SQLite)
+    checkpoint.py   WAL checkpoints from a thread while a cycle writes (SQLite)
     journal.py      runs, conflicts and tombstones (StateStore inherits them)
     lock.py         TenantLock: one sync at a time per tenant, across processes and hosts
     migrate.py      alembic upgrade / revision checks, configured in code
