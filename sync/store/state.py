@@ -10,12 +10,13 @@ Runs, conflicts and tombstones: see `journal.py` (StateStore inherits them).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, select
+from sqlalchemy import Connection, Engine, Select, and_, bindparam, case, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sync.store.bookkeeping import PUBLIC_FIELDS, SyncState
@@ -52,6 +53,21 @@ class AgreedRows:
     def agreed_as(self, digest: str) -> tuple[str, str] | None:
         key = self.keys.get(digest)
         return None if key is None else (self.public_ids[digest], key)
+
+
+def _driver_rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
+    """The rows of a query of plain values, as the driver's own tuples: SQLAlchemy's Row
+    objects and result processing cost about 0.6 µs a row, and the pass reads every row."""
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.construct_params()
+    args: Any = (params if compiled.positiontup is None
+                 else tuple(params[name] for name in compiled.positiontup))
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(str(compiled), args)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -146,34 +162,32 @@ class StateStore(Journal):
         the database (`image`: the local table's fingerprint expression): which rows still
         hold what was last agreed, and which do not (edited, new, pending, in error)."""
         c = sync_state.c
-        # 0: no bookkeeping (a new row); 1: as agreed; 2: anything else. Said by the database,
-        # which keeps the per-row Python to a minimum (100k rows per cycle).
-        kind = case((c.status.is_(None), 0),
-                    (and_(c.status.in_(AGREED_STATUSES), c.local_hash == image,
-                          c.public_id != "", c.remote_hash != ""), 1), else_=2)
-        query = (select(key_column, c.public_id, c.remote_hash, kind)
+        # Said by the database, which keeps the per-row Python to a minimum (100k rows per
+        # cycle): the CRM digest of a row still as agreed (NULL for every other row), and
+        # whether the row has bookkeeping at all.
+        agreed = and_(c.status.in_(AGREED_STATUSES), c.local_hash == image, c.public_id != "",
+                      c.remote_hash != "")
+        query = (select(case((agreed, c.remote_hash)), key_column, c.public_id,
+                        case((c.status.is_(None), 0), else_=1))
                  .select_from(key_column.table.outerjoin(
                      sync_state, and_(c.tenant == self.tenant, c.key == key_column))))
-        keys: dict[str, str] = {}
-        public_ids: dict[str, str] = {}
-        unclean: list[str] = []
-        twice, matched = set(), 0
         with self.engine.connect() as conn:
             states = conn.execute(select(func.count()).where(c.tenant == self.tenant)).scalar()
-            for key, public_id, remote_hash, row_kind in conn.execute(query):
-                if row_kind == 1:
-                    if remote_hash in keys:
-                        twice.add(remote_hash)
-                    keys[remote_hash] = key
-                    public_ids[remote_hash] = public_id
-                else:
-                    unclean.append(key)
-                    if row_kind == 0:
-                        continue
-                matched += 1
-        for digest in twice:
-            del keys[digest], public_ids[digest]
-        return AgreedRows(keys, public_ids, unclean, int(states or 0) - matched)
+            rows = _driver_rows(conn, query)
+        if not rows:
+            return AgreedRows({}, {}, [], int(states or 0))
+        # Column by column, in C: zip() and dict() instead of a Python loop over the rows.
+        digests, row_keys, public_ids, stated = zip(*rows, strict=True)
+        keys = dict(zip(digests, row_keys, strict=True))
+        by_digest = dict(zip(digests, public_ids, strict=True))
+        keys.pop(None, None)
+        by_digest.pop(None, None)
+        if len(keys) < len(digests) - digests.count(None):  # a digest two rows hold: parsed
+            for digest, n in Counter(d for d in digests if d is not None).items():
+                if n > 1:
+                    del keys[digest], by_digest[digest]
+        unclean = [k for d, k in zip(digests, row_keys, strict=True) if d is None]
+        return AgreedRows(keys, by_digest, unclean, int(states or 0) - sum(stated))
 
     def keys_by_status(self, status: str) -> list[str]:
         query = (select(sync_state.c.key)
