@@ -475,6 +475,38 @@ def test_a_state_without_crm_id_or_listing_digest_is_not_agreed(rows: Rows) -> N
     assert holds(got, "C", "p-C", "d-C")
 
 
+def test_a_digest_two_agreed_rows_hold_is_vouched_for_by_neither(rows: Rows) -> None:
+    # stale bookkeeping: two keys last agreed the same listing JSON. Which one the listing
+    # means cannot be told, so that item is parsed; the rows are neither skipped nor walked.
+    for k in ("A", "B", "C"):
+        rows.insert(k)
+    rows.states("A", "B", "C")
+    with rows.store.begin() as conn:
+        b = rows.store.load(["B"], conn=conn)["B"]
+        rows.store.save(conn, [b.replace(remote=Contact(ref_id="B", public_id="p-B",
+                                                        digest="d-A"))])
+    rows.stamp("A", "B", "C")
+    got = rows.store.agreed_rows(rows.local.key, rows.image)
+    assert got.agreed_as("d-A") is None and got.agreed_as("d-B") is None
+    assert holds(got, "C", "p-C", "d-C")
+    assert sorted(got.keys) == ["d-C"] and sorted(got.public_ids) == ["d-C"]
+    assert got.unclean == [] and got.orphaned == 0
+
+
+def test_the_pass_counts_bookkeeping_rows_without_their_row(rows: Rows) -> None:
+    for k in ("A", "B", "C"):
+        rows.insert(k)
+    rows.states("A", "B", "C", "D")  # D: bookkeeping, and no row ever
+    rows.stamp("A", "B", "C")
+    rows.execute("DELETE FROM fp_rows WHERE k = 'B'")
+    got = rows.store.agreed_rows(rows.local.key, rows.image)
+    assert got.orphaned == 2 and got.unclean == []
+    assert sorted(got.keys.values()) == ["A", "C"]
+    rows.execute("DELETE FROM fp_rows")
+    empty = rows.store.agreed_rows(rows.local.key, rows.image)
+    assert (empty.keys, empty.public_ids, empty.unclean, empty.orphaned) == ({}, {}, [], 4)
+
+
 def test_a_new_base_or_a_new_crm_copy_voids_the_stamp(rows: Rows) -> None:
     rows.insert("A")
     rows.insert("B")
