@@ -29,29 +29,32 @@ log = structlog.get_logger("crm_sync.store")
 # About 2-5 MB of WAL between checkpoints during an import: well under the commits' own
 # threshold (store.SQLITE_WAL_AUTOCHECKPOINT_PAGES, ~40 MB), so they seldom reach it.
 CHECKPOINT_INTERVAL_S = 0.25
+JOIN_TIMEOUT_S = 2.0
+
+
+def _in_memory(engine: Engine) -> bool:
+    url = engine.url
+    return (url.database in (None, "", ":memory:") or "mode=memory" in str(url.database)
+            or url.query.get("mode") == "memory")
 
 
 def _checkpoint_loop(engine: Engine, stop: threading.Event, interval: float,
-                     started: threading.Event, taken: list[int]) -> None:
+                     taken: list[int]) -> None:
     conn: Any = None
     try:
-        conn = engine.raw_connection()
-        mode = conn.cursor().execute("PRAGMA journal_mode").fetchone()[0]
-        started.set()
-        if str(mode).lower() != "wal":  # an in-memory database: nothing to checkpoint
+        # A connection of its own, outside the engine's pool: it holds no pool slot while
+        # the cycle runs, and no pool hands it out to anyone else.
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        conn = engine.dialect.connect(*cargs, **cparams)
+        if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
             return
         while not stop.wait(interval):
-            cursor = conn.cursor()
-            try:
-                # (busy, frames in the WAL, frames copied); busy when a reader holds frames
-                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                taken[0] += 1
-            finally:
-                cursor.close()
+            # (busy, frames in the WAL, frames copied); busy when a reader holds frames
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            taken[0] += 1
     except Exception as exc:  # the commits' autocheckpoint carries on alone
         log.warning("sqlite.checkpoint_thread_stopped", error=f"{type(exc).__name__}: {exc}")
     finally:
-        started.set()
         if conn is not None:
             conn.close()
 
@@ -61,18 +64,20 @@ def background_checkpoints(engine: Engine, interval: float = CHECKPOINT_INTERVAL
                            ) -> Iterator[list[int]]:
     """While the body runs, checkpoint `engine`'s SQLite WAL every `interval` seconds from a
     thread. Yields a one-item list counting the checkpoints taken (for tests). Does nothing
-    for other databases."""
+    for other databases, nor for an in-memory one (no WAL; and each connection to it would
+    be a database of its own)."""
     taken = [0]
-    if engine.dialect.name != "sqlite":
+    if engine.dialect.name != "sqlite" or _in_memory(engine):
         yield taken
         return
-    stop, started = threading.Event(), threading.Event()
+    stop = threading.Event()
     thread = threading.Thread(target=_checkpoint_loop, name="crm-sync-wal-checkpoint",
-                              args=(engine, stop, interval, started, taken), daemon=True)
+                              args=(engine, stop, interval, taken), daemon=True)
     thread.start()
-    started.wait(5)  # its connection is open before the body's writes begin
     try:
         yield taken
     finally:
         stop.set()
-        thread.join()
+        # Bounded: this runs on the event loop. A checkpoint in progress (at most the WAL's
+        # ~40 MB copied and fsynced) ends on its own; the thread is a daemon.
+        thread.join(JOIN_TIMEOUT_S)

@@ -253,7 +253,6 @@ async def test_a_row_an_app_inserts_during_a_first_import_is_kept(
     assert len(h.crm_by_ref(key)) == 1
 
 
-
 def _checkpointing() -> bool:
     return any(t.name == "crm-sync-wal-checkpoint" for t in threading.enumerate())
 

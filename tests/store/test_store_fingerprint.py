@@ -672,3 +672,13 @@ def test_downgrade_to_0002_voids_local_hash_and_drops_remote_hash(db_url: str) -
         assert schema_diffs(engine) == []
     finally:
         engine.dispose()
+
+
+def test_a_failing_pass_raises_sqlalchemys_error(rows: Rows) -> None:
+    # the pass reads the driver's tuples itself; its errors still come as SQLAlchemy's
+    rows.insert("A")
+    rows.states("A")
+    broken = sa.func.crm_sync_no_such_function(rows.local.key)
+    with pytest.raises(sa.exc.DBAPIError, match="crm_sync_no_such_function"):
+        rows.store.agreed_rows(rows.local.key, broken)
+    assert rows.agreed() == (set(), {"A"})  # the connection is usable afterwards
