@@ -3,11 +3,12 @@
 A cycle makes millions of container objects that die young (each chunk's contacts, rows and
 states) next to sets and dicts of every listed contact that live until it ends. With CPython's
 default young-generation threshold (700), the collector runs after every few contacts, promotes
-the chunk in hand to the older generations and then keeps walking the whole heap: on a 100k
-import that was 14% of the time, on a no-op cycle about a third. The objects a cycle makes are
-freed by reference counting, not by the collector; it only has to find the few reference
-cycles httpx and asyncio leave (the request pipeline keeps no page body in one, see
-`OmiClient._send`), so a threshold of 50,000 loses nothing and costs a few MB at most.
+the chunk in hand to the older generations and then keeps walking the whole heap: 1-2.8 s of
+a 100k import (`bench.ab` at 100k with the threshold below: the import 4% faster, a no-op
+6%). The objects a cycle makes are freed by reference counting, not by the collector; it only
+has to find the few reference cycles httpx and asyncio leave (the request pipeline keeps no
+page body in one, see `OmiClient._send`), so a threshold of 50,000 loses nothing and costs a
+few MB at most.
 
 Process-wide, like the collector itself: the first cycle in raises the threshold, the last one
 out restores what it found, so overlapping cycles (several tenants in one process) are safe.
