@@ -4,7 +4,8 @@
                     sync_lease)
     bookkeeping.py  SyncState: one contact's bookkeeping (JSON decoded lazily)
     state.py        StateStore: bulk reads and writes of the bookkeeping
-    bulk.py         Positional: an executemany compiled once, rows as tuples (SQLite)
+    bulk.py         the driver directly: Positional (an executemany of tuples, SQLite) and
+                    driver_rows (a read as tuples)
     checkpoint.py   WAL checkpoints from a thread while a cycle writes (SQLite)
     journal.py      runs, conflicts and tombstones (StateStore inherits them)
     lock.py         TenantLock: one sync at a time per tenant, across processes and hosts
