@@ -7,7 +7,8 @@ driver plain tuples, applying only the bind processors the columns' types do hav
 functions SQLAlchemy would call), so what is stored is the same.
 
 Only for qmark placeholders (SQLite); `Positional.of` answers None for the others, which keep
-the ordinary path.
+the ordinary path. `MultiValues` does the same for a multi-row INSERT with RETURNING (the
+local insert, which must learn which keys it took), as one statement with flat parameters.
 
 `driver_rows` reads the other way: the change-detection pass reads every row of the local
 table each cycle, and SQLAlchemy's Row objects cost about 0.6 µs a row; it returns the
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Select
+from sqlalchemy import Column, Connection, Dialect, Insert, Select, bindparam
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -55,6 +56,51 @@ class Positional:
                 values[i] = process(values[i])
             params.append(tuple(values))
         conn.exec_driver_sql(self.sql, params)
+
+
+class MultiValues:
+    """`n` rows in one INSERT .. VALUES (..), (..) .. RETURNING, the rows keyed by `names`."""
+
+    def __init__(self, sql: str, names: Sequence[str], n: int,
+                 processors: Sequence[Callable[[Any], Any] | None]) -> None:
+        self.sql, self.names, self.n = sql, tuple(names), n
+        self._convert = tuple((i, p) for i, p in enumerate(processors) if p is not None)
+
+    @classmethod
+    def of(cls, columns: Sequence[Column[Any]], n: int, dialect: Dialect,
+           statement: Callable[[list[dict[str, Any]]], Insert]) -> MultiValues | None:
+        """`statement(values)`: the INSERT of those VALUES (with its ON CONFLICT and
+        RETURNING), compiled once here; None when the placeholders are not positional or not
+        in row order."""
+        if dialect.paramstyle != "qmark":
+            return None
+        values = [{c.name: bindparam(f"r{j}c{i}", type_=c.type) for i, c in enumerate(columns)}
+                  for j in range(n)]
+        compiled = statement(values).compile(dialect=dialect)
+        if not isinstance(compiled, SQLCompiler):
+            return None
+        # the columns in the order SQLAlchemy wrote them (the table's), the same in every row
+        order = [int(name.split("c")[1]) for name in (compiled.positiontup or ())[:len(columns)]]
+        expected = [f"r{j}c{i}" for j in range(n) for i in order]
+        if sorted(order) != list(range(len(columns))) or compiled.positiontup != expected:
+            return None  # SQLAlchemy wrote the VALUES otherwise: keep its own path
+        ordered = [columns[i] for i in order]
+        return cls(str(compiled), [c.name for c in ordered], n,
+                   [c.type.dialect_impl(dialect).bind_processor(dialect) for c in ordered])
+
+    def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Insert exactly `n` rows; the rows RETURNING gives, as the driver's tuples."""
+        if len(rows) != self.n:
+            raise ValueError(f"{len(rows)} rows for a statement of {self.n}")
+        names, convert = self.names, self._convert
+        params: list[Any] = []
+        for row in rows:
+            values = [row.get(n) for n in names]
+            for i, process in convert:
+                values[i] = process(values[i])
+            params += values
+        result = conn.exec_driver_sql(self.sql, tuple(params))
+        return list(result.fetchall())
 
 
 def driver_rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:

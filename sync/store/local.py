@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from sync.mapping import MappingSpec
+from sync.store.bulk import MultiValues
 
 
 class _Date(sa.types.TypeDecorator[Any]):
@@ -136,6 +137,31 @@ def _literal_image(image: sa.ColumnElement[str], dialect: sa.Dialect) -> sa.Colu
     (half a millisecond on SQLite). Keyed by identity: an engine keeps one image."""
     text = image.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     return sa.literal_column(str(text), sa.Text)
+
+
+# Rows per multi-row INSERT: SQLite takes at most 32,766 parameters in one statement.
+_MULTI_ROWS = 500
+
+
+def _insert_new_stmt(table: sa.Table, key_column: str, dialect: sa.Dialect,
+                     image: sa.ColumnElement[str] | None,
+                     values: list[dict[str, Any]] | None = None) -> sa.Insert:
+    """INSERT .. ON CONFLICT (key) DO NOTHING RETURNING key[, fingerprint]."""
+    insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
+    stmt = insert(table) if values is None else insert(table).values(values)
+    returned = [] if image is None else [_literal_image(image, dialect)]
+    return (stmt.on_conflict_do_nothing(index_elements=[table.c[key_column]])
+            .returning(table.c[key_column], *returned))
+
+
+@functools.lru_cache(maxsize=32)
+def _multi_values(table: sa.Table, key_column: str, cols: tuple[str, ...], n: int,
+                  dialect: sa.Dialect, image: sa.ColumnElement[str] | None
+                  ) -> MultiValues | None:
+    """The insert of `n` rows of these columns, compiled once (a chunk's size repeats)."""
+    return MultiValues.of([table.c[c] for c in cols], n, dialect,
+                          lambda values: _insert_new_stmt(table, key_column, dialect, image,
+                                                          values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,13 +303,20 @@ class LocalTable:
     def _insert_new_returning(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
                               image: sa.ColumnElement[str] | None = None
                               ) -> dict[str, str | None]:
-        # one statement: a key an app inserted meanwhile is skipped, atomically
-        insert = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)
-        stmt = (insert(self.table).on_conflict_do_nothing(index_elements=[self.key])
-                .returning(self.key, *self._returned(image, conn.dialect)))
-        cols = set().union(*(r.keys() for r in rows))
-        result = conn.execute(stmt, [{c: r.get(c) for c in cols} for r in rows])
-        return {str(r[0]): (str(r[1]) if image is not None else None) for r in result}
+        # one statement per part: a key an app inserted meanwhile is skipped, atomically
+        dialect = conn.dialect
+        cols = tuple(sorted(set().union(*(r.keys() for r in rows))))
+        inserted: list[Any] = []
+        for start in range(0, len(rows), _MULTI_ROWS):
+            part = rows[start:start + _MULTI_ROWS]
+            multi = _multi_values(self.table, self.key_column, cols, len(part), dialect, image)
+            if multi is not None:
+                inserted += multi.execute(conn, part)
+            else:
+                inserted += conn.execute(_insert_new_stmt(self.table, self.key_column, dialect,
+                                                          image),
+                                         [{c: r.get(c) for c in cols} for r in part])
+        return {str(r[0]): (str(r[1]) if image is not None else None) for r in inserted}
 
     def _insert_new_pipelined(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
                               image: sa.ColumnElement[str] | None = None

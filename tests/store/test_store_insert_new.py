@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+
+from sync.store.local import _MULTI_ROWS, _insert_new_stmt, _multi_values
 
 from .test_store_fingerprint import BASE_ROW, Rows
 
@@ -113,3 +116,41 @@ def test_psycopg_pipeline_stores_what_sqlalchemy_stores(fresh_pg_url: str) -> No
                 "SELECT k, tags IS NULL, extra IS NULL FROM fp_rows ORDER BY k")).all() == nulls
     finally:
         r.close()
+
+
+def test_sqlite_multi_row_insert_stores_what_sqlalchemy_stores(tmp_path: Path) -> None:
+    """SQLite's insert_new runs one multi-row INSERT on the driver with flat parameters
+    (bulk.MultiValues); SQLAlchemy's own statement must store the same values with the same
+    storage classes (JSON null and SQL NULL told apart), and return the same fingerprints.
+    More rows than one statement takes are split."""
+    r = Rows(f"sqlite:///{tmp_path}/multi.db")
+    many = ROWS + [{"k": f"M{i:04d}", **BASE_ROW, "qty": i} for i in range(_MULTI_ROWS + 7)]
+    columns = ", ".join(f"{c}, typeof({c})" for c in r.table.c.keys())
+    stored = f"SELECT {columns} FROM fp_rows ORDER BY k"
+    try:
+        dialect = r.engine.dialect
+        cols = tuple(sorted(set().union(*(row.keys() for row in many))))
+        assert _multi_values(r.table, "k", cols, 5, dialect, r.image) is not None
+        with r.engine.begin() as conn:
+            multi = r.local._insert_new_returning(conn, many, r.image)
+        with r.engine.connect() as conn:
+            multi_rows = conn.execute(sa.text(stored)).all()
+        r.execute("DELETE FROM fp_rows")
+        with r.engine.begin() as conn:  # SQLAlchemy's statement, as the other dialects run it
+            result = conn.execute(_insert_new_stmt(r.table, "k", dialect, r.image),
+                                  [{c: row.get(c) for c in cols} for row in many])
+            plain = {str(k): str(p) for k, p in result}
+        with r.engine.connect() as conn:
+            assert conn.execute(sa.text(stored)).all() == multi_rows
+        assert len(multi) == len(many) and multi == plain
+        assert multi == {k: r.print_of(k) for k in multi}
+    finally:
+        r.close()
+
+
+def test_a_multi_row_insert_takes_exactly_its_rows() -> None:
+    table = sa.Table("t", sa.MetaData(), sa.Column("k", sa.Text, primary_key=True))
+    multi = _multi_values(table, "k", ("k",), 2, sqlite_dialect(), None)
+    assert multi is not None
+    with pytest.raises(ValueError, match="3 rows for a statement of 2"):
+        multi.execute(None, [{"k": "a"}, {"k": "b"}, {"k": "c"}])  # type: ignore[arg-type]
