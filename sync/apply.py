@@ -104,7 +104,7 @@ class Applier:
             self._queued[state.key] = state.replace(
                 remote=remote, remote_updated_ms=remote.updated_ms, local_hash=row_hash)
 
-    def _flush_queued(self, conn: Any) -> None:
+    def flush_queued(self, conn: Any) -> None:
         if self._queued:
             self.e.store.save(conn, list(self._queued.values()))
             self._queued.clear()
@@ -209,7 +209,7 @@ class Applier:
                     agreed[key].local_hash = print_
             e.store.save(conn, states)
             e.store.add_conflicts(conn, conflicts)
-            self._flush_queued(conn)
+            self.flush_queued(conn)
         if pushes:
             await self._push_updates(pushes)
 
@@ -283,7 +283,7 @@ class Applier:
         finally:
             with e.store.begin() as conn:
                 e.store.save(conn, done)
-                self._flush_queued(conn)
+                self.flush_queued(conn)
 
     # --- creates, through add-more --------------------------------------------------------------
 
@@ -306,7 +306,7 @@ class Applier:
                                   pending_since=since) for k, f, prev in batch]
             with e.store.begin() as conn:  # recorded first: a crash after the call is safe
                 e.store.save(conn, states)
-                self._flush_queued(conn)
+                self.flush_queued(conn)
             try:
                 await e.client.add_more([e.conv.to_contact(k, f, None) for k, f, _ in batch])
             except NotSent as exc:
@@ -319,4 +319,4 @@ class Applier:
             ctx.counts["created_remote"] += len(batch)
         if self._queued:
             with e.store.begin() as conn:
-                self._flush_queued(conn)
+                self.flush_queued(conn)

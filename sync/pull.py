@@ -17,7 +17,10 @@ from sync.api.adapter import Listed
 from sync.apply import ChunkItem
 from sync.convert import RowError
 from sync.cycle import CycleContext
+from sync.import_pool import ImportPool
 from sync.merge import Policy, plan_contact
+from sync.pooled_import import PooledImport
+from sync.prepare import ImportSetup, contact_key
 from sync.record import Contact, Fields
 from sync.store.local import Row
 from sync.store.state import AGREED_STATUSES, AgreedRows, SyncState
@@ -27,11 +30,9 @@ if TYPE_CHECKING:
     from sync.engine import SyncEngine
 
 CHUNK = 500
-
-
-def contact_key(c: Contact) -> str:
-    """The local key: the partner id, or one derived from the CRM id for UI-made contacts."""
-    return c.ref_id or f"crm:{c.public_id}"
+# A first import at least this long has its per-contact work done by worker processes
+# (pooled_import.py); a shorter one would spend more starting them than it saves.
+POOL_MIN = 10_000
 
 
 class Pull:
@@ -45,36 +46,45 @@ class Pull:
         total: int | None = None
         deleted: set[str] = set()  # listed with is_deleted [assumed] 19
         known = agreed.agreed_as if agreed is not None else None
-        async for page in e.client.iter_pages(e.page_size, concurrency=e.concurrency,
-                                              known=known):
-            total = page.total_items
-            seen, seen_keys, skipped = ctx.seen_public, ctx.seen_keys, 0
-            for x in page.listed:
-                if x.is_deleted:
-                    deleted.add(x.public_id)
-                    continue
-                # Items shift between pages while the list changes: a contact seen twice is
-                # processed once.
-                if x.public_id in seen:
-                    continue
-                seen.add(x.public_id)
-                # Neither side changed since this contact was agreed: the CRM serves the very
-                # JSON it served then, and the row still has its agreed fingerprint.
-                if (key := x.agreed_key) is not None and key not in seen_keys:
-                    seen_keys.add(key)
-                    skipped += 1
-                else:
-                    buf.append(x)
-            ctx.counts["pulled"] += skipped
-            ctx.counts["unchanged"] += skipped
-            if len(buf) >= CHUNK:
-                await self.chunk([x.contact() for x in buf])
-                buf = []
-                e.analyze_after_bulk(ctx, final=False)
-            if e.progress:
-                e.progress(len(ctx.seen_public), total)
-        if buf:
-            await self.chunk([x.contact() for x in buf])
+        pooled: PooledImport | None = None
+        try:
+            async for page in e.client.iter_pages(e.page_size, concurrency=e.concurrency,
+                                                  known=known):
+                if total is None:
+                    pooled = self._pooled(page.total_items)
+                total = page.total_items
+                seen, seen_keys, skipped = ctx.seen_public, ctx.seen_keys, 0
+                for x in page.listed:
+                    if x.is_deleted:
+                        deleted.add(x.public_id)
+                        continue
+                    # Items shift between pages while the list changes: a contact seen twice
+                    # is processed once.
+                    if x.public_id in seen:
+                        continue
+                    seen.add(x.public_id)
+                    # Neither side changed since this contact was agreed: the CRM serves the
+                    # very JSON it served then, and the row still has its agreed fingerprint.
+                    if (key := x.agreed_key) is not None and key not in seen_keys:
+                        seen_keys.add(key)
+                        skipped += 1
+                    else:
+                        buf.append(x)
+                ctx.counts["pulled"] += skipped
+                ctx.counts["unchanged"] += skipped
+                if len(buf) >= CHUNK:
+                    await self._listed(buf, pooled)
+                    buf = []
+                    e.analyze_after_bulk(ctx, final=False)
+                if e.progress:
+                    e.progress(len(ctx.seen_public), total)
+            if buf:
+                await self._listed(buf, pooled)
+            if pooled is not None:
+                await pooled.finish()
+        finally:
+            if pooled is not None:
+                pooled.close()
         ctx.listing_complete = True
         shown = len(ctx.seen_public) + len(deleted)
         if total is not None and total - shown > max(10, total // 100):
@@ -83,6 +93,22 @@ class Pull:
             ctx.notes.append(f"the listing showed {shown} of the {total} contacts the CRM "
                              "counts: new CRM contacts it missed wait for a listing that shows "
                              "them")
+
+    def _pooled(self, total: int) -> PooledImport | None:
+        """Worker processes for a long first import (neither side's bookkeeping nor rows yet,
+        so each contact's writes follow from its listed item alone), if configured."""
+        e, ctx = self.e, self.ctx
+        if (e.import_workers < 1 or total < e.import_pool_min or ctx.options.dry_run
+                or not (ctx.no_states and ctx.no_rows)):
+            return None
+        setup = ImportSetup(e.conv.spec, e.policy, e.directions, e.read_only_table)
+        return PooledImport(self, ImportPool(setup, e.import_workers))
+
+    async def _listed(self, items: list[Listed], pooled: PooledImport | None) -> None:
+        if pooled is not None:
+            await pooled.add(items)
+        else:
+            await self.chunk([x.contact() for x in items])
 
     async def chunk(self, contacts: list[Contact]) -> None:
         """Plan these CRM contacts against their rows and bookkeeping, and apply the plan."""

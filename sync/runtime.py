@@ -58,7 +58,8 @@ class Runtime:
             converter=self.converter, policy=s.conflict_policy, page_size=s.page_size,
             concurrency=s.concurrency, batch_size=s.batch_size, notes=self.notes,
             max_delete_fraction=s.max_delete_fraction,
-            pending_recheck_seconds=s.pending_recheck_seconds, now=self.now, progress=progress)
+            pending_recheck_seconds=s.pending_recheck_seconds, import_workers=s.import_workers,
+            now=self.now, progress=progress)
 
     def lock(self) -> TenantLock:
         return TenantLock(self.db, self.settings.tenant_id)

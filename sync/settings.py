@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     conflict_policy: Policy = Policy.REMOTE_WINS
     max_delete_fraction: float = Field(0.1, ge=0.0, le=1.0)
     pending_recheck_seconds: float = Field(300.0, ge=0)
+    # worker processes for a first import of 10,000 contacts or more; 0: all in this process
+    import_workers: int = Field(1, ge=0, le=32)
 
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)

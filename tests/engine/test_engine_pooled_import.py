@@ -1,0 +1,128 @@
+"""A first import with its per-contact work in worker processes (sync/pooled_import.py) writes
+exactly what the in-process import writes, on SQLite and PostgreSQL: the same rows, the same
+bookkeeping byte for byte, the same counts, with the awkward contacts (no refId, a refId two
+CRM contacts share, a value the column cannot hold, a contact listed as deleted) handed to
+the usual path. A worker that dies leaves the import to finish in the cycle's process."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any, ClassVar
+
+import pytest
+import sqlalchemy as sa
+from structlog.testing import capture_logs
+
+import sync.pull
+from sync.import_pool import ImportPool
+from sync.settings import default_mapping_file
+from sync.store.schema import sync_state
+
+from .conftest import MakeHarness
+from .helpers import Harness, assert_mirrored, write_calls
+
+N = 1100  # three batches (of 500, 500, 104): more than the window holds
+MAPPING = default_mapping_file().read_text(encoding="utf-8") + (
+    "  - {custom: Điểm, column: diem, type: integer}\n")
+
+
+class _CountingPool(ImportPool):
+    batches: ClassVar[list[int]] = []
+    kill_after: ClassVar[int | None] = None  # kill the workers after this many batches
+
+    def submit(self, items: list[Any]) -> None:
+        super().submit(items)
+        self.batches.append(len(items))
+        if len(self.batches) == self.kill_after:
+            for process in list(self._pool._processes.values()):  # type: ignore[union-attr]
+                os.kill(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def pooled(monkeypatch: pytest.MonkeyPatch) -> type[_CountingPool]:
+    """Pooled from the first contact on, batches counted."""
+    monkeypatch.setattr("sync.engine.POOL_MIN", 0)
+    monkeypatch.setattr(sync.pull, "ImportPool", _CountingPool)
+    _CountingPool.batches, _CountingPool.kill_after = [], None
+    return _CountingPool
+
+
+def _awkward(h: Harness) -> None:
+    emu = h.emulator
+    emu.agent_create(full_name="Lê Thị Hồng Nhung", phones=["84912345678"])  # no refId
+    emu.agent_create(full_name="Trần Văn Tiến", ref_id="KH-DUP")
+    emu.agent_create(full_name="Trần Văn Tiến (bản sao)", ref_id="KH-DUP")
+    emu.agent_create(full_name="Phạm Quốc Bảo", ref_id="KH-BAD", custom={"Điểm": "chín"})
+    emu.agent_delete(emu.agent_create(full_name="Đã xoá", ref_id="KH-GONE"))
+
+
+def _wipe(h: Harness) -> None:
+    with h.rt.db.begin() as conn:
+        conn.execute(h.table.delete())
+        conn.execute(sync_state.delete().where(sync_state.c.tenant == h.rt.store.tenant))
+
+
+def _import_with(h: Harness, workers: int) -> None:
+    h.rt.settings = h.rt.settings.model_copy(update={"import_workers": workers})
+
+
+async def test_a_pooled_import_writes_what_the_in_process_import_writes(
+        make_harness: MakeHarness, pooled: type[_CountingPool]) -> None:
+    h = make_harness({"contacts": N, "seed": 31, "page_size_cap": 100}, mapping=MAPPING,
+                     page_size=100)
+    _awkward(h)
+    _import_with(h, 0)
+    usual = await h.cycle()
+    expected = h.fingerprint()
+    assert not pooled.batches and usual.status == "partial", usual.notes  # KH-BAD
+    assert usual.counts["errors"] == 1 and usual.counts["duplicates_in_crm"] == 1
+
+    _wipe(h)
+    _import_with(h, 1)
+    r = await h.cycle()
+    assert r.status == "partial", r.notes
+    assert sum(pooled.batches) == N + 4 and len(pooled.batches) > 2
+    assert r.counts == usual.counts
+    assert h.fingerprint() == expected
+    assert h.states()["KH-BAD"].status == "error"
+    assert "does not fit column 'diem'" in (h.states()["KH-BAD"].last_error or "")
+
+    nothing = await h.cycle()  # the bookkeeping vouches for every row: a quick no-op
+    assert not write_calls(nothing.api_calls)
+    assert nothing.counts["unchanged"] == N + 2, nothing.counts
+
+
+async def test_an_import_finishes_in_process_when_its_worker_dies(
+        make_harness: MakeHarness, pooled: type[_CountingPool]) -> None:
+    h = make_harness({"contacts": N, "seed": 32, "page_size_cap": 100}, page_size=100)
+    pooled.kill_after = 2
+    with capture_logs() as logs:
+        r = await h.cycle()
+    assert r.status == "ok", r.notes
+    lost = [e for e in logs if e["event"] == "import.worker_lost"]
+    assert len(lost) == 1 and lost[0]["log_level"] == "warning", lost
+    assert r.counts["created_local"] == N and len(pooled.batches) == 2
+    assert_mirrored(h)
+    again = await h.cycle()
+    assert again.counts["unchanged"] == N and not write_calls(again.api_calls)
+
+
+async def test_small_imports_dry_runs_and_later_cycles_run_in_process(
+        make_harness: MakeHarness, pooled: type[_CountingPool],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    h = make_harness({"contacts": 40, "seed": 33})
+    monkeypatch.setattr("sync.engine.POOL_MIN", 41)
+    assert (await h.cycle(dry_run=True)).status == "ok"
+    monkeypatch.setattr("sync.engine.POOL_MIN", 0)
+    assert (await h.cycle(dry_run=True)).status == "ok"
+    assert not pooled.batches  # a dry run writes nothing: no workers for it
+    monkeypatch.setattr("sync.engine.POOL_MIN", 41)
+    assert (await h.cycle()).counts["created_local"] == 40
+    assert not pooled.batches
+    monkeypatch.setattr("sync.engine.POOL_MIN", 0)
+    h.emulator.agent_create(full_name="Mới", ref_id="KH-NEW")
+    assert (await h.cycle()).counts["created_local"] == 1
+    assert not pooled.batches  # not a first import any more
+    with h.rt.db.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(h.table)).scalar() == 41

@@ -1,0 +1,140 @@
+"""The worker processes of a first import (sync/import_pool.py) and what they compute
+(sync/prepare.py), on their own: results in order, items the usual path must plan handed back
+as such, and workers that go when the cycle's process is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from sync.api import adapter
+from sync.api.adapter import Listed
+from sync.convert import Converter
+from sync.emulator import operations as ops
+from sync.emulator.config import EmulatorConfig
+from sync.emulator.emulator import Emulator
+from sync.import_pool import ImportPool
+from sync.mapping_file import load_mapping
+from sync.merge import Policy
+from sync.prepare import ImportSetup, Prepared, prepare_all
+from sync.settings import default_mapping_file
+
+
+def _listed(n: int, seed: int = 5) -> list[Listed]:
+    emu = Emulator(EmulatorConfig(contacts=n, seed=seed, page_size_cap=n))
+    payload = ops.list_contacts(emu, {"page": "1", "size": str(n)}, None)
+    return list(adapter.page_from_wire(msgspec.Raw(payload), 1).listed)
+
+
+def _setup(mapping: Path | None = None, *, read_only_table: bool = False) -> ImportSetup:
+    spec = load_mapping(mapping or default_mapping_file())
+    return ImportSetup(spec, Policy.REMOTE_WINS, spec.directions(), read_only_table)
+
+
+def test_the_setup_crosses_to_a_worker_and_back_unchanged() -> None:
+    setup = _setup()
+    again = pickle.loads(pickle.dumps(setup))
+    assert again == setup and again.policy is setup.policy
+
+
+def test_prepare_hands_back_what_it_does_not_cover(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(default_mapping_file().read_text(encoding="utf-8")
+                       + "  - {custom: Điểm, column: diem, type: integer}\n", encoding="utf-8")
+    setup = _setup(mapping)
+    items = _listed(6)
+    plain = next(x for x in items if x.ref_id)
+    bad = items[1]._replace(raw=json.dumps({
+        "public_id": "x", "ref_id": "KH-BAD", "attribute_structure": [
+            {"field_code": "more_infomation", "field_type": "customize", "value": [
+                {"display_value": "chín", "data_type": "label1", "value_type": "Điểm"}]}],
+    }).encode())
+    unreadable = items[2]._replace(raw=b"[1, 2]")  # not a contact object
+    ui_made = items[2]._replace(raw=b'{"public_id": "y", "attribute_structure": 7}')
+    out = prepare_all([plain, bad, unreadable, ui_made], Converter(setup.spec), setup)
+    assert isinstance(out[0], Prepared) and out[0].key == plain.ref_id
+    assert out[0].row["crm_id"] == plain.public_id and out[0].status == "synced"
+    assert json.loads(out[0].base)["full_name"] == out[0].row["full_name"]
+    assert out[1] == "KH-BAD"  # a row error: the usual path records it
+    assert out[2] is None
+    assert isinstance(out[3], Prepared) and (out[3].key, out[3].status) == ("crm:y", "read_only")
+
+
+def test_a_pull_only_table_records_read_only_contacts() -> None:
+    setup = _setup(read_only_table=True)
+    out = prepare_all(_listed(2), Converter(setup.spec), setup)
+    assert [p.status for p in out if isinstance(p, Prepared)] == ["read_only", "read_only"]
+
+
+async def test_results_come_back_in_the_order_submitted() -> None:
+    items = _listed(40)
+    setup = _setup()
+    expected = prepare_all(items, Converter(setup.spec), setup)
+    pool = ImportPool(setup, workers=2, window=4)
+    try:
+        for start in range(0, 40, 7):
+            pool.submit(items[start:start + 7])
+        assert pool.full and len(pool) == 6
+        got: list[Prepared | str | None] = []
+        while len(pool):
+            batch, results = await pool.next()
+            assert batch == items[len(got):len(got) + len(batch)]
+            got += results
+    finally:
+        pool.close()
+    assert got == expected
+
+
+_ORPHAN = textwrap.dedent("""
+    import asyncio, os, signal, sys
+    from sync.import_pool import ImportPool
+    from sync.mapping_file import load_mapping
+    from sync.merge import Policy
+    from sync.prepare import ImportSetup
+    from sync.settings import default_mapping_file
+
+    async def main():
+        spec = load_mapping(default_mapping_file())
+        pool = ImportPool(ImportSetup(spec, Policy.REMOTE_WINS, spec.directions(), False), 1)
+        pool.submit([])
+        await pool.next()
+        print(*[p.pid for p in pool._pool._processes.values()], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    asyncio.run(main())
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited: only its reaping is left
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to see the workers")
+def test_workers_exit_when_the_cycle_process_is_killed() -> None:
+    parent = subprocess.run([sys.executable, "-c", _ORPHAN], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert parent.returncode == -9, parent.stderr
+    pids = [int(p) for p in parent.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), f"orphaned workers still running: {pids}"
+
+
+def test_a_pool_needs_a_worker() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ImportPool(_setup(), workers=0)
