@@ -38,6 +38,8 @@ import sqlalchemy as sa
 
 PHASES: dict[str, float] = defaultdict(float)
 CALLS: dict[str, int] = defaultdict(int)
+# the import pool's stats as it closed (batches, prepared here, the workers' peak RSS)
+POOLS: list[dict[str, int]] = []
 _INSTALLED = False
 
 
@@ -110,7 +112,24 @@ def install_phase_timers() -> None:
             found.add(phase)
             break
     MISSING.extend(sorted({t[3] for t in _TIMERS} - found))
+    _watch_pools()
     _INSTALLED = True
+
+
+def _watch_pools() -> None:
+    """Record each import pool's stats just before it stops its workers: their peak RSS is
+    read from /proc then, and counted in the measurement's peak RSS (bench/worker.py)."""
+    try:
+        from sync.import_pool import ImportPool
+    except ImportError:  # a checkout from before the pool
+        return
+    close = ImportPool.close
+
+    def recorded(self: Any) -> None:
+        POOLS.append(self.stats())
+        close(self)
+
+    ImportPool.close = recorded  # type: ignore[method-assign]
 
 
 def phases() -> dict[str, float]:
@@ -150,6 +169,8 @@ def one_cycle(base_url: str, db_url: str, *, page_size: int = 100, concurrency: 
         result = asyncio.run(rt.cycle(CycleOptions()))
         out["wall_s"] = time.perf_counter() - t0
         out["phases"] = phases()
+        out["import_pools"] = list(POOLS)
+        POOLS.clear()
         if MISSING:
             out["missing_timers"] = MISSING
         out.update(status=result.status, notes=list(result.notes),

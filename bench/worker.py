@@ -88,6 +88,9 @@ def main(argv: list[str]) -> int:
     out["sync_fingerprint"] = fingerprint
     out["rss_baseline_kb"] = baseline_kb
     out["vm_hwm_kb"] = _hwm_kb()
+    # worker processes of a pooled first import, measured as they stopped (sync_run.py)
+    out["workers_hwm_kb"] = sum(p.get("workers_peak_rss_kb", 0)
+                                for p in out.get("import_pools", []))
     out["ru_maxrss_kb"] = _rss_kb()
     result_path.write_text(json.dumps(out, default=str))
     return 0

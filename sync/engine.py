@@ -40,7 +40,7 @@ from sync.deletions import Deletions
 from sync.local_walk import LocalWalk
 from sync.merge import Policy
 from sync.notes import NotesOutbox
-from sync.pull import POOL_MIN, Pull
+from sync.pull import Pull
 from sync.store.local import LocalTable
 from sync.store.state import AgreedRows, StateStore, SyncState
 
@@ -68,6 +68,7 @@ class SyncEngine:
         max_delete_fraction: float = 0.1,
         pending_recheck_seconds: float = 300.0,
         import_workers: int = 0,
+        import_min_contacts: int = 10_000,
         now: Callable[[], datetime] = utcnow,
         progress: ProgressFn | None = None,
     ):
@@ -78,8 +79,8 @@ class SyncEngine:
         self.page_size, self.concurrency, self.batch_size = page_size, concurrency, batch_size
         self.max_delete_fraction = max_delete_fraction
         self.pending_recheck = timedelta(seconds=pending_recheck_seconds)
-        # worker processes for a first import of at least import_pool_min contacts (pull.py)
-        self.import_workers, self.import_pool_min = import_workers, POOL_MIN
+        # worker processes for a first import of at least import_min_contacts (pull.py)
+        self.import_workers, self.import_min_contacts = import_workers, import_min_contacts
         self.now = now
         self.progress = progress
         self.directions = converter.spec.directions()

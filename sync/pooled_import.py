@@ -55,6 +55,7 @@ class PooledImport:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            log.info("import.pool", **self.pool.stats())
             self.pool.close()
 
     async def _write_next(self) -> None:

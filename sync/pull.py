@@ -30,9 +30,6 @@ if TYPE_CHECKING:
     from sync.engine import SyncEngine
 
 CHUNK = 500
-# A first import at least this long has its per-contact work done by worker processes
-# (pooled_import.py); a shorter one would spend more starting them than it saves.
-POOL_MIN = 10_000
 
 
 class Pull:
@@ -96,9 +93,10 @@ class Pull:
 
     def _pooled(self, total: int) -> PooledImport | None:
         """Worker processes for a long first import (neither side's bookkeeping nor rows yet,
-        so each contact's writes follow from its listed item alone), if configured."""
+        so each contact's writes follow from its listed item alone), if configured; a short
+        one would spend more starting them than they save."""
         e, ctx = self.e, self.ctx
-        if (e.import_workers < 1 or total < e.import_pool_min or ctx.options.dry_run
+        if (e.import_workers < 1 or total < e.import_min_contacts or ctx.options.dry_run
                 or not (ctx.no_states and ctx.no_rows)):
             return None
         setup = ImportSetup(e.conv.spec, e.policy, e.directions, e.read_only_table)

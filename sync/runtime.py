@@ -59,7 +59,7 @@ class Runtime:
             concurrency=s.concurrency, batch_size=s.batch_size, notes=self.notes,
             max_delete_fraction=s.max_delete_fraction,
             pending_recheck_seconds=s.pending_recheck_seconds, import_workers=s.import_workers,
-            now=self.now, progress=progress)
+            import_min_contacts=s.import_min_contacts, now=self.now, progress=progress)
 
     def lock(self) -> TenantLock:
         return TenantLock(self.db, self.settings.tenant_id)

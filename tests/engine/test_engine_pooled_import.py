@@ -35,14 +35,13 @@ class _CountingPool(ImportPool):
         super().submit(items)
         self.batches.append(len(items))
         if len(self.batches) == self.kill_after:
-            for process in list(self._pool._processes.values()):  # type: ignore[union-attr]
-                os.kill(process.pid, signal.SIGKILL)
+            for pid in self.pids:
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
 def pooled(monkeypatch: pytest.MonkeyPatch) -> type[_CountingPool]:
-    """Pooled from the first contact on, batches counted."""
-    monkeypatch.setattr("sync.engine.POOL_MIN", 0)
+    """ImportPool with its batches counted (and its workers killed on demand)."""
     monkeypatch.setattr(sync.pull, "ImportPool", _CountingPool)
     _CountingPool.batches, _CountingPool.kill_after = [], None
     return _CountingPool
@@ -63,14 +62,15 @@ def _wipe(h: Harness) -> None:
         conn.execute(sync_state.delete().where(sync_state.c.tenant == h.rt.store.tenant))
 
 
-def _import_with(h: Harness, workers: int) -> None:
-    h.rt.settings = h.rt.settings.model_copy(update={"import_workers": workers})
+def _import_with(h: Harness, workers: int = 1, min_contacts: int = 0) -> None:
+    h.rt.settings = h.rt.settings.model_copy(update={"import_workers": workers,
+                                                     "import_min_contacts": min_contacts})
 
 
 async def test_a_pooled_import_writes_what_the_in_process_import_writes(
         make_harness: MakeHarness, pooled: type[_CountingPool]) -> None:
     h = make_harness({"contacts": N, "seed": 31, "page_size_cap": 100}, mapping=MAPPING,
-                     page_size=100)
+                     page_size=100, import_min_contacts=0)
     _awkward(h)
     _import_with(h, 0)
     usual = await h.cycle()
@@ -95,32 +95,32 @@ async def test_a_pooled_import_writes_what_the_in_process_import_writes(
 
 async def test_an_import_finishes_in_process_when_its_worker_dies(
         make_harness: MakeHarness, pooled: type[_CountingPool]) -> None:
-    h = make_harness({"contacts": N, "seed": 32, "page_size_cap": 100}, page_size=100)
+    h = make_harness({"contacts": N, "seed": 32, "page_size_cap": 100}, page_size=100,
+                     import_min_contacts=0)
     pooled.kill_after = 2
     with capture_logs() as logs:
         r = await h.cycle()
     assert r.status == "ok", r.notes
     lost = [e for e in logs if e["event"] == "import.worker_lost"]
     assert len(lost) == 1 and lost[0]["log_level"] == "warning", lost
-    assert r.counts["created_local"] == N and len(pooled.batches) == 2
+    assert r.counts["created_local"] == N and pooled.batches == [500, 500, 100]
     assert_mirrored(h)
     again = await h.cycle()
     assert again.counts["unchanged"] == N and not write_calls(again.api_calls)
 
 
 async def test_small_imports_dry_runs_and_later_cycles_run_in_process(
-        make_harness: MakeHarness, pooled: type[_CountingPool],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        make_harness: MakeHarness, pooled: type[_CountingPool]) -> None:
     h = make_harness({"contacts": 40, "seed": 33})
-    monkeypatch.setattr("sync.engine.POOL_MIN", 41)
+    _import_with(h, min_contacts=41)
     assert (await h.cycle(dry_run=True)).status == "ok"
-    monkeypatch.setattr("sync.engine.POOL_MIN", 0)
+    _import_with(h, min_contacts=0)
     assert (await h.cycle(dry_run=True)).status == "ok"
     assert not pooled.batches  # a dry run writes nothing: no workers for it
-    monkeypatch.setattr("sync.engine.POOL_MIN", 41)
+    _import_with(h, min_contacts=41)  # the listing says 40: too short to pay for workers
     assert (await h.cycle()).counts["created_local"] == 40
     assert not pooled.batches
-    monkeypatch.setattr("sync.engine.POOL_MIN", 0)
+    _import_with(h, min_contacts=0)
     h.emulator.agent_create(full_name="Mới", ref_id="KH-NEW")
     assert (await h.cycle()).counts["created_local"] == 1
     assert not pooled.batches  # not a first import any more

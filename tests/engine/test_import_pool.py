@@ -94,6 +94,24 @@ async def test_results_come_back_in_the_order_submitted() -> None:
     assert got == expected
 
 
+async def test_batches_no_worker_started_are_prepared_here_while_waiting() -> None:
+    """The worker starts on the first batch (a process to start: tens of milliseconds at
+    least); meanwhile the newest batches, not started, are taken back and prepared here."""
+    items = _listed(50)
+    setup = _setup()
+    pool = ImportPool(setup, workers=1)
+    try:
+        for start in range(0, 50, 10):
+            pool.submit(items[start:start + 10])
+        got: list[Prepared | str | None] = []
+        while len(pool):
+            got += (await pool.next())[1]
+    finally:
+        pool.close()
+    assert 1 <= pool.stolen <= 4
+    assert got == prepare_all(items, Converter(setup.spec), setup)
+
+
 _ORPHAN = textwrap.dedent("""
     import asyncio, os, signal, sys
     from sync.import_pool import ImportPool
@@ -107,7 +125,7 @@ _ORPHAN = textwrap.dedent("""
         pool = ImportPool(ImportSetup(spec, Policy.REMOTE_WINS, spec.directions(), False), 1)
         pool.submit([])
         await pool.next()
-        print(*[p.pid for p in pool._pool._processes.values()], flush=True)
+        print(*pool.pids, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
     asyncio.run(main())
@@ -138,3 +156,17 @@ def test_workers_exit_when_the_cycle_process_is_killed() -> None:
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ImportPool(_setup(), workers=0)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to see the workers")
+async def test_workers_get_no_crm_sync_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "sk-never-in-a-worker")
+    pool = ImportPool(_setup(), workers=1)
+    try:
+        pool.submit(_listed(2))
+        await pool.next()
+        environ = Path(f"/proc/{pool.pids[0]}/environ").read_bytes()
+    finally:
+        pool.close()
+    assert b"sk-never-in-a-worker" not in environ and b"CRM_SYNC_" not in environ
+    assert b"PYTHONPATH=" in environ

@@ -125,7 +125,7 @@ def test_sqlite_multi_row_insert_stores_what_sqlalchemy_stores(tmp_path: Path) -
     More rows than one statement takes are split."""
     r = Rows(f"sqlite:///{tmp_path}/multi.db")
     many = ROWS + [{"k": f"M{i:04d}", **BASE_ROW, "qty": i} for i in range(_MULTI_ROWS + 7)]
-    columns = ", ".join(f"{c}, typeof({c})" for c in r.table.c.keys())
+    columns = ", ".join(f"{c.name}, typeof({c.name})" for c in r.table.c)
     stored = f"SELECT {columns} FROM fp_rows ORDER BY k"
     try:
         dialect = r.engine.dialect
