@@ -17,7 +17,7 @@ driver's own tuples (SQLite and PostgreSQL).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Connection, Dialect, Insert, Select, bindparam
@@ -25,13 +25,36 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+_NOTHING: Any = object()
 
-class Positional:
+
+class _Bound:
+    """A compiled statement and its columns' bind processors (the functions SQLAlchemy would
+    call). Each column's last value is remembered by identity: a value the rows share (a
+    save's `updated_at`, a None) is processed once, not once a row."""
+
     def __init__(self, sql: str, names: Sequence[str],
                  processors: Sequence[Callable[[Any], Any] | None]) -> None:
         self.sql, self.names = sql, tuple(names)
         self._convert = tuple((i, p) for i, p in enumerate(processors) if p is not None)
 
+    def _values(self, rows: Sequence[Mapping[str, Any]], *, strict: bool
+                ) -> Iterator[list[Any]]:
+        names, convert = self.names, self._convert
+        last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(convert)
+        for row in rows:
+            values = [row[n] for n in names] if strict else [row.get(n) for n in names]
+            for k, (i, process) in enumerate(convert):
+                value = values[i]
+                seen, out = last[k]
+                if value is not seen:
+                    out = process(value)
+                    last[k] = (value, out)
+                values[i] = out
+            yield values
+
+
+class Positional(_Bound):
     @classmethod
     def of(cls, stmt: ClauseElement, dialect: Dialect, names: Sequence[str]) -> Positional | None:
         """`stmt` (an INSERT, maybe with ON CONFLICT) compiled for rows keyed by `names`;
@@ -48,23 +71,16 @@ class Positional:
                                           for n in order])
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        names, convert = self.names, self._convert
-        params: list[tuple[Any, ...]] = []
-        for row in rows:
-            values = [row[n] for n in names]
-            for i, process in convert:
-                values[i] = process(values[i])
-            params.append(tuple(values))
-        conn.exec_driver_sql(self.sql, params)
+        conn.exec_driver_sql(self.sql, [tuple(v) for v in self._values(rows, strict=True)])
 
 
-class MultiValues:
+class MultiValues(_Bound):
     """`n` rows in one INSERT .. VALUES (..), (..) .. RETURNING, the rows keyed by `names`."""
 
     def __init__(self, sql: str, names: Sequence[str], n: int,
                  processors: Sequence[Callable[[Any], Any] | None]) -> None:
-        self.sql, self.names, self.n = sql, tuple(names), n
-        self._convert = tuple((i, p) for i, p in enumerate(processors) if p is not None)
+        super().__init__(sql, names, processors)
+        self.n = n
 
     @classmethod
     def of(cls, columns: Sequence[Column[Any]], n: int, dialect: Dialect,
@@ -92,12 +108,8 @@ class MultiValues:
         """Insert exactly `n` rows; the rows RETURNING gives, as the driver's tuples."""
         if len(rows) != self.n:
             raise ValueError(f"{len(rows)} rows for a statement of {self.n}")
-        names, convert = self.names, self._convert
         params: list[Any] = []
-        for row in rows:
-            values = [row.get(n) for n in names]
-            for i, process in convert:
-                values[i] = process(values[i])
+        for values in self._values(rows, strict=False):
             params += values
         result = conn.exec_driver_sql(self.sql, tuple(params))
         return list(result.fetchall())
