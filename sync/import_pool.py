@@ -43,7 +43,8 @@ from sync.api.adapter import Listed
 from sync.convert import Converter
 from sync.prepare import ImportSetup, Prepared, prepare_all
 
-__all__ = ["ImportPool", "Result", "WorkerLost", "read_frame", "write_frame"]
+__all__ = ["ImportPool", "Result", "WorkerLost", "default_workers", "read_frame",
+           "write_frame"]
 
 Result = list[Prepared | str | None]
 _LENGTH = struct.Struct(">Q")
@@ -75,6 +76,16 @@ class WorkerLost(RuntimeError):
     def __init__(self, message: str, items: list[Listed]):
         super().__init__(message)
         self.items = items
+
+
+def default_workers() -> int:
+    """One worker per core beyond the first, at most two: on 2 cores the cycle's process and
+    one worker keep both busy, and past two workers the cycle's own writing is the limit."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(2, cores - 1))
 
 
 def write_frame(stream: IO[bytes], obj: object) -> None:

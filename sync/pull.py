@@ -6,6 +6,9 @@ CHUNK. For each chunk the local rows and the bookkeeping are loaded (a first imp
 starts with neither, loads none), every contact is planned three ways by the pure merge, and
 the applier writes the chunk (apply.py). Contacts found later (a pending create confirmed, a
 contact that only shifted between pages) are planned here too, through `Pull.chunk`.
+
+A long first import hands its chunks to worker processes instead (pooled_import.py), which
+send back what the applier would write; what they do not cover comes back to `Pull.chunk`.
 """
 
 from __future__ import annotations
@@ -35,53 +38,17 @@ CHUNK = 500
 class Pull:
     def __init__(self, engine: SyncEngine, ctx: CycleContext, applier: Applier):
         self.e, self.ctx, self.applier = engine, ctx, applier
+        self._pooled: PooledImport | None = None  # a long first import's workers
 
     async def run(self, agreed: AgreedRows | None) -> None:
         """The whole listing; `agreed`: a quick cycle's pass (None: every contact is planned)."""
-        e, ctx = self.e, self.ctx
-        buf: list[Listed] = []
-        total: int | None = None
+        ctx = self.ctx
         deleted: set[str] = set()  # listed with is_deleted [assumed] 19
-        known = agreed.agreed_as if agreed is not None else None
-        pooled: PooledImport | None = None
         try:
-            async for page in e.client.iter_pages(e.page_size, concurrency=e.concurrency,
-                                                  known=known):
-                if total is None:
-                    pooled = self._pooled(page.total_items)
-                total = page.total_items
-                seen, seen_keys, skipped = ctx.seen_public, ctx.seen_keys, 0
-                for x in page.listed:
-                    if x.is_deleted:
-                        deleted.add(x.public_id)
-                        continue
-                    # Items shift between pages while the list changes: a contact seen twice
-                    # is processed once.
-                    if x.public_id in seen:
-                        continue
-                    seen.add(x.public_id)
-                    # Neither side changed since this contact was agreed: the CRM serves the
-                    # very JSON it served then, and the row still has its agreed fingerprint.
-                    if (key := x.agreed_key) is not None and key not in seen_keys:
-                        seen_keys.add(key)
-                        skipped += 1
-                    else:
-                        buf.append(x)
-                ctx.counts["pulled"] += skipped
-                ctx.counts["unchanged"] += skipped
-                if len(buf) >= CHUNK:
-                    await self._listed(buf, pooled)
-                    buf = []
-                    e.analyze_after_bulk(ctx, final=False)
-                if e.progress:
-                    e.progress(len(ctx.seen_public), total)
-            if buf:
-                await self._listed(buf, pooled)
-            if pooled is not None:
-                await pooled.finish()
+            total = await self._listing(agreed, deleted)
         finally:
-            if pooled is not None:
-                pooled.close()
+            if self._pooled is not None:
+                self._pooled.close()
         ctx.listing_complete = True
         shown = len(ctx.seen_public) + len(deleted)
         if total is not None and total - shown > max(10, total // 100):
@@ -91,7 +58,48 @@ class Pull:
                              "counts: new CRM contacts it missed wait for a listing that shows "
                              "them")
 
-    def _pooled(self, total: int) -> PooledImport | None:
+    async def _listing(self, agreed: AgreedRows | None, deleted: set[str]) -> int | None:
+        e, ctx = self.e, self.ctx
+        buf: list[Listed] = []
+        total: int | None = None
+        known = agreed.agreed_as if agreed is not None else None
+        async for page in e.client.iter_pages(e.page_size, concurrency=e.concurrency,
+                                              known=known):
+            if total is None:
+                self._pooled = self._pool_for(page.total_items)
+            total = page.total_items
+            seen, seen_keys, skipped = ctx.seen_public, ctx.seen_keys, 0
+            for x in page.listed:
+                if x.is_deleted:
+                    deleted.add(x.public_id)
+                    continue
+                # Items shift between pages while the list changes: a contact seen twice is
+                # processed once.
+                if x.public_id in seen:
+                    continue
+                seen.add(x.public_id)
+                # Neither side changed since this contact was agreed: the CRM serves the very
+                # JSON it served then, and the row still has its agreed fingerprint.
+                if (key := x.agreed_key) is not None and key not in seen_keys:
+                    seen_keys.add(key)
+                    skipped += 1
+                else:
+                    buf.append(x)
+            ctx.counts["pulled"] += skipped
+            ctx.counts["unchanged"] += skipped
+            if len(buf) >= CHUNK:
+                await self._listed(buf)
+                buf = []
+                e.analyze_after_bulk(ctx, final=False)
+            if e.progress:
+                e.progress(len(ctx.seen_public), total)
+        if buf:
+            await self._listed(buf)
+        if self._pooled is not None:
+            await self._pooled.finish()
+        return total
+
+    def _pool_for(self, total: int) -> PooledImport | None:
         """Worker processes for a long first import (neither side's bookkeeping nor rows yet,
         so each contact's writes follow from its listed item alone), if configured; a short
         one would spend more starting them than they save."""
@@ -102,9 +110,9 @@ class Pull:
         setup = ImportSetup(e.conv.spec, e.policy, e.directions, e.read_only_table)
         return PooledImport(self, ImportPool(setup, e.import_workers))
 
-    async def _listed(self, items: list[Listed], pooled: PooledImport | None) -> None:
-        if pooled is not None:
-            await pooled.add(items)
+    async def _listed(self, items: list[Listed]) -> None:
+        if self._pooled is not None:
+            await self._pooled.add(items)
         else:
             await self.chunk([x.contact() for x in items])
 

@@ -17,6 +17,7 @@ from sync.cycle import CycleOptions, CycleResult, ProgressFn
 from sync.engine import SyncEngine, utcnow
 from sync.errors import ConfigError, StoreError
 from sync.gcpolicy import cycle_collector
+from sync.import_pool import default_workers
 from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox
@@ -58,7 +59,8 @@ class Runtime:
             converter=self.converter, policy=s.conflict_policy, page_size=s.page_size,
             concurrency=s.concurrency, batch_size=s.batch_size, notes=self.notes,
             max_delete_fraction=s.max_delete_fraction,
-            pending_recheck_seconds=s.pending_recheck_seconds, import_workers=s.import_workers,
+            pending_recheck_seconds=s.pending_recheck_seconds, import_workers=(
+                s.import_workers if s.import_workers is not None else default_workers()),
             import_min_contacts=s.import_min_contacts, now=self.now, progress=progress)
 
     def lock(self) -> TenantLock:

@@ -47,8 +47,9 @@ class Settings(BaseSettings):
     conflict_policy: Policy = Policy.REMOTE_WINS
     max_delete_fraction: float = Field(0.1, ge=0.0, le=1.0)
     pending_recheck_seconds: float = Field(300.0, ge=0)
-    # worker processes for a first import of import_min_contacts or more; 0: none
-    import_workers: int = Field(1, ge=0, le=32)
+    # worker processes for a first import of import_min_contacts or more; 0: none; unset:
+    # one per core beyond the first, at most two (import_pool.default_workers)
+    import_workers: int | None = Field(None, ge=0, le=32)
     import_min_contacts: int = Field(10_000, ge=0)
 
     connect_timeout: float = Field(10.0, gt=0)

@@ -22,7 +22,7 @@ from sync.convert import Converter
 from sync.emulator import operations as ops
 from sync.emulator.config import EmulatorConfig
 from sync.emulator.emulator import Emulator
-from sync.import_pool import ImportPool
+from sync.import_pool import ImportPool, default_workers
 from sync.mapping_file import load_mapping
 from sync.merge import Policy
 from sync.prepare import ImportSetup, Prepared, prepare_all
@@ -171,3 +171,11 @@ async def test_workers_get_no_crm_sync_settings(monkeypatch: pytest.MonkeyPatch)
         pool.close()
     assert b"sk-never-in-a-worker" not in environ and b"CRM_SYNC_" not in environ
     assert b"PYTHONPATH=" in environ
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (3, 2), (16, 2)])
+def test_default_workers_leave_a_core_to_the_cycle(monkeypatch: pytest.MonkeyPatch,
+                                                   cores: int, workers: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)),
+                        raising=False)
+    assert default_workers() == workers
