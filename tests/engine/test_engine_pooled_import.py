@@ -15,12 +15,13 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 import sync.pull
+from sync.cycle import CycleOptions
 from sync.import_pool import ImportPool
 from sync.settings import default_mapping_file
 from sync.store.schema import sync_state
 
 from .conftest import MakeHarness
-from .helpers import Harness, assert_mirrored, write_calls
+from .helpers import Harness, app_rows, assert_mirrored, first, write_calls
 
 N = 1100  # three batches (of 500, 500, 104): more than the window holds
 MAPPING = default_mapping_file().read_text(encoding="utf-8") + (
@@ -126,3 +127,30 @@ async def test_small_imports_dry_runs_and_later_cycles_run_in_process(
     assert not pooled.batches  # not a first import any more
     with h.rt.db.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(h.table)).scalar() == 41
+
+
+async def test_a_row_an_app_inserts_during_a_pooled_import_is_kept(
+        make_harness: MakeHarness, pooled: type[_CountingPool]) -> None:
+    """As in the in-process import (test_engine_pull.py): the insert skips the key the app
+    took meanwhile, and the app's row stands, not as agreed; its values then reach the CRM."""
+    h = make_harness({"contacts": N, "seed": 34, "page_size_cap": 100}, page_size=100,
+                     import_min_contacts=0)
+    key = max(k for k in h.crm() if not k.startswith("crm:"))  # listed last, in order created
+    app_row = {**app_rows("APP", 1)[0], "ref_id": key, "note": "App: thêm lúc 10h"}
+    inserted: list[str] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if not inserted:  # after the first page: the key's chunk is not written yet
+            h.insert(app_row)
+            inserted.append(key)
+
+    r = await h.rt.cycle(CycleOptions(), progress=progress)
+    assert inserted and r.status == "ok", r.notes
+    assert pooled.batches
+    assert r.counts["skipped_changed_during_cycle"] == 1
+    assert r.counts["created_local"] == N - 1
+    assert h.row(key)["note"] == "App: thêm lúc 10h"  # type: ignore[index]
+    assert h.states()[key].local_hash is None
+    await h.settle()
+    assert first(h.crm()[key], "note") == "App: thêm lúc 10h"
+    assert len(h.crm_by_ref(key)) == 1

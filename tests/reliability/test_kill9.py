@@ -1,4 +1,5 @@
-"""kill -9 at random points of `python -m sync sync`, 20 times, during pulls and during pushes.
+"""kill -9 at random points of `python -m sync sync`, 20 times, during pulls and during pushes
+(the first during the initial import, pooled: its worker processes must exit too).
 
 Between kills the app edits, inserts and deletes rows (plain SQL on the SQLite file) and a CRM
 agent edits, creates and deletes contacts. Each run is killed with SIGKILL at a random point:
@@ -159,6 +160,23 @@ def landed_without_base(rt: Runtime, server: EmulatorServer, world: World) -> li
     return out
 
 
+def import_workers(parent: int | None = None) -> list[int]:
+    """Live `python -m sync.import_worker` processes (of `parent`, if given), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if b"sync.import_worker" in cmdline and stat[0] not in ("Z", "X") \
+                and (parent is None or int(stat[1]) == parent):
+            found.append(int(entry.name))
+    return found
+
+
 @dataclass
 class Outcome:
     mirror: Mirror
@@ -186,11 +204,12 @@ def kill_scenario(tmp_path: Path) -> Outcome:
             env = cli_env(base_url=server.url, api_key=API_KEY, database_url=sqlite_url,
                           pending_recheck_seconds=0, page_size=PAGE, concurrency=2,
                           batch_size=5, max_delete_fraction=0.5, max_retries=3, backoff_max=0.1,
-                          log_format="json", log_level="warning", lock_wait_seconds=5)
+                          log_format="json", log_level="warning", lock_wait_seconds=5,
+                          import_workers=1, import_min_contacts=0)  # the import: pooled
             kills, runs_ = 0, 0
             completed: Counter[str] = Counter()
             phases: Counter[str] = Counter()
-            leases_left, again = 0, []
+            leases_left, again, pooled_kills = 0, [], 0
             landed: set[str] = set()
             while kills < KILLS and runs_ < MAX_RUNS:
                 if runs_:  # the first run is killed during the initial import
@@ -210,6 +229,8 @@ def kill_scenario(tmp_path: Path) -> Outcome:
                 runs_ += 1
                 if target == "pull":
                     k = rng.randint(1, pages - 2)
+                    if runs_ == 1:  # the first run, the import: after its workers start (page 25)
+                        k = max(k, pages - 3)
                     wait_until(lambda k=k, p=proc: delta("list") >= k or p.poll() is not None, 30)
                     time.sleep(rng.uniform(0, 0.01))
                 else:
@@ -220,6 +241,7 @@ def kill_scenario(tmp_path: Path) -> Outcome:
                     completed[str(proc.returncode)] += 1
                     continue
                 n_list, n_writes = delta("list"), delta("add_more", "update", "delete")
+                pooled_kills += bool(import_workers(parent=proc.pid))
                 os.kill(proc.pid, signal.SIGKILL)
                 assert proc.wait(10) == -signal.SIGKILL
                 kills += 1
@@ -230,6 +252,8 @@ def kill_scenario(tmp_path: Path) -> Outcome:
                 again = landed_without_base(rt, server, world)
                 landed.update(again)
             assert kills == KILLS, f"only {kills} kills in {runs_} runs ({completed})"
+            # a killed run's import workers read the end of their stdin and exit
+            wait_until(lambda: not import_workers(), 10)
             waited = [p.name for p in sorted(tmp_path.glob("run-*.log"))
                       if "waiting:" in p.read_text(encoding="utf-8", errors="replace")]
 
@@ -244,7 +268,8 @@ def kill_scenario(tmp_path: Path) -> Outcome:
             resurrected = world.ledger.resurrected(m)
             figs = dict(
                 runs=runs_ + len(final), cli_runs=runs_, kills=kills,
-                kills_by_phase=dict(phases),
+                kills_by_phase=dict(phases), kills_during_a_pooled_import=pooled_kills,
+                import_workers_left=len(import_workers()),
                 runs_completed_before_their_kill_point=dict(completed),
                 leases_left_by_killed_runs=leases_left,
                 runs_that_waited_for_a_lease=len(waited),
@@ -269,6 +294,8 @@ def outcome(tmp_path_factory: pytest.TempPathFactory, figures: Figures) -> Outco
 
 def test_kill9_converges_without_duplicates(outcome: Outcome) -> None:
     assert outcome.phases["pull"] >= 5 and outcome.phases["push"] >= 5, outcome.phases
+    assert outcome.figures["kills_during_a_pooled_import"] == 1  # the first run's import
+    assert outcome.figures["import_workers_left"] == 0
     # a killed run's lease never held the next one up (a dead holder on this host)
     assert outcome.figures["leases_left_by_killed_runs"] >= 5
     assert not outcome.waited, outcome.waited
