@@ -17,7 +17,7 @@ from sync.cycle import CycleOptions, CycleResult, ProgressFn
 from sync.engine import SyncEngine, utcnow
 from sync.errors import ConfigError, StoreError
 from sync.gcpolicy import cycle_collector
-from sync.import_pool import default_workers
+from sync.import_worker import default_workers
 from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     max_delete_fraction: float = Field(0.1, ge=0.0, le=1.0)
     pending_recheck_seconds: float = Field(300.0, ge=0)
     # worker processes for a first import of import_min_contacts or more; 0: none; unset:
-    # one per core beyond the first, at most two (import_pool.default_workers)
+    # one per core beyond the first, at most two (import_worker.default_workers)
     import_workers: int | None = Field(None, ge=0, le=32)
     import_min_contacts: int = Field(10_000, ge=0)
 

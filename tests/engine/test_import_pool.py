@@ -1,6 +1,6 @@
-"""The worker processes of a first import (sync/import_pool.py) and what they compute
-(sync/prepare.py), on their own: results in order, items the usual path must plan handed back
-as such, and workers that go when the cycle's process is killed."""
+"""The worker processes of a first import (sync/import_pool.py, sync/import_worker.py) and
+what they compute (sync/prepare.py), on their own: results in order, items the usual path
+must plan handed back as such, and workers that go when the cycle's process is killed."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from sync.convert import Converter
 from sync.emulator import operations as ops
 from sync.emulator.config import EmulatorConfig
 from sync.emulator.emulator import Emulator
-from sync.import_pool import ImportPool, default_workers
+from sync.import_pool import ImportPool
+from sync.import_worker import default_workers
 from sync.mapping_file import load_mapping
 from sync.merge import Policy
 from sync.prepare import ImportSetup, Prepared, prepare_all
