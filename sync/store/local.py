@@ -149,9 +149,15 @@ def _insert_new_stmt(table: sa.Table, key_column: str, dialect: sa.Dialect,
     """INSERT .. ON CONFLICT (key) DO NOTHING RETURNING key[, fingerprint]."""
     insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
     stmt = insert(table) if values is None else insert(table).values(values)
-    returned = [] if image is None else [_literal_image(image, dialect)]
     return (stmt.on_conflict_do_nothing(index_elements=[table.c[key_column]])
-            .returning(table.c[key_column], *returned))
+            .returning(table.c[key_column], *_returned(image, dialect)))
+
+
+def _returned(image: sa.ColumnElement[str] | None, dialect: sa.Dialect
+              ) -> list[sa.ColumnElement[Any]]:
+    """The fingerprint as a RETURNING column: its constants written into the SQL, as a
+    multi-row insert cannot bind parameters in RETURNING."""
+    return [] if image is None else [_literal_image(image, dialect)]
 
 
 @functools.lru_cache(maxsize=32)
@@ -293,13 +299,6 @@ class LocalTable:
             self._insert(conn, fresh)
         return dict.fromkeys((r[self.key_column] for r in fresh), None)
 
-    @staticmethod
-    def _returned(image: sa.ColumnElement[str] | None, dialect: sa.Dialect
-                  ) -> list[sa.ColumnElement[Any]]:
-        """The fingerprint as a RETURNING column: its constants written into the SQL, as a
-        multi-row insert cannot bind parameters in RETURNING."""
-        return [] if image is None else [_literal_image(image, dialect)]
-
     def _insert_new_returning(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
                               image: sa.ColumnElement[str] | None = None
                               ) -> dict[str, str | None]:
@@ -333,7 +332,7 @@ class LocalTable:
                 .values({c.name: sa.bindparam(n, type_=c.type)
                          for c, n in zip(cols, names, strict=True)})
                 .on_conflict_do_nothing(index_elements=[self.key])
-                .returning(self.key, *self._returned(image, dialect)))
+                .returning(self.key, *_returned(image, dialect)))
         procs = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
         params = [{n: (v if p is None else p(v)) for n, p, v in
                    zip(names, procs, [r.get(c.name) for c in cols], strict=True)} for r in rows]
