@@ -40,6 +40,7 @@ except ImportError:  # Windows: pipes keep their default size
 
 from sync.api.adapter import Listed
 from sync.convert import Converter
+from sync.gcpolicy import CYCLE_GEN0_THRESHOLD
 from sync.prepare import ImportSetup, Prepared, prepare_all
 
 __all__ = ["STOP", "Result", "WorkerProcess", "default_workers", "read_frame", "write_frame"]
@@ -72,9 +73,9 @@ def read_frame(stream: IO[bytes]) -> Any:
     head = stream.read(_LENGTH.size)
     if not head:
         return STOP
-    (size,) = _LENGTH.unpack(head) if len(head) == _LENGTH.size else (-1,)
-    data = stream.read(size) if size >= 0 else b""
-    if size < 0 or len(data) != size:
+    size = _LENGTH.unpack(head)[0] if len(head) == _LENGTH.size else -1
+    data = stream.read(size) if size > 0 else b""
+    if len(data) != size:  # also a head cut short (size -1)
         raise EOFError("the stream ended inside a frame")
     return pickle.loads(data)
 
@@ -218,8 +219,8 @@ def main() -> int:
     frames_in = sys.stdin.buffer
     frames_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    # a batch's objects die with it: the cyclic collector would only walk them
-    gc.set_threshold(50_000, 10, 10)
+    # a part's objects die with it: the cyclic collector would only walk them (as in a cycle)
+    gc.set_threshold(CYCLE_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     setup = read_frame(frames_in)
     if not isinstance(setup, ImportSetup):
         return 0  # the end of stdin: the pool closed before the first batch

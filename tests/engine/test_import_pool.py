@@ -4,6 +4,7 @@ must plan handed back as such, and workers that go when the cycle's process is k
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -23,7 +24,7 @@ from sync.emulator import operations as ops
 from sync.emulator.config import EmulatorConfig
 from sync.emulator.emulator import Emulator
 from sync.import_pool import ImportPool
-from sync.import_worker import default_workers
+from sync.import_worker import STOP, default_workers, read_frame, write_frame
 from sync.mapping_file import load_mapping
 from sync.merge import Policy
 from sync.prepare import ImportSetup, Prepared, prepare_all
@@ -180,3 +181,18 @@ def test_default_workers_leave_a_core_to_the_cycle(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cores)),
                         raising=False)
     assert default_workers() == workers
+
+
+def test_frames_round_trip_and_a_cut_frame_is_an_eof() -> None:
+    stream = io.BytesIO()
+    write_frame(stream, [1, "a"])
+    write_frame(stream, [])
+    raw = stream.getvalue()
+    frames = io.BytesIO(raw)
+    assert [read_frame(frames), read_frame(frames)] == [[1, "a"], []]
+    assert read_frame(frames) is STOP
+    for cut in (3, 8, 12, len(raw) - 1):  # inside a head, after it, inside the last body
+        frames = io.BytesIO(raw[:cut])
+        with pytest.raises(EOFError, match="inside a frame"):
+            while read_frame(frames) is not STOP:
+                pass
