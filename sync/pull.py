@@ -62,7 +62,8 @@ class Pull:
         e, ctx = self.e, self.ctx
         buf: list[Listed] = []
         total: int | None = None
-        known = agreed.agreed_as if agreed is not None else None
+        # nothing agreed yet (a first import): no digest to look up, none computed
+        known = agreed.agreed_as if agreed is not None and agreed.keys else None
         async for page in e.client.iter_pages(e.page_size, concurrency=e.concurrency,
                                               known=known):
             if total is None:

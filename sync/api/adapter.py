@@ -123,14 +123,22 @@ class Listed(NamedTuple):
     # in attribute_structure ([assumed] 8); contact() reads both
     ref_id: str | None
     is_deleted: bool
-    digest: str  # of the item's JSON exactly as served
+    # of the item's JSON exactly as served (item_digest); None when the page was read with
+    # nothing to look up: contact() computes it then, wherever it runs
+    digest: str | None
     raw: bytes
     # the local key under which these very bytes were last agreed, from the caller's `known`
     # (page_from_wire): such an item is not even decoded. None: not known.
     agreed_key: str | None = None
 
     def contact(self) -> Contact:
-        return contact_from_wire(_decode(self.raw), digest=self.digest)
+        return contact_from_wire(_decode(self.raw), digest=self.digest or item_digest(self.raw))
+
+
+def item_digest(raw: bytes) -> str:
+    """A listed item's digest: 128 bits of SHA-256 (the fastest strong hash here: CPUs hash
+    it in hardware) of its JSON exactly as served."""
+    return sha256(raw).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +462,8 @@ def page_from_wire(payload: _ListPayload | msgspec.Raw | Any, requested_page: in
     an object with a public_id, checked here so that a bad page aborts before any of it is
     applied. `known(digest)`: (public_id, local key) of a contact whose JSON the caller has
     agreed, else None; an item with such a digest is those very bytes, so it is neither decoded
-    nor checked again (its `agreed_key` says so)."""
+    nor checked again (its `agreed_key` says so). Without `known` no digest is computed here:
+    `Listed.contact()` computes it, in a first import's worker process."""
     if not isinstance(payload, _ListPayload):
         if not isinstance(payload, msgspec.Raw):
             payload = msgspec.Raw(msgspec.json.encode(payload))
@@ -467,12 +476,13 @@ def page_from_wire(payload: _ListPayload | msgspec.Raw | Any, requested_page: in
     listed: list[Listed] = []
     for i, item in enumerate(page.items):
         data = bytes(item)
-        # 128 bits of SHA-256: the fastest strong hash here (CPUs hash it in hardware)
-        digest = sha256(data).hexdigest()[:32]
-        if known is not None and (hit := known(digest)) is not None:
-            # deleted contacts are never agreed, so the same bytes are not deleted either
-            listed.append(Listed(hit[0], None, False, digest, data, hit[1]))
-            continue
+        digest = None
+        if known is not None:  # else the digest waits for contact() (a first import's worker)
+            digest = item_digest(data)
+            if (hit := known(digest)) is not None:
+                # deleted contacts are never agreed, so the same bytes are not deleted either
+                listed.append(Listed(hit[0], None, False, digest, data, hit[1]))
+                continue
         try:
             head: _Head | None = _HEAD.decode(item)
         except msgspec.DecodeError:
