@@ -86,8 +86,13 @@ class SyncEngine:
         self.directions = converter.spec.directions()
         self.read_only_table = converter.spec.direction.value == "pull"
         # the local row's fingerprint, computed by the database (None: not on this database)
+        text_columns = local.text_affinity(db)
         self.image = local.fingerprint(db.dialect.name, converter.row_columns,
-                                       converter.row_salt, text_columns=local.text_affinity(db))
+                                       converter.row_salt, text_columns=text_columns)
+        # the same, for a change-detection pass over rows that hold no BLOB (agreed_rows)
+        self.quick_image = local.fingerprint(db.dialect.name, converter.row_columns,
+                                             converter.row_salt, text_columns=text_columns,
+                                             blobs=False)
 
     async def run(self, options: CycleOptions = CycleOptions()) -> CycleResult:
         ctx = CycleContext(options=options, now=self.now())
@@ -198,7 +203,7 @@ class SyncEngine:
         contact, or a database that cannot fingerprint rows)."""
         if self.image is None or ctx.options.full:
             return None
-        return self.store.agreed_rows(self.local.key, self.image)
+        return self.store.agreed_rows(self.local.key, self.image, quick_image=self.quick_image)
 
     def rebased(self, state: SyncState) -> SyncState:
         """The base as the current mapping reads it: a field mapped anew (or re-pointed,

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from sync.store.bookkeeping import PUBLIC_FIELDS, SyncState
 from sync.store.bulk import Positional, driver_rows
@@ -72,6 +73,7 @@ class StateStore(Journal):
         # save()'s upsert per dialect and row shape, with its compiled form where the driver
         # takes one (Positional; None: the ordinary executemany)
         self._upserts: dict[tuple[str, tuple[str, ...]], tuple[Any, Positional | None]] = {}
+        self._blobs = False  # agreed_rows met a BLOB in the local table
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -142,10 +144,25 @@ class StateStore(Journal):
         with self.engine.connect() as conn:
             return [SyncState.from_row(row) for row in conn.execute(self._select().where(gone))]
 
-    def agreed_rows(self, key_column: Any, image: Any) -> AgreedRows:
+    def agreed_rows(self, key_column: Any, image: Any, *, quick_image: Any = None
+                    ) -> AgreedRows:
         """One pass over the local table joined to the bookkeeping, fingerprints compared by
         the database (`image`: the local table's fingerprint expression): which rows still
-        hold what was last agreed, and which do not (edited, new, pending, in error)."""
+        hold what was last agreed, and which do not (edited, new, pending, in error).
+
+        `quick_image`: the same fingerprint for less work, for tables that hold no BLOB
+        (`LocalTable.fingerprint(blobs=False)`), tried first. On a BLOB it fails, and the pass
+        runs again with `image`, as it does from then on for this store."""
+        if quick_image is not None and not self._blobs:
+            try:
+                return self._agreed_rows(key_column, quick_image)
+            except DBAPIError as exc:
+                if "cannot hold BLOB" not in str(exc.orig):
+                    raise
+                self._blobs = True
+        return self._agreed_rows(key_column, image)
+
+    def _agreed_rows(self, key_column: Any, image: Any) -> AgreedRows:
         c = sync_state.c
         # Said by the database, which keeps the per-row Python to a minimum (100k rows per
         # cycle): the CRM digest of a row still as agreed (NULL for every other row), and

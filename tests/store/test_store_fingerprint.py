@@ -73,6 +73,10 @@ class Rows:
         self.conv = Converter(self.spec)
         self.kind = self.engine.dialect.name
         self.image = self.fingerprint()
+        # as the engine has it: the image for rows without BLOBs, which the pass tries first
+        self.quick_image = self.local.fingerprint(
+            self.kind, self.conv.row_columns, self.conv.row_salt,
+            text_columns=self.local.text_affinity(self.engine), blobs=False)
         self.store = StateStore(self.engine, tenant or f"t-{secrets.token_hex(4)}")
 
     @property
@@ -130,7 +134,8 @@ class Rows:
         """(keys whose (key, p-key, d-key) is agreed, unclean keys)."""
         with self.engine.connect() as conn:
             keys = [str(k) for k in conn.scalars(sa.select(self.table.c.k))]
-        got = self.store.agreed_rows(self.local.key, self.image)
+        got = self.store.agreed_rows(self.local.key, self.image, quick_image=self.quick_image)
+        assert got == self.store.agreed_rows(self.local.key, self.image)  # the full image alone
         assert len(got.unclean) == len(set(got.unclean))
         agreed = {k for k in keys if got.agreed_as(f"d-{k}") == (f"p-{k}", k)}
         assert not agreed & set(got.unclean)
@@ -315,6 +320,8 @@ def test_sqlite_blob_in_a_text_column_does_not_break_agreed_rows(sqlite_rows: Ro
         assert conn.exec_driver_sql(
             "SELECT typeof(name) FROM fp_rows WHERE k = 'K1'").scalar() == "blob"
     assert r.agreed() == ({"K2"}, {"K1"})  # no error, and the edit is seen
+    # the pass met the BLOB with the quick image (json_array), and keeps to the full one
+    assert r.store._blobs is (sqlite3.sqlite_version_info >= (3, 38))
     r.stamp("K1")  # a row holding a BLOB can be stamped too
     assert r.local_hash("K1") is not None
     assert r.agreed() == ({"K1", "K2"}, set())
@@ -394,6 +401,37 @@ def test_sqlite_image_is_the_same_with_or_without_text_columns(sqlite_rows: Rows
         for value in values:
             r.execute(f"UPDATE fp_rows SET {column} = {value} WHERE k = 'K1'")
             assert r.print_of("K1") == r.print_of("K1", full), (column, value)
+
+
+def test_sqlite_quick_image_is_the_image_of_every_row_without_a_blob(sqlite_rows: Rows) -> None:
+    """What the pass compares first: the same image for values of every other storage class
+    in every kind of column, and an error on a BLOB (json_array only: the quote() chain needs
+    no test for one)."""
+    r = sqlite_rows
+    r.insert("K1")
+    values = ["'1'", "1", "1.5", "-0.0", "1e300", "NULL", "''", "'[1.5]'", "'x''31'''"]
+    for column in ("name", "ref_code", "crm_id", "bday", "points", "qty", "vip", "tags",
+                   "extra"):
+        for value in values:
+            r.execute(f"UPDATE fp_rows SET {column} = {value} WHERE k = 'K1'")
+            assert r.print_of("K1", r.quick_image) == r.print_of("K1"), (column, value)
+        r.execute(f"UPDATE fp_rows SET {column} = x'00ff' WHERE k = 'K1'")
+        if sqlite3.sqlite_version_info >= (3, 38):
+            with pytest.raises(sa.exc.OperationalError, match="cannot hold BLOB"):
+                r.print_of("K1", r.quick_image)
+        else:
+            assert r.print_of("K1", r.quick_image) == r.print_of("K1")
+        r.execute(f"UPDATE fp_rows SET {column} = NULL WHERE k = 'K1'")
+
+
+def test_quick_image_errors_other_than_a_blob_are_raised(rows: Rows) -> None:
+    rows.insert("A")
+    rows.states("A")
+    broken = sa.func.crm_sync_no_such_function(rows.local.key)
+    with pytest.raises(sa.exc.DBAPIError, match="crm_sync_no_such_function"):
+        rows.store.agreed_rows(rows.local.key, rows.image, quick_image=broken)
+    assert not rows.store._blobs
+    assert rows.agreed() == (set(), {"A"})
 
 
 # --- the recorded fingerprint / agreed_rows -------------------------------------------------
