@@ -18,14 +18,13 @@ through `Pull.chunk`, the usual path:
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from sync.api.adapter import Listed
 from sync.import_pool import ImportPool, WorkerLost
 from sync.prepare import Prepared
-from sync.store.state import SyncState
 
 if TYPE_CHECKING:
     from sync.pull import Pull
@@ -102,8 +101,14 @@ class PooledImport:
         for p in ready:
             ctx.seen_keys.add(p.key)
         counts["pulled"] += len(ready)
+        shapes: dict[tuple[str, ...] | None, list[Any]] = {}
+        for p in ready:  # one shape (the rows' columns) but in an odd case
+            shapes.setdefault(p.columns, []).append(p.row)
         with e.store.begin() as conn:
-            created = e.local.insert_new(conn, [p.row for p in ready], e.image)
+            created: dict[str, str | None] = {}
+            for columns, rows in shapes.items():
+                created.update(e.local.insert_new(conn, rows, e.image) if columns is None
+                               else e.local.insert_encoded(conn, columns, rows, e.image))
             # A key an app inserted meanwhile keeps the app's row, not as agreed: the next
             # cycle takes its values for the app's, written last (as apply_chunk does).
             taken = sum(1 for p in ready if p.key not in created)
@@ -113,8 +118,8 @@ class PooledImport:
             prints = dict(created)
             if unprinted and e.image is not None:
                 prints.update(e.local.fingerprints(conn, unprinted, e.image))
-            e.store.save(conn, [SyncState.from_row((
-                p.key, p.ref_id, p.public_id, p.status, p.base, p.base_hash,
-                prints.get(p.key), p.remote, p.digest, p.updated_ms, None, 0, None))
-                for p in ready])
+            # in FRESH_COLUMNS' order
+            e.store.save_fresh(conn, [(p.key, p.ref_id, p.public_id, p.status, p.base,
+                                       p.base_hash, prints.get(p.key), p.remote, p.digest,
+                                       p.updated_ms) for p in ready])
             pull.applier.flush_queued(conn)

@@ -25,9 +25,14 @@ from sync.store.bulk import Positional, driver_rows
 from sync.store.journal import Journal
 from sync.store.schema import STATUSES, sync_state, utcnow
 
-__all__ = ["AGREED_STATUSES", "STATUSES", "AgreedRows", "StateStore", "SyncState"]
+__all__ = ["AGREED_STATUSES", "FRESH_COLUMNS", "STATUSES", "AgreedRows", "StateStore",
+           "SyncState"]
 
 CHUNK = 500  # keys per IN query / rows per executemany batch
+
+# save_fresh's rows
+FRESH_COLUMNS = ("key", "ref_id", "public_id", "status", "base", "base_hash", "local_hash",
+                 "remote", "remote_hash", "remote_updated_ms")
 
 
 AGREED_STATUSES = ("synced", "read_only")
@@ -233,7 +238,40 @@ class StateStore(Journal):
         if dialect not in ("sqlite", "postgresql"):  # update what exists, insert the rest
             self._save_generic(conn, rows)
             return
-        names = tuple(rows[0])
+        stmt, positional = self._upsert(conn, tuple(rows[0]))
+        for part in _chunks(rows):
+            if positional is not None:
+                positional.execute(conn, part)
+            else:
+                conn.execute(stmt, list(part))
+
+    def save_fresh(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """`save` for states given as tuples of FRESH_COLUMNS, of distinct keys, their JSON
+        texts made (codec), with no error, attempt or pending time (a first import's): no
+        SyncState is made for them."""
+        shared = {"tenant": self.tenant, "last_error": None, "attempts": 0,
+                  "pending_since": None, "updated_at": utcnow()}
+        if not rows:
+            return
+        if odd := {r[3] for r in rows} - set(STATUSES):
+            raise ValueError(f"status {sorted(odd)} is not one of {STATUSES}")
+        if conn.dialect.name not in ("sqlite", "postgresql"):
+            self._save_generic(conn, [{**dict(zip(FRESH_COLUMNS, r, strict=True)), **shared}
+                                      for r in rows])
+            return
+        stmt, positional = self._upsert(conn, (*FRESH_COLUMNS, *shared))
+        for part in _chunks(rows):
+            if positional is not None:
+                positional.execute_tuples(conn, FRESH_COLUMNS, part, shared)
+            else:
+                conn.execute(stmt, [{**dict(zip(FRESH_COLUMNS, r, strict=True)), **shared}
+                                    for r in part])
+
+    def _upsert(self, conn: Connection, names: tuple[str, ...]
+                ) -> tuple[Any, Positional | None]:
+        """The upsert of rows of these columns on this connection's dialect (SQLite or
+        PostgreSQL), and its compiled form where the driver takes one."""
+        dialect = conn.dialect.name
         if (dialect, names) not in self._upserts:
             insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
             stmt = insert(sync_state)
@@ -242,12 +280,7 @@ class StateStore(Journal):
                 set_={name: stmt.excluded[name] for name in names if name not in ("tenant",
                                                                                   "key")})
             self._upserts[dialect, names] = stmt, Positional.of(stmt, conn.dialect, names)
-        stmt, positional = self._upserts[dialect, names]
-        for part in _chunks(rows):
-            if positional is not None:
-                positional.execute(conn, part)
-            else:
-                conn.execute(stmt, list(part))
+        return self._upserts[dialect, names]
 
     def _save_generic(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         c = sync_state.c
