@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 
 from sync.api.adapter import Listed
-from sync.import_worker import Result, WorkerProcess, preparer
-from sync.prepare import ImportSetup
+from sync.convert import Converter
+from sync.import_worker import Result, WorkerProcess
+from sync.prepare import ImportSetup, prepare_all
 
 __all__ = ["PART", "ImportPool", "WorkerLost"]
 
@@ -64,7 +64,7 @@ class ImportPool:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.window = window if window is not None else workers + 2
         self._setup, self._size = setup, workers
-        self._prepare: Callable[[list[Listed]], Result] | None = None
+        self._conv: Converter | None = None
         self._workers: list[WorkerProcess] = []
         self._submitted = 0  # parts
         self._inflight: deque[_Batch] = deque()
@@ -121,9 +121,9 @@ class ImportPool:
         for batch in reversed(self._inflight):
             for part in reversed(batch.parts):
                 if part.result is None and part.future.cancel():  # now no worker starts it
-                    if self._prepare is None:
-                        self._prepare = preparer(self._setup)
-                    part.result = self._prepare(part.items)
+                    if self._conv is None:
+                        self._conv = Converter(self._setup.spec)
+                    part.result = prepare_all(part.items, self._conv, self._setup)
                     self.stolen += 1
                     return True
         return False

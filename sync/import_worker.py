@@ -29,7 +29,6 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
@@ -39,16 +38,12 @@ try:
 except ImportError:  # Windows: pipes keep their default size
     fcntl = None  # type: ignore[assignment]
 
-from sqlalchemy.engine import URL
-
 from sync.api.adapter import Listed
 from sync.convert import Converter
 from sync.gcpolicy import CYCLE_GEN0_THRESHOLD
 from sync.prepare import ImportSetup, Prepared, prepare_all
-from sync.store.local import LocalTable
 
-__all__ = ["STOP", "Result", "WorkerProcess", "default_workers", "preparer", "read_frame",
-           "write_frame"]
+__all__ = ["STOP", "Result", "WorkerProcess", "default_workers", "read_frame", "write_frame"]
 
 Result = list[Prepared | str | None]
 _LENGTH = struct.Struct(">Q")
@@ -64,17 +59,6 @@ def default_workers() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(0, min(2, cores - 1))
-
-
-def preparer(setup: ImportSetup) -> Callable[[list[Listed]], Result]:
-    """`prepare_all` as this setup has it, its converter and row encoder made once: in a
-    worker, and in the cycle's process for the parts it takes back."""
-    conv = Converter(setup.spec)
-    encode = None
-    if setup.encoding is not None:  # the dialect's class, without a database
-        dialect = URL.create(setup.encoding).get_dialect()()
-        encode = LocalTable.for_spec(setup.spec).encoder(dialect)
-    return lambda items: prepare_all(items, conv, setup, encode)
 
 
 def write_frame(stream: IO[bytes], obj: object) -> None:
@@ -240,9 +224,9 @@ def main() -> int:
     setup = read_frame(frames_in)
     if not isinstance(setup, ImportSetup):
         return 0  # the end of stdin: the pool closed before the first batch
-    prepared = preparer(setup)
+    conv = Converter(setup.spec)
     while isinstance(batch := read_frame(frames_in), list):
-        write_frame(frames_out, prepared(batch))
+        write_frame(frames_out, prepare_all(batch, conv, setup))
     return 0
 
 

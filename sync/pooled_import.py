@@ -18,7 +18,7 @@ through `Pull.chunk`, the usual path:
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -101,14 +101,8 @@ class PooledImport:
         for p in ready:
             ctx.seen_keys.add(p.key)
         counts["pulled"] += len(ready)
-        shapes: dict[tuple[str, ...] | None, list[Any]] = {}
-        for p in ready:  # one shape (the rows' columns) but in an odd case
-            shapes.setdefault(p.columns, []).append(p.row)
         with e.store.begin() as conn:
-            created: dict[str, str | None] = {}
-            for columns, rows in shapes.items():
-                created.update(e.local.insert_new(conn, rows, e.image) if columns is None
-                               else e.local.insert_encoded(conn, columns, rows, e.image))
+            created = e.local.insert_new(conn, [p.row for p in ready], e.image)
             # A key an app inserted meanwhile keeps the app's row, not as agreed: the next
             # cycle takes its values for the app's, written last (as apply_chunk does).
             taken = sum(1 for p in ready if p.key not in created)

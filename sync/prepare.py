@@ -15,7 +15,7 @@ keeps one implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -43,13 +43,6 @@ class ImportSetup:
     policy: Policy
     directions: Mapping[str, Direction]  # the engine's: spec.directions()
     read_only_table: bool  # the engine's: a pull-only table
-    # the local table's encoder (LocalTable.encoder) is made in the worker for this dialect
-    # (SQLAlchemy's name): None, rows are sent as dicts
-    encoding: str | None = None
-
-
-# A local row as the driver takes it: (its columns, its values) (`store.bulk.RowEncoder`).
-Encode = Callable[[Mapping[str, Any]], tuple[tuple[str, ...], tuple[Any, ...]]]
 
 
 class Prepared(NamedTuple):
@@ -59,36 +52,32 @@ class Prepared(NamedTuple):
     key: str
     public_id: str | None
     ref_id: str | None
+    created_ms: int | None
     updated_ms: int | None
     digest: str | None
-    # the local row to insert, key and crm id included: a dict, or its values encoded for
-    # the driver, of the columns `columns`
-    row: dict[str, Any] | tuple[Any, ...]
-    columns: tuple[str, ...] | None
+    row: dict[str, Any]  # the local row to insert, key and crm id included
     status: str  # synced, or read_only (no refId, or a pull-only table)
     base: str  # codec JSON of the agreed Fields
     base_hash: str
     remote: str  # codec JSON of the Contact
 
 
-def prepare(item: Listed, conv: Converter, setup: ImportSetup, encode: Encode | None = None
-            ) -> Prepared | str | None:
-    """`item` as a first import writes it, its row encoded by `encode` if given; else its key
-    (plan it the usual way), or None when it cannot even be read (the usual path then fails
-    as it does on such an item)."""
+def prepare(item: Listed, conv: Converter, setup: ImportSetup) -> Prepared | str | None:
+    """`item` as a first import writes it; else its key (plan it the usual way), or None when
+    it cannot even be read (the usual path then fails as it does on such an item)."""
     try:
         contact = item.contact()
     except Exception:  # the usual path meets it again and deals with it
         return None
     key = contact_key(contact)
     try:
-        return _prepared(key, contact, conv, setup, encode) or key
+        return _prepared(key, contact, conv, setup) or key
     except Exception:  # e.g. a row error, which the usual path records
         return key
 
 
-def _prepared(key: str, contact: Contact, conv: Converter, setup: ImportSetup,
-              encode: Encode | None) -> Prepared | None:
+def _prepared(key: str, contact: Contact, conv: Converter, setup: ImportSetup
+              ) -> Prepared | None:
     fields = conv.remote_fields(contact)
     read_only = contact.ref_id is None or setup.read_only_table
     plan = plan_contact(key, None, None, fields, policy=setup.policy,
@@ -98,13 +87,13 @@ def _prepared(key: str, contact: Contact, conv: Converter, setup: ImportSetup,
     row = {conv.spec.key_column: key, **conv.row_values(fields)}
     if conv.spec.crm_id_column:
         row[conv.spec.crm_id_column] = contact.public_id
-    columns, values = encode(row) if encode is not None else (None, row)
     base = codec.fields_dumps(fields)
-    return Prepared(key, contact.public_id, contact.ref_id, contact.updated_ms, contact.digest,
-                    values, columns, "read_only" if read_only else "synced", base,
-                    codec.text_hash(base), codec.contact_dumps(contact))
+    return Prepared(key, contact.public_id, contact.ref_id, contact.created_ms,
+                    contact.updated_ms, contact.digest, row,
+                    "read_only" if read_only else "synced", base, codec.text_hash(base),
+                    codec.contact_dumps(contact))
 
 
-def prepare_all(items: Sequence[Listed], conv: Converter, setup: ImportSetup,
-                encode: Encode | None = None) -> list[Prepared | str | None]:
-    return [prepare(x, conv, setup, encode) for x in items]
+def prepare_all(items: Sequence[Listed], conv: Converter, setup: ImportSetup
+                ) -> list[Prepared | str | None]:
+    return [prepare(x, conv, setup) for x in items]

@@ -108,10 +108,7 @@ class Pull:
         if (e.import_workers < 1 or total < e.import_min_contacts or ctx.options.dry_run
                 or not (ctx.no_states and ctx.no_rows)):
             return None
-        dialect = e.db.dialect
-        setup = ImportSetup(e.conv.spec, e.policy, e.directions, e.read_only_table,
-                            encoding=(f"{dialect.name}+{dialect.driver}"
-                                      if e.local.encoder(dialect) is not None else None))
+        setup = ImportSetup(e.conv.spec, e.policy, e.directions, e.read_only_table)
         return PooledImport(self, ImportPool(setup, e.import_workers))
 
     async def _listed(self, items: list[Listed]) -> None:

@@ -9,8 +9,6 @@ functions SQLAlchemy would call), so what is stored is the same.
 Only for qmark placeholders (SQLite); `Positional.of` answers None for the others, which keep
 the ordinary path. `MultiValues` does the same for a multi-row INSERT with RETURNING (the
 local insert, which must learn which keys it took), as one statement with flat parameters.
-`RowEncoder` applies the same processors elsewhere (a first import's worker process), so
-that the statement takes the rows as they come (`MultiValues.execute_encoded`).
 
 `driver_rows` reads the other way: the change-detection pass reads every row of the local
 table each cycle, and SQLAlchemy's Row objects cost about 0.6 µs a row; it returns the
@@ -20,11 +18,10 @@ driver's own tuples (SQLite and PostgreSQL).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Column, Connection, Dialect, Insert, Select, Table, bindparam
+from sqlalchemy import Column, Connection, Dialect, Insert, Select, bindparam
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -132,40 +129,6 @@ class MultiValues(_Bound):
             params += values
         result = conn.exec_driver_sql(self.sql, tuple(params))
         return list(result.fetchall())
-
-    def execute_encoded(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> list[Any]:
-        """`execute` for rows a RowEncoder of these `names` made."""
-        if len(rows) != self.n:
-            raise ValueError(f"{len(rows)} rows for a statement of {self.n}")
-        result = conn.exec_driver_sql(self.sql, tuple(chain.from_iterable(rows)))
-        return list(result.fetchall())
-
-
-class RowEncoder:
-    """Row dicts of `table` as the driver takes them: (names, values), the row's columns in
-    the table's order and their values through the bind processors SQLAlchemy would call
-    (those MultiValues calls). Made from the dialect's class alone, so that another process
-    can encode what this one's statement takes: what is stored is the same either way."""
-
-    def __init__(self, table: Table, dialect: Dialect) -> None:
-        self._table, self._dialect = table, dialect
-        self._shapes: dict[tuple[str, ...], tuple[tuple[str, ...], Any]] = {}
-
-    def __call__(self, row: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-        shape = self._shapes.get(keys := tuple(row))
-        if shape is None:
-            shape = self._shapes[keys] = self._shape(keys)
-        names, processors = shape
-        return names, tuple(v if p is None else p(v)
-                            for v, p in zip(itemgetter(*names)(row), processors, strict=True))
-
-    def _shape(self, keys: tuple[str, ...]) -> tuple[tuple[str, ...], Any]:
-        names = tuple(c.name for c in self._table.columns if c.name in keys)
-        if len(names) != len(keys) or len(names) < 2:
-            raise ValueError(f"not a row of {self._table.name} (or of one column): {keys}")
-        d = self._dialect
-        return names, tuple(self._table.c[n].type.dialect_impl(d).bind_processor(d)
-                            for n in names)
 
 
 def driver_rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:

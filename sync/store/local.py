@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from sync.mapping import MappingSpec
-from sync.store.bulk import MultiValues, RowEncoder
+from sync.store.bulk import MultiValues
 
 
 class _Date(sa.types.TypeDecorator[Any]):
@@ -158,12 +158,6 @@ def _returned(image: sa.ColumnElement[str] | None, dialect: sa.Dialect
     """The fingerprint as a RETURNING column: its constants written into the SQL, as a
     multi-row insert cannot bind parameters in RETURNING."""
     return [] if image is None else [_literal_image(image, dialect)]
-
-
-def _inserted(returned: list[Any], image: sa.ColumnElement[str] | None
-              ) -> dict[str, str | None]:
-    """What `_insert_new_stmt` returned: the keys inserted, with their fingerprints."""
-    return {str(r[0]): (str(r[1]) if image is not None else None) for r in returned}
 
 
 @functools.lru_cache(maxsize=32)
@@ -317,29 +311,6 @@ class LocalTable:
             self._insert(conn, fresh)
         return dict.fromkeys((r[self.key_column] for r in fresh), None)
 
-    def encoder(self, dialect: sa.Dialect) -> RowEncoder | None:
-        """What another process runs to give `insert_encoded` this table's rows for a database
-        of this dialect (picklable: the dialect's class is made again there); None where
-        insert_new takes only dicts (other than SQLite's qmark driver)."""
-        if dialect.name != "sqlite" or dialect.paramstyle != "qmark":
-            return None
-        return RowEncoder(self.table, type(dialect)())
-
-    def insert_encoded(self, conn: Connection, names: tuple[str, ...],
-                       rows: Sequence[tuple[Any, ...]],
-                       image: sa.ColumnElement[str] | None = None) -> dict[str, str | None]:
-        """`insert_new` for rows this table's `encoder` made, all of the columns `names`."""
-        inserted: list[Any] = []
-        for start in range(0, len(rows), _MULTI_ROWS):
-            part = rows[start:start + _MULTI_ROWS]
-            multi = _multi_values(self.table, self.key_column, tuple(sorted(names)), len(part),
-                                  conn.dialect, image)
-            if multi is None or multi.names != names:
-                raise ValueError(f"rows encoded as {names} for a statement of "
-                                 f"{None if multi is None else multi.names}")
-            inserted += multi.execute_encoded(conn, part)
-        return _inserted(inserted, image)
-
     def _insert_new_returning(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
                               image: sa.ColumnElement[str] | None = None
                               ) -> dict[str, str | None]:
@@ -356,7 +327,7 @@ class LocalTable:
                 inserted += conn.execute(_insert_new_stmt(self.table, self.key_column, dialect,
                                                           image),
                                          [{c: r.get(c) for c in cols} for r in part])
-        return _inserted(inserted, image)
+        return {str(r[0]): (str(r[1]) if image is not None else None) for r in inserted}
 
     def _insert_new_pipelined(self, conn: Connection, rows: Sequence[Mapping[str, Any]],
                               image: sa.ColumnElement[str] | None = None

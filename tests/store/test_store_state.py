@@ -261,3 +261,63 @@ def test_the_positional_write_stores_what_sqlalchemy_stores(engine: Engine, tena
 def test_sql_is_plain(engine: Engine) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sync_state WHERE 1 = 0")).scalar() == 0
+
+
+def test_save_fresh_stores_what_save_stores(engine: Engine, tenant: str) -> None:
+    """A first import's bookkeeping from plain tuples (save_fresh) next to save()'s from
+    SyncStates: the same rows, but for the time of writing."""
+    fresh = StateStore(engine, tenant + "-fresh")
+    saved = StateStore(engine, tenant + "-save")
+    states = [state("a", base=FIELDS, remote=REMOTE, local_hash="h", remote_hash="d1",
+                    remote_updated_ms=2**40, public_id="p-1"),
+              state("b", status="read_only", base=FIELDS, remote=REMOTE),
+              state("c", ref_id=None, public_id="p-3")]
+    with saved.begin() as conn:
+        saved.save(conn, states)
+    rows = [(s.key, s.ref_id, s.public_id, s.status, r["base"], r["base_hash"], s.local_hash,
+             r["remote"], s.remote_hash, s.remote_updated_ms)
+            for s in states for r in [s.as_row("", datetime.now(UTC))]]
+    with fresh.begin() as conn:
+        fresh.save_fresh(conn, rows)
+        fresh.save_fresh(conn, [])
+    with engine.connect() as conn:
+        stored = {t: [tuple(v for k, v in r._mapping.items() if k not in ("tenant", "updated_at"))
+                      for r in conn.execute(text(
+                          "SELECT * FROM sync_state WHERE tenant = :t ORDER BY key"), {"t": t})]
+                  for t in (tenant + "-fresh", tenant + "-save")}
+        kinds = conn.execute(text("SELECT DISTINCT typeof(updated_at) FROM sync_state "
+                                  "WHERE tenant LIKE :t"), {"t": tenant + "-%"}).all() \
+            if engine.dialect.name == "sqlite" else [("text",)]
+    assert len(stored[tenant + "-fresh"]) == 3
+    assert stored[tenant + "-fresh"] == stored[tenant + "-save"]
+    assert kinds == [("text",)]
+    assert fresh.load(["a", "b", "c"]) == saved.load(["a", "b", "c"])
+
+
+def test_save_fresh_refuses_a_status_it_does_not_know(store: StateStore) -> None:
+    row = ("a", "a", None, "maybe", None, None, None, None, None, None)
+    with store.begin() as conn, pytest.raises(ValueError, match="maybe"):
+        store.save_fresh(conn, [row])
+    assert store.load(["a"]) == {}
+
+
+def test_positional_tuples_must_name_every_column_once(engine: Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("Positional is SQLite's (qmark) shortcut")
+    names = ("tenant", "key", "status", "attempts", "updated_at")
+    positional = Positional.of(sync_state.insert(), engine.dialect, names)
+    assert positional is not None
+    when = datetime.now(UTC)
+    shared = {"tenant": "t", "attempts": 0}
+    with engine.begin() as conn:
+        with pytest.raises(ValueError, match="are not"):
+            positional.execute_tuples(conn, ("key", "status"), [("a", "synced")], shared)
+        with pytest.raises(ValueError, match="bind processor"):  # updated_at must be shared
+            positional.execute_tuples(conn, ("key", "status", "updated_at"),
+                                      [("a", "synced", when)], shared)
+        positional.execute_tuples(conn, ("status", "key"), [("synced", "a"), ("error", "b")],
+                                  {**shared, "updated_at": when})
+        got = conn.execute(text("SELECT key, status, attempts, updated_at FROM sync_state "
+                                "WHERE tenant = 't' ORDER BY key")).all()
+    stamp = when.replace(tzinfo=None).isoformat(sep=" ")
+    assert got == [("a", "synced", 0, stamp), ("b", "error", 0, stamp)]
