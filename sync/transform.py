@@ -38,6 +38,8 @@ def from_column(f: FieldMap, raw: object) -> FieldValue:
 def _from_column(f: FieldMap, raw: object) -> FieldValue:
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
+    if isinstance(raw, bytes | bytearray | memoryview):  # SQLite keeps what an app binds
+        raise ValueError("holds bytes (a BLOB), not text or a number: write it as text")
     if f.kind in LIST_KINDS:
         items = _list_from_column(f, raw)
         return canon_value(f.kind, [_map(f, i) for i in items] if f.values else items)

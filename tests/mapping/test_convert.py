@@ -72,6 +72,9 @@ def test_a_crm_value_the_column_cannot_take_is_a_row_error(entry: str, contact: 
      {"d": "1990-05-17"}, "not a date in the format 'dd/MM/yyyy'"),
     ("{field: tags, column: d}", {"d": "[1, "}, "not valid JSON"),
     ("{field: tags, column: d}", {"d": '{"a": 1}'}, "not a JSON array"),
+    ("{field: full_name, column: d}", {"d": "Ánh".encode()}, "holds bytes (a BLOB)"),
+    ("{custom: Điểm, column: d, type: integer}", {"d": b"9"}, "holds bytes (a BLOB)"),
+    ("{field: tags, column: d}", {"d": bytearray(b"[]")}, "holds bytes (a BLOB)"),
 ])
 def test_a_local_value_that_does_not_fit_is_a_row_error_naming_the_column(
         entry: str, row: dict[str, object], words: str) -> None:
