@@ -249,23 +249,25 @@ class StateStore(Journal):
         """`save` for states given as tuples of FRESH_COLUMNS, of distinct keys, their JSON
         texts made (codec), with no error, attempt or pending time (a first import's): no
         SyncState is made for them."""
-        shared = {"tenant": self.tenant, "last_error": None, "attempts": 0,
-                  "pending_since": None, "updated_at": utcnow()}
         if not rows:
             return
         if odd := {r[3] for r in rows} - set(STATUSES):
             raise ValueError(f"status {sorted(odd)} is not one of {STATUSES}")
+        shared = {"tenant": self.tenant, "last_error": None, "attempts": 0,
+                  "pending_since": None, "updated_at": utcnow()}
+
+        def dicts(part: Sequence[tuple[Any, ...]]) -> list[dict[str, Any]]:
+            return [{**dict(zip(FRESH_COLUMNS, r, strict=True)), **shared} for r in part]
+
         if conn.dialect.name not in ("sqlite", "postgresql"):
-            self._save_generic(conn, [{**dict(zip(FRESH_COLUMNS, r, strict=True)), **shared}
-                                      for r in rows])
+            self._save_generic(conn, dicts(rows))
             return
         stmt, positional = self._upsert(conn, (*FRESH_COLUMNS, *shared))
         for part in _chunks(rows):
             if positional is not None:
                 positional.execute_tuples(conn, FRESH_COLUMNS, part, shared)
             else:
-                conn.execute(stmt, [{**dict(zip(FRESH_COLUMNS, r, strict=True)), **shared}
-                                    for r in part])
+                conn.execute(stmt, dicts(part))
 
     def _upsert(self, conn: Connection, names: tuple[str, ...]
                 ) -> tuple[Any, Positional | None]:
