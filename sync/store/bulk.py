@@ -36,7 +36,7 @@ class _Bound:
 
     def __init__(self, sql: str, names: Sequence[str],
                  processors: Sequence[Callable[[Any], Any] | None]) -> None:
-        self.sql, self.names = sql, tuple(names)
+        self.sql, self.names, processors = sql, tuple(names), tuple(processors)
         self._processors = dict(zip(self.names, processors, strict=True))
         self._convert = tuple((i, p) for i, p in enumerate(processors) if p is not None)
 
