@@ -175,6 +175,23 @@ async def test_workers_get_no_crm_sync_settings(monkeypatch: pytest.MonkeyPatch)
     assert b"PYTHONPATH=" in environ
 
 
+def test_a_worker_loads_no_http_client() -> None:
+    """The worker reads items with the adapter alone: httpx (which brings its command line's
+    click and rich), tenacity and structlog stay out, so it starts sooner and smaller."""
+    code = ("import sys, sync.import_worker, sync.api.adapter; "
+            "print(sorted({'httpx', 'tenacity', 'structlog', 'rich', 'click'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={k: v for k, v in os.environ.items()
+                                          if not k.startswith("CRM_SYNC_")})
+    assert out.stdout.strip() == "[]", out.stdout
+    from sync.api import OmiClient, RequestEvent  # the package still gives the client
+    from sync.api.client import OmiClient as Client
+    assert OmiClient is Client and RequestEvent.__name__ == "RequestEvent"
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        import sync.api
+        sync.api.Nothing  # noqa: B018
+
+
 @pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (3, 2), (16, 2)])
 def test_default_workers_leave_a_core_to_the_cycle(monkeypatch: pytest.MonkeyPatch,
                                                    cores: int, workers: int) -> None:
