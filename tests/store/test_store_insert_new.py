@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
+from sync.store.bulk import MultiValues
 from sync.store.local import _MULTI_ROWS, _insert_new_stmt, _multi_values
 
 from .test_store_fingerprint import BASE_ROW, Rows
@@ -154,3 +155,44 @@ def test_a_multi_row_insert_takes_exactly_its_rows() -> None:
     assert multi is not None
     with pytest.raises(ValueError, match="3 rows for a statement of 2"):
         multi.execute(None, [{"k": "a"}, {"k": "b"}, {"k": "c"}])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 37, _MULTI_ROWS])
+def test_a_multi_row_insert_is_the_statement_sqlalchemy_compiles(tmp_path: Path, n: int) -> None:
+    """MultiValues writes the n-row statement from the one- and two-row ones: it must be the
+    very SQL SQLAlchemy compiles for n rows (the fingerprint in RETURNING included)."""
+    r = Rows(f"sqlite:///{tmp_path}/sql.db")
+    try:
+        dialect = r.engine.dialect
+        columns = [r.table.c[c] for c in sorted(r.table.c.keys())]
+        multi = _multi_values(r.table, "k", tuple(c.name for c in columns), n, dialect, r.image)
+        assert multi is not None
+        values = [{c.name: sa.bindparam(f"r{j}c{i}", type_=c.type)
+                   for i, c in enumerate(columns)} for j in range(n)]
+        whole = _insert_new_stmt(r.table, "k", dialect, r.image, values).compile(dialect=dialect)
+        assert multi.sql == str(whole)
+        assert multi.sql.count("?") == n * len(columns)
+    finally:
+        r.close()
+
+
+def test_a_multi_row_insert_written_otherwise_is_compiled_whole() -> None:
+    """A statement whose one-row group cannot be found as such (here: a bound value in the
+    RETURNING) is compiled for all its rows, and still takes its rows in order."""
+    table = sa.Table("t", sa.MetaData(), sa.Column("k", sa.Text, primary_key=True),
+                     sa.Column("v", sa.Text))
+
+    def statement(values: list[dict[str, Any]]) -> sa.Insert:
+        return sa.insert(table).values(values).returning(
+            table.c.k, sa.func.coalesce(table.c.v, sa.literal_column("'(?, ?)'")))
+
+    multi = MultiValues.of([table.c.k, table.c.v], 3, sqlite_dialect(), statement)
+    assert multi is not None and multi.sql.count("(?, ?)") == 4  # 3 rows and the literal
+    engine = sa.create_engine("sqlite://")
+    try:
+        table.create(engine)
+        with engine.begin() as conn:
+            got = multi.execute(conn, [{"k": "a", "v": "1"}, {"k": "b"}, {"k": "c", "v": "3"}])
+        assert sorted(got) == [("a", "1"), ("b", "(?, ?)"), ("c", "3")]
+    finally:
+        engine.dispose()
