@@ -118,22 +118,27 @@ class MultiValues(_Bound):
             out = statement(values).compile(dialect=dialect)
             return out if isinstance(out, SQLCompiler) else None
 
-        one, two = compiled(1), compiled(min(n, 2))
+        one = compiled(1)
+        two = one if n == 1 else compiled(2)
         if one is None or two is None:
             return None
         # the columns in the order SQLAlchemy wrote them (the table's), the same in every row
-        order = [int(name.split("c")[1]) for name in (two.positiontup or ())[:len(columns)]]
-        expected = [f"r{j}c{i}" for j in range(min(n, 2)) for i in order]
-        if sorted(order) != list(range(len(columns))) or two.positiontup != expected:
+        order = [int(name.split("c")[1]) for name in (one.positiontup or ())]
+
+        def in_row_order(c: SQLCompiler | None, rows: int) -> bool:
+            return c is not None and c.positiontup == [f"r{j}c{i}" for j in range(rows)
+                                                       for i in order]
+
+        if sorted(order) != list(range(len(columns))) or not in_row_order(two, min(n, 2)):
             return None  # SQLAlchemy wrote the VALUES otherwise: keep its own path
         group = "(" + ", ".join("?" * len(columns)) + ")"
         sql1 = str(one)
-        twice = sql1.replace(group, f"{group}, {group}")
-        if sql1.count(group) == 1 and (n == 1 or str(two) == twice):
+        if sql1.count(group) == 1 and str(two) == (sql1 if n == 1 else
+                                                   sql1.replace(group, f"{group}, {group}")):
             sql = sql1.replace(group, ", ".join([group] * n))
         else:  # written some other way: compile all n rows
             whole = compiled(n)
-            if whole is None or whole.positiontup != [f"r{j}c{i}" for j in range(n) for i in order]:
+            if not in_row_order(whole, n):
                 return None
             sql = str(whole)
         ordered = [columns[i] for i in order]
