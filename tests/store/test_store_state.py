@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from sync.codec import fields_hash
 from sync.errors import StoreError
@@ -321,3 +321,33 @@ def test_positional_tuples_must_name_every_column_once(engine: Engine) -> None:
                                 "WHERE tenant = 't' ORDER BY key")).all()
     stamp = when.replace(tzinfo=None).isoformat(sep=" ")
     assert got == [("a", "synced", 0, stamp), ("b", "error", 0, stamp)]
+
+
+def test_save_fresh_on_another_database_goes_the_generic_way(
+        engine: Engine, tenant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither SQLite nor PostgreSQL: no upsert statement, update what exists and insert the
+    rest (`_save_generic`), with the same rows."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the generic path is reached by renaming SQLite's dialect")
+    store = StateStore(engine, tenant)
+    rows = [("a", "a", "p-a", "synced", None, None, "h", None, "d-a", 7),
+            ("b", None, "p-b", "read_only", None, None, None, None, None, None)]
+    generic: list[int] = []
+    save_generic = store._save_generic
+
+    def counted(conn: Connection, states: list[dict[str, object]]) -> None:
+        generic.append(len(states))
+        save_generic(conn, states)
+
+    monkeypatch.setattr(store, "_save_generic", counted)
+    monkeypatch.setattr(engine.dialect, "name", "otherdb")
+    with store.begin() as conn:
+        store.save_fresh(conn, rows)
+    with store.begin() as conn:  # again: the rows exist now, and are updated
+        store.save_fresh(conn, [(*rows[0][:6], "h2", *rows[0][7:])])
+    monkeypatch.undo()
+    assert generic == [2, 1]
+    got = store.load(["a", "b"])
+    assert (got["a"].status, got["a"].local_hash, got["a"].remote_hash,
+            got["a"].remote_updated_ms, got["a"].attempts) == ("synced", "h2", "d-a", 7, 0)
+    assert (got["b"].status, got["b"].ref_id, got["b"].public_id) == ("read_only", None, "p-b")
