@@ -82,8 +82,9 @@ def test_a_differently_serialised_page_parses_alike_with_other_digests() -> None
 
 
 def test_digest_is_stable_and_changes_with_any_byte() -> None:
+    assert raw_page().listed[0] == raw_page().listed[0]  # the same page read twice
     a, b = raw_page().listed[0].contact(), raw_page().listed[0].contact()
-    assert a.digest == b.digest and a.digest is not None
+    assert a.digest == b.digest and a.digest is not None and a == b
     raw = compact(CONTRACT_EXAMPLE)
     # one contact differing by one byte anywhere (a timestamp digit, a name's letter, a key's
     # order) gets another digest
