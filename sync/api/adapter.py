@@ -44,11 +44,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from hashlib import sha256
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import msgspec
+import xxhash
 
 from sync.errors import (
     ApiError,
@@ -136,9 +136,16 @@ class Listed(NamedTuple):
 
 
 def item_digest(raw: bytes) -> str:
-    """A listed item's digest: 128 bits of SHA-256 (the fastest strong hash here: CPUs hash
-    it in hardware) of its JSON exactly as served."""
-    return sha256(raw).hexdigest()[:32]
+    """A listed item's digest: XXH3-128 of its JSON exactly as served, as 32 hex digits.
+
+    It tells the CRM's edits from the bytes last agreed, so that an unchanged item is not
+    decoded (every quick cycle hashes the whole listing): 0.15 µs for a 1.7 KB item, where
+    SHA-256 takes 1.7 µs even in hardware. Not a cryptographic hash: an edit crafted to
+    collide would wait for the next full cycle (`sync --full`, the nightly reconcile), which
+    compares every contact whatever its digest. Digests recorded with another function (a
+    store written by crm-sync before it used this one) only cost one cycle that decodes every
+    item and records them anew."""
+    return xxhash.xxh3_128_hexdigest(raw)
 
 
 @dataclass(frozen=True, slots=True)

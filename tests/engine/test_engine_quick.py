@@ -99,6 +99,26 @@ async def test_quick_cycles_after_an_import_skip_everything_full_ones_nothing(
     assert_mirrored(h)
 
 
+async def test_digests_of_another_hash_cost_one_cycle_that_records_them_anew(
+        make_harness: MakeHarness) -> None:
+    """A store whose listing digests another hash function made (crm-sync before XXH3):
+    one quick cycle decodes every item, changes nothing and records the digests anew; the
+    next one skips every item undecoded again."""
+    h = await imported(make_harness)
+    rows, crm = h.rows(), h.emulator.contacts()
+    digests = {k: s.remote_hash for k, s in h.states().items()}
+    h.execute("UPDATE sync_state SET remote_hash = 'sha256-' || key")
+
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert not write_calls(r.api_calls), r.api_calls
+    assert r.counts["pulled"] == N and r.counts.get("unchanged", 0) == 0  # every item decoded
+    assert not others(r), others(r)
+    assert h.rows() == rows and h.emulator.contacts() == crm
+    assert {k: s.remote_hash for k, s in h.states().items()} == digests
+    assert_all_unchanged(await h.cycle())
+
+
 # --- b. an agent edits a mapped field ------------------------------------------------------------
 
 @pytest.mark.parametrize(("field", "value", "column", "expected"), [
