@@ -14,9 +14,11 @@ message, or a traceback's local variables.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import re
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -93,6 +95,15 @@ class _Call:
 _READ, _UNSAFE = "read", "unsafe"  # idempotent writes share the read policy
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context (system settings, certifi's CA bundle), built once per
+    process: every AsyncClient built its own, loading the CA bundle again, 30-60 ms of each
+    cycle whether the CRM's URL is https or not. A CA bundle changed on disk is read on
+    the next start."""
+    return httpx.create_ssl_context()
+
+
 class OmiClient:
     """`async with OmiClient(base_url, api_key) as c:` then call the endpoint methods."""
 
@@ -110,6 +121,7 @@ class OmiClient:
         self._on_request = on_request
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), transport=transport, follow_redirects=False,
+            verify=_tls_context(),
             timeout=httpx.Timeout(connect=min(timeout, 10.0), read=timeout, write=timeout,
                                   pool=timeout),
             headers={"Accept": "application/json"})

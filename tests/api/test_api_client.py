@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 
 import httpx
@@ -301,3 +302,26 @@ def test_empty_key_refused() -> None:
     with pytest.raises(AuthError):
         make_client(FakeOmi(), api_key="")
 
+
+
+def test_clients_share_one_verifying_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each cycle builds a client; the CA bundle is loaded for the first one only, into a
+    context that still verifies certificates and host names."""
+    from sync.api import client as client_module
+
+    built: list[ssl.SSLContext] = []
+
+    def counting(*args: object, **kwargs: object) -> ssl.SSLContext:
+        built.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return built[-1]
+
+    real = httpx.create_ssl_context
+    monkeypatch.setattr(httpx, "create_ssl_context", counting)
+    client_module._tls_context.cache_clear()
+    try:
+        for _ in range(3):
+            client_module.OmiClient("https://crm.example.vn", "k")
+        assert len(built) == 1
+        assert built[0].verify_mode is ssl.CERT_REQUIRED and built[0].check_hostname
+    finally:
+        client_module._tls_context.cache_clear()
