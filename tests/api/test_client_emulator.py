@@ -183,3 +183,19 @@ async def test_a_page_body_is_not_left_for_the_cyclic_collector() -> None:
     assert sum(len(p.listed) for p in pages) == 60
     assert responses, "httpx no longer leaves Responses in cycles: this test checks nothing"
     assert holding == []
+
+
+async def test_a_page_of_megabytes_is_read_whole_in_large_reads() -> None:
+    """The client raises httpcore's read size (64 KB) to 1 MB: a listing's pages are 1-2 MB,
+    and each read costs a turn through anyio, h11 and httpx. Over real HTTP, a 5 MB page
+    comes through intact."""
+    import httpcore
+
+    assert httpcore.AsyncHTTP11Connection.READ_NUM_BYTES >= 1 << 20
+    config = EmulatorConfig(contacts=3000, page_size_cap=3000, seed=4)
+    expected = [contact_from_wire(w) for w in Emulator(config).contacts()]
+    with EmulatorServer(config) as srv:
+        async with OmiClient(srv.url, KEY, **FAST) as client:
+            pages = [p async for p in client.iter_pages(3000)]
+    assert len(pages) == 1 and sum(len(x.raw) for x in pages[0].listed) > 4_000_000
+    assert list(pages[0].items) == expected
