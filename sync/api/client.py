@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore
 import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -94,18 +93,6 @@ class _Call:
 
 
 _READ, _UNSAFE = "read", "unsafe"  # idempotent writes share the read policy
-
-
-# httpcore reads a response 64 KB at a time, and every read takes its turn through anyio, h11
-# and httpx: a list page is 1-2 MB. Over plain HTTP (the emulator, a CRM behind a local
-# gateway), reads of up to 1 MB take about a third off the client's CPU for a listing (100
-# pages of 1.7 MB: 0.44-0.53 s against 0.64-0.80 s). Over TLS a read returns one TLS record
-# (16 KB at most) whatever the size asked, so it neither helps nor costs (measured). It is a
-# class constant of httpcore, not an option, so it is set here, for every HTTP/1.1
-# connection of the process, and only ever raised.
-_READ_BYTES = 1 << 20
-if httpcore.AsyncHTTP11Connection.READ_NUM_BYTES < _READ_BYTES:
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = _READ_BYTES
 
 
 @functools.cache

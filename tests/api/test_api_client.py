@@ -303,7 +303,6 @@ def test_empty_key_refused() -> None:
         make_client(FakeOmi(), api_key="")
 
 
-
 def test_clients_share_one_verifying_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each cycle builds a client; the CA bundle is loaded for the first one only, into a
     context that still verifies certificates and host names."""
