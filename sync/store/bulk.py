@@ -119,8 +119,7 @@ class MultiValues(_Bound):
             return out if isinstance(out, SQLCompiler) else None
 
         one = compiled(1)
-        two = one if n == 1 else compiled(2)
-        if one is None or two is None:
+        if one is None:
             return None
         # the columns in the order SQLAlchemy wrote them (the table's), the same in every row
         order = [int(name.split("c")[1]) for name in (one.positiontup or ())]
@@ -129,18 +128,20 @@ class MultiValues(_Bound):
             return c is not None and c.positiontup == [f"r{j}c{i}" for j in range(rows)
                                                        for i in order]
 
-        if sorted(order) != list(range(len(columns))) or not in_row_order(two, min(n, 2)):
+        if sorted(order) != list(range(len(columns))) or not in_row_order(one, 1):
             return None  # SQLAlchemy wrote the VALUES otherwise: keep its own path
-        group = "(" + ", ".join("?" * len(columns)) + ")"
-        sql1 = str(one)
-        if sql1.count(group) == 1 and str(two) == (sql1 if n == 1 else
-                                                   sql1.replace(group, f"{group}, {group}")):
-            sql = sql1.replace(group, ", ".join([group] * n))
-        else:  # written some other way: compile all n rows
-            whole = compiled(n)
-            if not in_row_order(whole, n):
-                return None
-            sql = str(whole)
+        sql = str(one)
+        if n > 1:
+            group = "(" + ", ".join("?" * len(columns)) + ")"
+            two = compiled(2)
+            if (in_row_order(two, 2) and sql.count(group) == 1
+                    and str(two) == sql.replace(group, f"{group}, {group}")):
+                sql = sql.replace(group, ", ".join([group] * n))
+            else:  # written some other way: compile all n rows
+                whole = compiled(n)
+                if not in_row_order(whole, n):
+                    return None
+                sql = str(whole)
         ordered = [columns[i] for i in order]
         return cls(sql, [c.name for c in ordered], n,
                    [c.type.dialect_impl(dialect).bind_processor(dialect) for c in ordered])
