@@ -17,7 +17,7 @@ driver's own tuples (SQLite and PostgreSQL).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 _NOTHING: Any = object()
 
 
-class _Bound:
+class Bound:
     """A compiled statement and its columns' bind processors (the functions SQLAlchemy would
     call). Each column's last value is remembered by identity: a value the rows share (a
     save's `updated_at`, a None) is processed once, not once a row."""
@@ -42,10 +42,15 @@ class _Bound:
 
     def _values(self, rows: Sequence[Mapping[str, Any]], *, strict: bool
                 ) -> Iterator[list[Any]]:
-        names, convert = self.names, self._convert
+        names = self.names
+        return self._processed([row[n] for n in names] if strict else [row.get(n) for n in names]
+                               for row in rows)
+
+    def _processed(self, rows: Iterable[list[Any]]) -> Iterator[list[Any]]:
+        """Each row's values (in the order of `names`) through the columns' processors."""
+        convert = self._convert
         last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(convert)
-        for row in rows:
-            values = [row[n] for n in names] if strict else [row.get(n) for n in names]
+        for values in rows:
             for k, (i, process) in enumerate(convert):
                 value = values[i]
                 seen, out = last[k]
@@ -56,7 +61,7 @@ class _Bound:
             yield values
 
 
-class Positional(_Bound):
+class Positional(Bound):
     @classmethod
     def of(cls, stmt: ClauseElement, dialect: Dialect, names: Sequence[str]) -> Positional | None:
         """`stmt` (an INSERT, maybe with ON CONFLICT) compiled for rows keyed by `names`;
@@ -90,7 +95,7 @@ class Positional(_Bound):
         conn.exec_driver_sql(self.sql, [pick(row + common) for row in rows])
 
 
-class MultiValues(_Bound):
+class MultiValues(Bound):
     """`n` rows in one INSERT .. VALUES (..), (..) .. RETURNING, the rows keyed by `names`."""
 
     def __init__(self, sql: str, names: Sequence[str], n: int,

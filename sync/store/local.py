@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from sync.mapping import MappingSpec
+from sync.store import pgcopy
 from sync.store.bulk import MultiValues
 
 
@@ -149,8 +150,24 @@ def _insert_new_stmt(table: sa.Table, key_column: str, dialect: sa.Dialect,
     """INSERT .. ON CONFLICT (key) DO NOTHING RETURNING key[, fingerprint]."""
     insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
     stmt = insert(table) if values is None else insert(table).values(values)
-    return (stmt.on_conflict_do_nothing(index_elements=[table.c[key_column]])
-            .returning(table.c[key_column], *_returned(image, dialect)))
+    return _skipping_taken(stmt, table, key_column, dialect, image)
+
+
+def _skipping_taken(stmt: Any, table: sa.Table, key_column: str, dialect: sa.Dialect,
+                    image: sa.ColumnElement[str] | None) -> sa.Insert:
+    """`stmt` (an SQLite or PostgreSQL INSERT) with ON CONFLICT (key) DO NOTHING RETURNING
+    key[, fingerprint]."""
+    out: sa.Insert = (stmt.on_conflict_do_nothing(index_elements=[table.c[key_column]])
+                      .returning(table.c[key_column], *_returned(image, dialect)))
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _staged(table: sa.Table, key_column: str, cols: tuple[str, ...], dialect: sa.Dialect,
+            image: sa.ColumnElement[str] | None) -> pgcopy.Staged:
+    """insert_new's statement through COPY (PostgreSQL), built once per column set."""
+    return pgcopy.Staged(table, cols, dialect,
+                  lambda stmt: _skipping_taken(stmt, table, key_column, dialect, image))
 
 
 def _returned(image: sa.ColumnElement[str] | None, dialect: sa.Dialect
@@ -302,6 +319,11 @@ class LocalTable:
             return {}
         dialect = conn.dialect
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
+            if len(rows) >= pgcopy.MIN_ROWS:
+                cols = tuple(sorted(set().union(*(r.keys() for r in rows))))
+                staged = _staged(self.table, self.key_column, cols, dialect, image)
+                return {str(r[0]): (str(r[1]) if image is not None else None)
+                        for r in staged.execute(conn, rows)}
             return self._insert_new_pipelined(conn, rows, image)
         if dialect.name in ("sqlite", "postgresql") and dialect.insert_returning:
             return self._insert_new_returning(conn, rows, image)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from sync.store import pgcopy
 from sync.store.bookkeeping import PUBLIC_FIELDS, SyncState
 from sync.store.bulk import Positional, driver_rows
 from sync.store.journal import Journal
@@ -61,6 +62,14 @@ class AgreedRows:
         return None if key is None else (self.public_ids[digest], key)
 
 
+def _upserting(stmt: Any, names: Iterable[str]) -> Any:
+    """`stmt` (an SQLite or PostgreSQL INSERT into sync_state) updating a key's row when it
+    exists: every column of `names` but the key's."""
+    return stmt.on_conflict_do_update(
+        index_elements=["tenant", "key"],
+        set_={name: stmt.excluded[name] for name in names if name not in ("tenant", "key")})
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -78,6 +87,7 @@ class StateStore(Journal):
         # save()'s upsert per dialect and row shape, with its compiled form where the driver
         # takes one (Positional; None: the ordinary executemany)
         self._upserts: dict[tuple[str, tuple[str, ...]], tuple[Any, Positional | None]] = {}
+        self._staged: pgcopy.Staged | None = None  # save_fresh's, through COPY
         self._blobs = False  # agreed_rows met a BLOB in the local table
 
     @contextmanager
@@ -262,7 +272,15 @@ class StateStore(Journal):
         if conn.dialect.name not in ("sqlite", "postgresql"):
             self._save_generic(conn, dicts(rows))
             return
-        stmt, positional = self._upsert(conn, (*FRESH_COLUMNS, *shared))
+        names = (*FRESH_COLUMNS, *shared)
+        if pgcopy.usable(conn) and len(rows) >= pgcopy.MIN_ROWS:
+            if self._staged is None:
+                self._staged = pgcopy.Staged(sync_state, FRESH_COLUMNS, conn.dialect,
+                                             lambda stmt: _upserting(stmt, names),
+                                             extra=tuple(shared))
+            self._staged.execute_tuples(conn, rows, shared)
+            return
+        stmt, positional = self._upsert(conn, names)
         for part in _chunks(rows):
             if positional is not None:
                 positional.execute_tuples(conn, FRESH_COLUMNS, part, shared)
@@ -276,11 +294,7 @@ class StateStore(Journal):
         dialect = conn.dialect.name
         if (dialect, names) not in self._upserts:
             insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-            stmt = insert(sync_state)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["tenant", "key"],
-                set_={name: stmt.excluded[name] for name in names if name not in ("tenant",
-                                                                                  "key")})
+            stmt = _upserting(insert(sync_state), names)
             self._upserts[dialect, names] = stmt, Positional.of(stmt, conn.dialect, names)
         return self._upserts[dialect, names]
 
