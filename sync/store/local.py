@@ -319,7 +319,7 @@ class LocalTable:
             return {}
         dialect = conn.dialect
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
-            if len(rows) >= pgcopy.MIN_ROWS:
+            if len(rows) >= pgcopy.MIN_ROWS and pgcopy.usable(conn):
                 cols = tuple(sorted(set().union(*(r.keys() for r in rows))))
                 staged = _staged(self.table, self.key_column, cols, dialect, image)
                 return {str(r[0]): (str(r[1]) if image is not None else None)

@@ -32,11 +32,20 @@ __all__ = ["MIN_ROWS", "Staged", "usable"]
 # From this many rows an insert goes through COPY; fewer cost less as they are (the staging
 # table's round trips).
 MIN_ROWS = 100
+_TEMP_ALLOWED = "crm_sync_temp_tables"  # the connection's info key
 
 
 def usable(conn: Connection) -> bool:
-    """Whether this connection can COPY this way: PostgreSQL through psycopg (3)."""
-    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+    """Whether this connection can COPY this way: PostgreSQL through psycopg (3), as a user
+    who may create temporary tables (PostgreSQL grants it to everyone unless an administrator
+    revoked it; asked once per connection)."""
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
+        return False
+    info = conn.connection.info
+    if _TEMP_ALLOWED not in info:
+        info[_TEMP_ALLOWED] = bool(conn.scalar(sa.text(
+            "SELECT has_database_privilege(current_database(), 'TEMPORARY')")))
+    return bool(info[_TEMP_ALLOWED])
 
 
 class Staged(Bound):

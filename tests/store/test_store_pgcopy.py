@@ -5,6 +5,8 @@ behind when they fail."""
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -12,13 +14,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Connection, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from sync import codec
 from sync.record import Contact
-from sync.store import pgcopy
+from sync.store import make_engine, pgcopy
 from sync.store.state import StateStore
 
+from .conftest import PG_ENV
 from .test_store_fingerprint import BASE_ROW, Rows
 from .test_store_insert_new import ROWS, table_rows
 
@@ -142,8 +146,6 @@ def stored_states(conn: Connection, tenant: str) -> list[tuple[Any, ...]]:
 
 @pytest.mark.postgres
 def test_save_fresh_through_copy_stores_what_its_upsert_stores(pg_url: str) -> None:
-    from sync.store import make_engine
-
     engine = make_engine(pg_url)
     try:
         copied, upserted = StateStore(engine, "copy-fresh"), StateStore(engine, "copy-upsert")
@@ -181,3 +183,48 @@ def test_only_postgresql_through_psycopg_copies() -> None:
             assert not pgcopy.usable(conn)
     finally:
         sqlite_engine.dispose()
+
+
+@pytest.fixture
+def no_temp_url() -> Iterator[str]:
+    """A database of its own where PUBLIC lost the right to create temporary tables, and the
+    URL of a role (not a superuser) that owns its public schema."""
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL to test against")
+    name = f"crm_sync_notemp_{secrets.token_hex(4)}"
+    admin = make_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE ROLE "{name}" LOGIN'))
+            conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{name}"'))
+            conn.execute(text(f'REVOKE TEMPORARY ON DATABASE "{name}" FROM PUBLIC, "{name}"'))
+        owner = make_engine(make_url(base).set(database=name).render_as_string(
+            hide_password=False), isolation_level="AUTOCOMMIT")
+        with owner.connect() as conn:
+            conn.execute(text(f'ALTER SCHEMA public OWNER TO "{name}"'))
+        owner.dispose()
+        yield make_url(base).set(database=name, username=name).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_user_without_temporary_tables_inserts_the_usual_way(no_temp_url: str) -> None:
+    r = Rows(no_temp_url)
+    try:
+        rows = many_rows()
+        with r.engine.begin() as conn:
+            assert not pgcopy.usable(conn)
+            got = r.local.insert_new(conn, rows, r.image)
+        assert len(got) == len(rows) and got == {k: r.print_of(k) for k in got}
+        fresh = fresh_tuples(pgcopy.MIN_ROWS + 3)
+        with r.store.begin() as conn:
+            r.store.save_fresh(conn, fresh)
+        assert len(r.store.load([t[0] for t in fresh])) == len(fresh)
+    finally:
+        r.close()
