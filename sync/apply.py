@@ -137,6 +137,7 @@ class Applier:
             states: list[SyncState] = []
             conflicts: list[dict[str, Any]] = []
             inserts: list[dict[str, Any]] = []
+            updates: list[tuple[str, dict[str, Any]]] = []  # written together, below
             agreed: dict[str, SyncState] = {}  # rows that hold their new base once this commits
             for it in items:
                 now_row = current.get(it.key)
@@ -145,7 +146,7 @@ class Applier:
                     continue
                 crm_id = self._crm_id(it.remote)
                 if it.plan is None:
-                    e.local.update(conn, it.key, crm_id)
+                    updates.append((it.key, crm_id))
                     continue
                 acts = it.plan.actions
                 push = next((a for a in acts if isinstance(a, PushUpdate)), None)
@@ -156,8 +157,7 @@ class Applier:
                     if isinstance(a, PullCreate):
                         inserts.append(self._row(it.key, a.fields) | crm_id)
                     elif isinstance(a, PullUpdate):
-                        e.local.update(conn, it.key,
-                                       e.conv.row_values(a.changes, now_row) | crm_id)
+                        updates.append((it.key, e.conv.row_values(a.changes, now_row) | crm_id))
                     elif isinstance(a, RecordConflicts):
                         if not (it.state and it.state.status == "conflict"):  # already open
                             conflicts += self.conflict_rows(it.key, a.conflicts)
@@ -172,7 +172,7 @@ class Applier:
                 if (crm_id and now_row is not None
                         and not any(isinstance(a, PullUpdate) for a in acts)
                         and now_row.get(str(self.spec.crm_id_column)) != it.remote.public_id):
-                    e.local.update(conn, it.key, crm_id)  # e.g. a create just confirmed
+                    updates.append((it.key, crm_id))  # e.g. a create just confirmed
                 if it.remote.ref_id is None or e.read_only_table:
                     status = "read_only" if status == "synced" else status
                 if push is not None:  # the base is saved once the CRM took the push
@@ -188,6 +188,7 @@ class Applier:
                     if error is None and status in AGREED_STATUSES:
                         agreed[it.key] = states[-1]
                 self._count(acts)
+            e.local.update_many(conn, updates)
             if inserts:
                 created = e.local.insert_new(conn, inserts, e.image)
                 taken = {r[self.spec.key_column] for r in inserts} - created.keys()
