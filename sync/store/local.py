@@ -167,7 +167,7 @@ def _staged(table: sa.Table, key_column: str, cols: tuple[str, ...], dialect: sa
             image: sa.ColumnElement[str] | None) -> pgcopy.Staged:
     """insert_new's statement through COPY (PostgreSQL), built once per column set."""
     return pgcopy.Staged(table, cols, dialect,
-                  lambda stmt: _skipping_taken(stmt, table, key_column, dialect, image))
+                         lambda stmt: _skipping_taken(stmt, table, key_column, dialect, image))
 
 
 def _returned(image: sa.ColumnElement[str] | None, dialect: sa.Dialect

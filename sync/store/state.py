@@ -273,7 +273,7 @@ class StateStore(Journal):
             self._save_generic(conn, dicts(rows))
             return
         names = (*FRESH_COLUMNS, *shared)
-        if pgcopy.usable(conn) and len(rows) >= pgcopy.MIN_ROWS:
+        if len(rows) >= pgcopy.MIN_ROWS and pgcopy.usable(conn):
             if self._staged is None:
                 self._staged = pgcopy.Staged(sync_state, FRESH_COLUMNS, conn.dialect,
                                              lambda stmt: _upserting(stmt, names),
