@@ -68,7 +68,7 @@ async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     return results  # type: ignore[return-value]  # no exception among them
 
 
-def _sent(fields: Fields) -> Fields:
+def sent_fields(fields: Fields) -> Fields:
     """What add-more carries of `fields`: it takes no dynamic attributes, so the agreed base
     leaves them out and the first cycle that sees the contact pushes them with an update."""
     return {k: (None if k.startswith(DYNAMIC_PREFIX) else v) for k, v in fields.items()}
@@ -302,7 +302,7 @@ class Applier:
             # it is looked up, and maybe sent again.
             since = e.now()
             states = [self._state(k, prev, ref_id=k, public_id=None, status="pending_create",
-                                  base=_sent(f), remote=None, last_error=None,
+                                  base=sent_fields(f), remote=None, last_error=None,
                                   attempts=(prev.attempts if prev else 0) + 1,
                                   pending_since=since) for k, f, prev in batch]
             with e.store.begin() as conn:  # recorded first: a crash after the call is safe

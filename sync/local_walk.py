@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sync.apply import ChunkItem, gather_all
+from sync.apply import ChunkItem, gather_all, sent_fields
 from sync.convert import RowError, validate_for_push
 from sync.cycle import CycleContext
 from sync.errors import ProtocolError, RemoteError, RetriableError, row_failure
@@ -96,6 +96,16 @@ class LocalWalk:
                     ctx.pending.append((state, local_f))
                 elif state is None or (state.base is None and state.public_id is None):
                     self._new_row(key, local_f, state)
+                elif state.public_id is None:
+                    # A create the CRM never showed (given up after MAX_CREATE_ATTEMPTS): never
+                    # in the CRM, so neither deleted there nor anything to plan against. Once
+                    # the app changes the row it is tried again, looked up first like any
+                    # pending create (an earlier add-more may yet land: no duplicate).
+                    if sent_fields(local_f) != state.base:
+                        if problems := validate_for_push(local_f):
+                            applier.row_error(key, state, "; ".join(problems))
+                        else:
+                            ctx.pending.append((state.replace(attempts=0), local_f))
                 elif ctx.options.full and ctx.listing_complete:
                     ctx.vanished.append((state, row, local_f))  # confirmed one by one later
                 elif (state := e.rebased(state)).base is not None and state.remote \

@@ -58,6 +58,13 @@ def print_cycle(console: Console, result: CycleResult, title: str | None = None)
             console.print(f"  {value:>7}  {LABELS.get(key, key)}")
     for note in result.notes:
         console.print(f"  [yellow]! {note}[/]")
+    # the exit code counts every row in error and every open conflict, not this cycle's only
+    if result.rows_in_error:
+        console.print(f"  [yellow]! {result.rows_in_error} row(s) in error in all (exit code 3): "
+                      "`crm-sync status` names them[/]")
+    if result.open_conflicts:
+        console.print(f"  [yellow]! {result.open_conflicts} open conflict(s) (exit code 3): "
+                      "`crm-sync status` shows them[/]")
 
 
 def print_plan(console: Console, actions: Iterable[Action]) -> None:

@@ -425,3 +425,38 @@ async def test_updates_the_crm_took_are_recorded_when_another_fails(
     await h.settle()
     assert first(h.crm()[keys[0]], "job_title") == "Chức danh 0"
     assert_mirrored(h)
+
+
+async def test_a_create_given_up_is_kept_and_tried_again_once_the_app_changes_it(
+        make_harness: MakeHarness) -> None:
+    """A row whose create the CRM never showed was never in the CRM: a full cycle must not
+    take it for a contact deleted there (it deleted the app's row), and it stays in error,
+    sending nothing, until the app changes it; then it is looked up and sent again."""
+    transport = Hooked()
+    h = make_harness({"contacts": 0, "add_more_delay": 0.02, "add_more_drop_rate": 1.0},
+                     pending_recheck_seconds=0.03, transport=transport)
+    h.insert(*app_rows("LOST", 1))
+    for _ in range(60):
+        await h.cycle()
+        if h.states()["LOST-0001"].status == "error":
+            break
+        await asyncio.sleep(0.03)
+    assert h.states()["LOST-0001"].status == "error"
+    sends = len(transport.calls("add-more"))
+    for full in (True, False, True):
+        await asyncio.sleep(0.05)
+        result = await h.cycle(full=full)
+        assert result.counts["deleted_local"] == 0 and result.exit_code == 3
+        assert h.row("LOST-0001") is not None and h.tombstones() == []
+        assert h.states()["LOST-0001"].status == "error"
+    assert len(transport.calls("add-more")) == sends
+
+    h.emulator.configure(add_more_drop_rate=0.0)
+    h.update("LOST-0001", full_name="Nguyễn Văn Sửa")
+    results = await h.settle(full=True)
+    assert results[-1].exit_code == 0
+    assert len(transport.calls("add-more")) == sends + 1
+    _resends_were_checked(transport.log)
+    _one_each(h, ["LOST-0001"])
+    assert h.states()["LOST-0001"].status == "synced"
+    assert_mirrored(h)
