@@ -267,7 +267,7 @@ class Applier:
             contact = e.conv.to_contact(it.remote.ref_id, push.fields, it.remote)
             async with sem:
                 try:
-                    await e.client.update(contact)
+                    await e.client.update(contact, before=it.remote)
                 except RemoteError as exc:
                     self.ctx.counts["updated_remote"] -= 1
                     self.row_error(it.key, it.state, row_failure("update", exc),

@@ -25,7 +25,8 @@ when the real service disagrees is a one-line change. The list (README.md repeat
     back. A missing has_next is derived from page_number < total_pages. A listed contact's JSON
     changes whenever the contact does, so its digest (`Listed.digest`) tells an unchanged
     contact without parsing it; a server that re-serialises differently only costs a parse.
-13. update: an absent field is left unchanged; a list present replaces the whole list; a text field
+13. update: an absent field is left unchanged (update_body sends only what changed, besides the
+    required refId, fullName and phones); a list present replaces the whole list; a text field
     in CLEARABLE_TEXT_FIELDS sent as "" is cleared; an unknown refId answers -9999.
 14. delete_means_gone: -9999 on delete = the contact is already gone (success for the caller).
 15. details_means_missing: -9999 or a null payload on details = no such contact.
@@ -559,8 +560,23 @@ def create_body(c: Contact) -> dict[str, Any]:
     return body
 
 
-def update_body(c: Contact) -> dict[str, Any]:
-    """An update body. Lists are always sent whole, because a list present replaces the CRM's."""
+# An update body's optional keys and the Contact attribute each is made from: what `update_body`
+# leaves out when the attribute is as the CRM's copy has it
+_UPDATE_ATTRS: Mapping[str, str] = {
+    "refCode": "ref_code", "job_title": "job_title", "note": "note", "birthday": "birthday",
+    "gender": "gender", "passport": "passport", "address": "address",
+    "user_owner_email": "owner_email", "emails": "emails", "tags": "tags",
+    "more_infomation": "custom", "dynamic_attributes": "dynamic"}
+_UPDATE_ALWAYS = frozenset({"refId", "fullName", "phones"})  # the API requires them
+
+
+def update_body(c: Contact, before: Contact | None = None) -> dict[str, Any]:
+    """An update body. Lists are always sent whole, because a list present replaces the CRM's.
+
+    With `before`, the CRM's copy the change was made against, only what differs from it is
+    sent, besides refId, fullName and phones, which the API requires: an absent field is left
+    as it is ([assumed] 13), so an agent's edit of another field, made since that copy was
+    listed, is not overwritten by the copy's old value."""
     if not c.ref_id:
         raise ValueError(f"contact {c.public_id or '?'} has no ref_id: it was created in the "
                          "CRM's own interface and is pull-only (the API updates by refId only)")
@@ -578,7 +594,11 @@ def update_body(c: Contact) -> dict[str, Any]:
             {"field_code": code, "field_type": dv.field_type,
              "dynamic_attribute_value": [{"display_value": v} for v in dv.values]}
             for code, dv in sorted(c.dynamic.items())]
-    return body
+    if before is None:
+        return body
+    changed = {key for key, attr in _UPDATE_ATTRS.items()
+               if getattr(c, attr) != getattr(before, attr)}
+    return {k: v for k, v in body.items() if k in _UPDATE_ALWAYS or k in changed}
 
 
 def notes_body(notes: Sequence[NoteIn]) -> list[dict[str, str]]:

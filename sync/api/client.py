@@ -195,8 +195,10 @@ class OmiClient:
             adapter.ack_from_wire(await self._request(
                 "add_more", body=[adapter.create_body(c) for c in cs], policy=_UNSAFE))
 
-    async def update(self, c: Contact) -> dict[str, Any]:
-        payload = await self._request("update", body=adapter.update_body(c))
+    async def update(self, c: Contact, before: Contact | None = None) -> dict[str, Any]:
+        """Update `c` by its refId; with `before` (the CRM's copy it was changed from), only the
+        fields that differ from it are sent (adapter.update_body)."""
+        payload = await self._request("update", body=adapter.update_body(c, before))
         return adapter.summary_from_wire(payload)
 
     async def delete(self, public_id: str) -> bool:

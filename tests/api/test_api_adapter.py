@@ -310,6 +310,42 @@ def test_update_body_round_trip(c: Contact) -> None:
     assert adapter.contact_from_wire(echo(adapter.update_body(c))) == c
 
 
+# What an update body cannot clear by leaving a key out: left out, the CRM keeps its value
+_UNCLEARABLE = ("ref_code", "birthday", "gender", "owner_email")
+
+
+def test_a_partial_update_sends_what_changed_and_what_the_api_requires() -> None:
+    after = replace(FULL, job_title="Trưởng phòng", note=None, tags=frozenset({"a"}))
+    body = adapter.update_body(after, FULL)
+    assert body == {"refId": "KH-1", "fullName": "Nguyễn Thị Ánh Tuyết",
+                    "phones": adapter.update_body(FULL)["phones"],
+                    "job_title": "Trưởng phòng", "note": "", "tags": ["a"]}
+    assert adapter.update_body(FULL, FULL).keys() == {"refId", "fullName", "phones"}
+    changed = replace(FULL, dynamic={**FULL.dynamic, "aB3": DynamicValue("number", ("1",))})
+    assert [d["field_code"] for d in adapter.update_body(changed, FULL)["dynamic_attributes"]] \
+        == ["aB3", "vWabCEBkqM"]  # sent whole, like every list
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(contacts, contacts)
+def test_a_partial_update_over_the_crm_copy_gives_the_contact(before: Contact,
+                                                              after: Contact) -> None:
+    """A server that keeps what a body leaves out and replaces what it sends, given the CRM's
+    copy and then the partial body, holds the contact: as the whole body would, but what no
+    body can clear."""
+    after = replace(after, ref_id=before.ref_id)
+    partial = adapter.update_body(after, before)
+    assert {"refId", "fullName", "phones"} <= partial.keys()
+    for key, attr in adapter._UPDATE_ATTRS.items():
+        if getattr(after, attr) == getattr(before, attr):
+            assert key not in partial, key
+    stored = {**adapter.update_body(before), **partial}
+    kept = {a: getattr(before, a) for a in _UNCLEARABLE if getattr(after, a) is None}
+    if not after.dynamic:
+        kept["dynamic"] = before.dynamic
+    assert adapter.contact_from_wire(echo(stored)) == replace(after, **kept)
+
+
 @settings(max_examples=50, deadline=None, derandomize=True)
 @given(contacts)
 def test_create_body_round_trip(c: Contact) -> None:

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from sync.api.adapter import contact_from_wire
+
 from .conftest import MakeHarness
 from .helpers import (
     Exchange,
@@ -459,4 +461,31 @@ async def test_a_create_given_up_is_kept_and_tried_again_once_the_app_changes_it
     _resends_were_checked(transport.log)
     _one_each(h, ["LOST-0001"])
     assert h.states()["LOST-0001"].status == "synced"
+    assert_mirrored(h)
+
+
+async def test_an_agent_edit_made_while_a_push_is_on_its_way_is_kept(
+        make_harness: MakeHarness) -> None:
+    """The app edits one field; while crm-sync's update of that contact is on its way, an
+    agent edits another. The update carries only what changed (and what the API requires), so
+    neither edit is lost: different fields changed on each side merge."""
+    agent_note = "Sửa bởi nhân viên: gọi lại thứ Hai"
+
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/update") and not edited:
+            edited.append(h.crm_by_ref(ex.body["refId"])[0]["public_id"])
+            h.emulator.agent_update(edited[0], note=agent_note)
+        return await send()
+
+    edited: list[str] = []
+    h = make_harness({"contacts": 6, "seed": 3}, transport=Hooked(hook))
+    await h.cycle()
+    key = next(k for k in h.rows() if not k.startswith("crm:"))
+    h.update(key, job_title="Trưởng phòng kinh doanh")
+    await h.settle()
+    assert edited
+    crm = contact_from_wire(h.crm_by_ref(key)[0])
+    assert (crm.job_title, crm.note) == ("Trưởng phòng kinh doanh", agent_note)
+    row = h.row(key)
+    assert row is not None and (row["job_title"], row["note"]) == (crm.job_title, agent_note)
     assert_mirrored(h)
