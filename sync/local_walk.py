@@ -100,12 +100,13 @@ class LocalWalk:
                     # A create the CRM never showed (given up after MAX_CREATE_ATTEMPTS): never
                     # in the CRM, so neither deleted there nor anything to plan against. Once
                     # the app changes the row it is tried again, looked up first like any
-                    # pending create (an earlier add-more may yet land: no duplicate).
+                    # pending create (an earlier add-more may yet land: no duplicate), as a
+                    # create sent before (attempts 1: the next send counts as a re-send).
                     if sent_fields(local_f) != state.base:
                         if problems := validate_for_push(local_f):
                             applier.row_error(key, state, "; ".join(problems))
                         else:
-                            ctx.pending.append((state.replace(attempts=0), local_f))
+                            ctx.pending.append((state.replace(attempts=1), local_f))
                 elif ctx.options.full and ctx.listing_complete:
                     ctx.vanished.append((state, row, local_f))  # confirmed one by one later
                 elif (state := e.rebased(state)).base is not None and state.remote \

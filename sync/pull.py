@@ -152,7 +152,7 @@ class Pull:
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
             if state is not None:
-                state = self._landed(e.rebased(state), remote_f)
+                state = _resent(self._landed(e.rebased(state), remote_f), remote_f, local_f)
             base = state.base if state and state.base is not None else None
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in AGREED_STATUSES
@@ -208,3 +208,17 @@ class Pull:
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=UTC)
         return stamp.timestamp() * 1000 > remote.updated_ms
+
+
+def _resent(state: SyncState, remote_f: Fields, local_f: Fields | None) -> SyncState:
+    """A create sent more than once, seen in the CRM for the first time: the contact may be
+    an earlier send that the CRM showed late, with values the last send (the base) changed
+    since. A field where it differs from the base while the row still holds the base is taken
+    for that earlier send, not for an agent's edit: the row's value is pushed, not the old one
+    pulled over the app's edit."""
+    if (state.status != "pending_create" or state.attempts <= 1 or state.base is None
+            or local_f is None):
+        return state
+    return state.replace(base={k: (remote_f[k] if k in remote_f and remote_f[k] != v
+                                   and local_f.get(k) == v else v)
+                               for k, v in state.base.items()})

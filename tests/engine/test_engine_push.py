@@ -489,3 +489,41 @@ async def test_an_agent_edit_made_while_a_push_is_on_its_way_is_kept(
     row = h.row(key)
     assert row is not None and (row["job_title"], row["note"]) == (crm.job_title, agent_note)
     assert_mirrored(h)
+
+
+async def test_an_earlier_send_shown_late_does_not_undo_the_apps_edit(
+        make_harness: MakeHarness) -> None:
+    """The CRM shows an add-more item later than the recheck: the lookup misses it, the app's
+    row (edited meanwhile) is sent again, that send is dropped, and the first one lands with
+    the values from before the edit. The app's edit must reach the CRM, not be undone."""
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if not ex.path.endswith("/contacts/add-more"):
+            return await send()
+        sends.append(ex)
+        h.emulator.configure(add_more_drop_rate=1.0 if len(sends) == 2 else 0.0)
+        try:
+            return await send()
+        finally:
+            h.emulator.configure(add_more_drop_rate=0.0)
+
+    sends: list[Exchange] = []
+    h = make_harness({"contacts": 0, "add_more_delay": 0.6}, pending_recheck_seconds=0.05,
+                     transport=Hooked(hook))
+    (new,) = app_rows("LATE", 1)
+    h.insert({**new, "note": None})
+    await h.cycle()  # the first send
+    h.update("LATE-0001", note="Khách hẹn gọi lại sáng thứ Ba")
+    for _ in range(20):  # the lookup misses it, and the edited row is sent again
+        await asyncio.sleep(0.06)
+        await h.cycle()
+        if len(sends) == 2:
+            break
+    assert len(sends) == 2 and h.crm_by_ref("LATE-0001") == []
+    assert sends[1].body[0].get("note") == "Khách hẹn gọi lại sáng thứ Ba"
+    await asyncio.sleep(0.7)  # the first send lands, without the note
+    await h.settle()
+    (crm,) = h.crm_by_ref("LATE-0001")
+    assert contact_from_wire(crm).note == "Khách hẹn gọi lại sáng thứ Ba"
+    row = h.row("LATE-0001")
+    assert row is not None and row["note"] == "Khách hẹn gọi lại sáng thứ Ba"
+    assert_mirrored(h)
