@@ -100,8 +100,9 @@ class LocalWalk:
                     # A create the CRM never showed (given up after MAX_CREATE_ATTEMPTS): never
                     # in the CRM, so neither deleted there nor anything to plan against. Once
                     # the app changes the row it is tried again, looked up first like any
-                    # pending create (an earlier add-more may yet land: no duplicate), as a
-                    # create sent before (attempts 1: the next send counts as a re-send).
+                    # pending create (an earlier add-more may yet land: no duplicate; its
+                    # last send is long past), as a create sent before (attempts 1: the next
+                    # send is a re-send).
                     if sent_fields(local_f) != state.base:
                         if problems := validate_for_push(local_f):
                             applier.row_error(key, state, "; ".join(problems))
@@ -164,7 +165,7 @@ class LocalWalk:
         due: list[tuple[SyncState, Fields | None]] = []
         for state, local_f in ctx.pending:
             wait = e.pending_recheck * (2 ** max(0, state.attempts - 1))
-            if ctx.now - (state.pending_since or ctx.now) < wait:
+            if state.pending_since is not None and ctx.now - state.pending_since < wait:
                 ctx.counts["pending_create"] += 1
             else:
                 due.append((state, local_f))
