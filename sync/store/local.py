@@ -399,14 +399,19 @@ class LocalTable:
         for key, values in updates:
             if values:
                 merged.setdefault(key, {}).update(values)
+        # bind names no column has: SQLAlchemy would take a key named like a column for it
+        prefix = "b_"
+        while any(c.key.startswith(prefix) for c in self.table.c):
+            prefix += "_"
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for key, values in merged.items():
             cols = tuple(sorted(values))
-            params = {f"p{i}": values[c] for i, c in enumerate(cols)}
-            groups.setdefault(cols, []).append({"k_": key, **params})
+            params = {f"{prefix}{i}": values[c] for i, c in enumerate(cols)}
+            groups.setdefault(cols, []).append({f"{prefix}key": key, **params})
         for cols, params_list in groups.items():
-            stmt = (self.table.update().where(self.key == sa.bindparam("k_"))
-                    .values({self.table.c[c]: sa.bindparam(f"p{i}", type_=self.table.c[c].type)
+            stmt = (self.table.update().where(self.key == sa.bindparam(f"{prefix}key"))
+                    .values({self.table.c[c]: sa.bindparam(f"{prefix}{i}",
+                                                           type_=self.table.c[c].type)
                              for i, c in enumerate(cols)}))
             conn.execute(stmt, params_list)
 

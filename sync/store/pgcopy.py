@@ -8,10 +8,13 @@ The rows go into a temporary table with the target's columns (`CREATE TEMP TABLE
 then one `INSERT .. SELECT` moves them: the target's ON CONFLICT and RETURNING work as for any
 INSERT, in the caller's transaction, so an error leaves nothing of the batch behind.
 
-The staging table is created, when missing, at every use, since a transaction pooler may hand
-each transaction another session; ON COMMIT DELETE ROWS empties it at every commit, and a
-rollback takes back what was copied. Values go through the columns' bind processors (the
-functions SQLAlchemy would call), so what is stored is what an executemany stores.
+The staging table lives for one transaction (ON COMMIT DROP): made from the target as it is
+then (a column altered since cannot go through a stale copy of its type), whatever session a
+transaction pooler hands over, and emptied before each use (two batches in one transaction).
+A rollback takes everything back. Values go through the columns' bind processors (the
+functions SQLAlchemy would call), so the values stored are those an executemany stores; the
+text of a `json` or `numeric` column can differ (COPY keeps a float's every digit, and JSON
+as the serialiser wrote it).
 """
 
 from __future__ import annotations
@@ -65,9 +68,12 @@ class Staged(Bound):
         quote = dialect.identifier_preparer.quote
         name = f"pg_temp.{quote(stage.name)}"
         source = sa.select(*columns).compile(dialect=dialect)
-        self.create = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} "
-                       f"ON COMMIT DELETE ROWS AS {source} WITH NO DATA")
-        self.copy = f"COPY {name} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+        # Run without parameters, so a `%` in a name must not stay doubled as the compiler
+        # escaped it for psycopg's placeholders.
+        self.create = (f"CREATE TEMPORARY TABLE IF NOT EXISTS {name} ON COMMIT DROP AS "
+                       f"{source} WITH NO DATA; TRUNCATE {name}").replace("%%", "%")
+        self.copy = (f"COPY {name} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+                     ).replace("%%", "%")
         picked = [*(stage.c[n] for n in names),
                   *(sa.bindparam(n, type_=table.c[n].type) for n in extra)]
         insert = postgresql.insert(table).from_select([*names, *extra], sa.select(*picked))
@@ -96,6 +102,8 @@ class Staged(Bound):
                     for row in values:
                         copy.write_row(row)
         except dbapi.Error as exc:  # raised as SQLAlchemy raises every other driver error
+            if getattr(exc, "sqlstate", None) == "42501":  # TEMPORARY revoked: ask again
+                conn.connection.info.pop(_TEMP_ALLOWED, None)
             raise DBAPIError.instance(self.copy, None, exc, dbapi.Error,
                                       dialect=conn.dialect) from exc
         result = conn.execute(self.statement, dict(params or {}))

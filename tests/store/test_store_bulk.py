@@ -17,8 +17,9 @@ def test_a_shared_value_is_processed_once_and_every_row_gets_it() -> None:
         return f"<{value}>"
 
     shared, other = ["a"], ["a"]  # equal, not the same object
-    rows = [{"x": shared, "y": 1}, {"x": shared, "y": 2}, {"x": other, "y": 3},
-            {"x": None, "y": 4}, {"x": None, "y": 5}, {"x": shared, "y": 6}]
+    rows: list[dict[str, Any]] = [
+        {"x": shared, "y": 1}, {"x": shared, "y": 2}, {"x": other, "y": 3},
+        {"x": None, "y": 4}, {"x": None, "y": 5}, {"x": shared, "y": 6}]
     bound = Positional("INSERT ...", ["x", "y"], [process, None])
     got = list(bound._values(rows, strict=True))
     assert got == [["<['a']>", 1], ["<['a']>", 2], ["<['a']>", 3], ["<None>", 4],

@@ -9,6 +9,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -95,17 +96,58 @@ def test_a_key_an_app_holds_is_skipped_and_not_returned(pg: Rows) -> None:
 
 
 @pytest.mark.postgres
-def test_the_staging_table_is_empty_after_each_transaction_and_reused(pg: Rows) -> None:
+def test_the_staging_table_lasts_one_transaction_and_each_batch_copies_its_own(
+        pg: Rows) -> None:
+    """Two batches in one transaction: the second copies only its rows (the first, deleted in
+    between, does not come back); after the commit no staging table is left."""
     first, second = many_rows(), [{**r, "k": "2-" + r["k"]} for r in many_rows()]
     with pg.engine.connect() as conn:
         with conn.begin():
             assert pg.local.insert_new(conn, first).keys() == {r["k"] for r in first}
-        with conn.begin():
-            (name, count), = staging_tables(conn)
-            assert count == 0
+            conn.execute(text("DELETE FROM fp_rows WHERE k = 'A'"))
             assert pg.local.insert_new(conn, second).keys() == {r["k"] for r in second}
-            assert staging_tables(conn) == [(name, len(second))]
-    assert len(table_rows(pg)) == len(first) + len(second)
+            (_, count), = staging_tables(conn)
+            assert count == len(second)
+        assert staging_tables(conn) == []
+    got = table_rows(pg)
+    assert len(got) == len(first) + len(second) - 1 and "A" not in got
+
+
+@pytest.mark.postgres
+def test_a_column_altered_between_two_imports_goes_through_its_new_type(pg: Rows) -> None:
+    """The staging table is made from the target at each use: a column whose type changed
+    since the last batch of the same session takes the new type, as a plain INSERT would."""
+    rows = many_rows()
+    with pg.engine.connect() as conn:
+        with conn.begin():
+            pg.local.insert_new(conn, rows)
+        with conn.begin():
+            conn.execute(text("DELETE FROM fp_rows"))
+            conn.execute(text("ALTER TABLE fp_rows ALTER COLUMN qty TYPE numeric(12, 2)"))
+        with conn.begin():
+            pg.local.insert_new(conn, [{**r, "qty": 1.25} for r in rows])
+        assert set(conn.execute(text("SELECT qty FROM fp_rows")).scalars()) == {
+            Decimal("1.25")}
+
+
+@pytest.mark.postgres
+def test_names_with_a_percent_sign_are_copied(fresh_pg_url: str) -> None:
+    """psycopg's placeholders made the compiler double a `%` in a name; the staging table's
+    statements run without parameters, so it must be single again."""
+    engine = make_engine(fresh_pg_url)
+    try:
+        table = sa.Table("odd%name", sa.MetaData(), sa.Column("k", sa.Text, primary_key=True),
+                         sa.Column("rabatt%", sa.Text))
+        table.create(engine)
+        staged = pgcopy.Staged(table, ("k", "rabatt%"), engine.dialect,
+                               lambda stmt: stmt.returning(table.c.k))
+        with engine.begin() as conn:
+            got = staged.execute(conn, [{"k": str(i), "rabatt%": f"{i}%"} for i in range(3)])
+            assert sorted(r[0] for r in got) == ["0", "1", "2"]
+            assert conn.execute(sa.select(table.c["rabatt%"]).where(table.c.k == "2")
+                                ).scalar_one() == "2%"
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.postgres

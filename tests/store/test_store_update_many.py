@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from sync.store.local import LocalTable
+
 from .test_store_fingerprint import Rows
 from .test_store_insert_new import ROWS, table_rows
 
@@ -65,3 +67,24 @@ def test_many_updates_leave_what_one_after_the_other_leaves(two: tuple[Rows, Row
     assert got["B"]["crm_id"] == "p-b" and got["D"]["crm_id"] == "p-d"
     # A (merged), B and D, C, E, Z: five sets of columns, one statement each
     assert len(statements) == 5 and [many for _, many in statements].count(True) == 1
+
+
+def test_columns_named_like_bind_parameters(tmp_path: Path) -> None:
+    """Bind names are chosen so that no column has them: SQLAlchemy takes a parameter named
+    like a column for that column."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/odd.db")
+    meta = sa.MetaData()
+    table = sa.Table("odd", meta, sa.Column("k", sa.Text, primary_key=True),
+                     *(sa.Column(n, sa.Text) for n in ("p0", "k_", "b_0", "b_key", "b__1")))
+    meta.create_all(engine)
+    local = LocalTable(table, "k")
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [{"k": "a"}, {"k": "b"}])
+            local.update_many(conn, [("a", {"p0": "1", "k_": "2", "b_0": "3"}),
+                                     ("b", {"b_key": "4", "b__1": "5"})])
+            got = {r.k: r for r in conn.execute(sa.select(table))}
+        assert (got["a"].p0, got["a"].k_, got["a"].b_0) == ("1", "2", "3")
+        assert (got["b"].b_key, got["b"].b__1, got["b"].p0) == ("4", "5", None)
+    finally:
+        engine.dispose()
