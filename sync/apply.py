@@ -225,6 +225,17 @@ class Applier:
         except ValueError:
             return False
 
+    def _earlier(self, key: str, prev: SyncState | None, fields: Fields) -> Contact | None:
+        """For a create sent again: the send before this one (kept in `remote`, as no CRM copy
+        exists yet), so that, should the CRM show that one late, its values are known for ours
+        and not taken for an agent's edits (pull._resent). The latest earlier send that
+        differs is kept."""
+        if prev is None or prev.public_id is not None:
+            return None
+        if prev.base is None or prev.base == sent_fields(fields):
+            return prev.remote
+        return self.e.conv.to_contact(key, prev.base, None)
+
     def _crm_id(self, remote: Contact) -> dict[str, Any]:
         col = self.spec.crm_id_column
         return {col: remote.public_id} if col else {}
@@ -302,7 +313,8 @@ class Applier:
             # it is looked up, and maybe sent again.
             since = e.now()
             states = [self._state(k, prev, ref_id=k, public_id=None, status="pending_create",
-                                  base=sent_fields(f), remote=None, last_error=None,
+                                  base=sent_fields(f), remote=self._earlier(k, prev, f),
+                                  last_error=None,
                                   attempts=(prev.attempts if prev else 0) + 1,
                                   pending_since=since) for k, f, prev in batch]
             with e.store.begin() as conn:  # recorded first: a crash after the call is safe

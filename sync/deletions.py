@@ -137,8 +137,10 @@ class Deletions:
         if public_id:
             await e.client.delete(public_id)  # False means already gone: fine
             ctx.counts["deleted_remote"] += 1
-        # the CRM's last version: what the delete erased there
-        values = d.remote or (d.state.remote or d.state.base if d.state else None)
+        # the CRM's last version: what the delete erased there (a create not yet seen keeps
+        # only an earlier send in `remote`: its base is what was sent last)
+        known = d.state and ((d.state.remote if d.state.public_id else None) or d.state.base)
+        values = d.remote or known or None
         with e.store.begin() as conn:
             if public_id:
                 e.store.add_tombstones(conn, [dict(key=d.key, public_id=public_id, side="local",

@@ -152,7 +152,7 @@ class Pull:
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
             if state is not None:
-                state = _resent(self._landed(e.rebased(state), remote_f), remote_f, local_f)
+                state = self._resent(self._landed(e.rebased(state), remote_f), remote_f)
             base = state.base if state and state.base is not None else None
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in AGREED_STATUSES
@@ -185,6 +185,19 @@ class Pull:
                       else v) for k, v in base.items()}
         return state.replace(base=agreed)
 
+    def _resent(self, state: SyncState, remote_f: Fields) -> SyncState:
+        """A create sent more than once, seen in the CRM for the first time: the contact may be
+        an earlier send the CRM showed late (kept in `remote` by Applier.creates). A field
+        where it shows that send's value, not the last send's, is taken for ours, not for an
+        agent's edit: the base takes it, so the row's value is pushed, not the old one pulled
+        over the app's edits."""
+        if state.status != "pending_create" or state.remote is None or state.base is None:
+            return state
+        earlier = self.e.conv.remote_fields(state.remote)
+        return state.replace(base={k: (remote_f[k] if k in remote_f and remote_f[k] != v
+                                       and remote_f[k] == earlier.get(k) else v)
+                                   for k, v in state.base.items()})
+
     def _pick(self, candidates: list[Contact], state: SyncState | None) -> Contact:
         """Two CRM contacts with one refId (a duplicate someone created): follow the one we
         know; else the oldest. The other is reported, never deleted: it may hold an agent's
@@ -209,16 +222,3 @@ class Pull:
             stamp = stamp.replace(tzinfo=UTC)
         return stamp.timestamp() * 1000 > remote.updated_ms
 
-
-def _resent(state: SyncState, remote_f: Fields, local_f: Fields | None) -> SyncState:
-    """A create sent more than once, seen in the CRM for the first time: the contact may be
-    an earlier send that the CRM showed late, with values the last send (the base) changed
-    since. A field where it differs from the base while the row still holds the base is taken
-    for that earlier send, not for an agent's edit: the row's value is pushed, not the old one
-    pulled over the app's edit."""
-    if (state.status != "pending_create" or state.attempts <= 1 or state.base is None
-            or local_f is None):
-        return state
-    return state.replace(base={k: (remote_f[k] if k in remote_f and remote_f[k] != v
-                                   and local_f.get(k) == v else v)
-                               for k, v in state.base.items()})

@@ -97,7 +97,9 @@ sync_state = Table(
     # the local row's fingerprint when it last held `base`, computed by the database
     # (store/local.py: an exact image on SQLite, an md5 on PostgreSQL)
     Column("local_hash", Text),
-    Column("remote", Text),  # codec JSON of the last full Contact seen in the CRM
+    # codec JSON of the last full Contact seen in the CRM; for a create the CRM has not shown
+    # yet (public_id NULL), the earlier send, if it was sent more than once
+    Column("remote", Text),
     Column("remote_hash", String(64)),  # digest of that contact's listed JSON, as served
     Column("remote_updated_ms", BigInteger),
     Column("last_error", Text),

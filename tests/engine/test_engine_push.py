@@ -527,3 +527,73 @@ async def test_an_earlier_send_shown_late_does_not_undo_the_apps_edit(
     row = h.row("LATE-0001")
     assert row is not None and row["note"] == "Khách hẹn gọi lại sáng thứ Ba"
     assert_mirrored(h)
+
+
+def _dropping(nth: int, sends: list[Exchange], h: list[Harness]) -> Hook:
+    """A hook that has the emulator drop the `nth` add-more (1-based) it forwards."""
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if not ex.path.endswith("/contacts/add-more"):
+            return await send()
+        sends.append(ex)
+        h[0].emulator.configure(add_more_drop_rate=1.0 if len(sends) == nth else 0.0)
+        try:
+            return await send()
+        finally:
+            h[0].emulator.configure(add_more_drop_rate=0.0)
+    return hook
+
+
+async def _until_sent_twice(h: Harness, sends: list[Exchange]) -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.06)
+        await h.cycle()
+        if len(sends) == 2:
+            return
+    raise AssertionError(f"{len(sends)} add-more calls")
+
+
+async def test_an_app_edit_after_the_last_send_survives_an_earlier_send_shown_late(
+        make_harness: MakeHarness) -> None:
+    """Send 1 (no note) lands late; send 2 (note B) is dropped; the app then writes note C:
+    C must reach the CRM, not be undone by send 1's empty note."""
+    sends: list[Exchange] = []
+    ref: list[Harness] = []
+    h = make_harness({"contacts": 0, "add_more_delay": 0.6}, pending_recheck_seconds=0.05,
+                     transport=Hooked(_dropping(2, sends, ref)))
+    ref.append(h)
+    (new,) = app_rows("LATE", 1)
+    h.insert({**new, "note": None})
+    await h.cycle()
+    h.update("LATE-0001", note="B: sửa lần 1")
+    await _until_sent_twice(h, sends)
+    h.update("LATE-0001", note="C: sửa lần 2")
+    await asyncio.sleep(0.7)  # send 1 lands
+    await h.settle()
+    (crm,) = h.crm_by_ref("LATE-0001")
+    assert contact_from_wire(crm).note == "C: sửa lần 2"
+    row = h.row("LATE-0001")
+    assert row is not None and row["note"] == "C: sửa lần 2"
+    assert_mirrored(h)
+
+
+async def test_an_agent_edit_of_a_create_sent_twice_is_pulled(make_harness: MakeHarness) -> None:
+    """Send 1 is dropped, send 2 lands, and an agent edits the new contact before crm-sync
+    first lists it: the agent's value is no earlier send of ours, so it is pulled."""
+    sends: list[Exchange] = []
+    ref: list[Harness] = []
+    h = make_harness({"contacts": 0, "add_more_delay": 0.1}, pending_recheck_seconds=0.05,
+                     transport=Hooked(_dropping(1, sends, ref)))
+    ref.append(h)
+    (new,) = app_rows("AGT", 1)
+    h.insert({**new, "job_title": "Kế toán"})
+    await h.cycle()
+    await _until_sent_twice(h, sends)
+    await asyncio.sleep(0.3)  # send 2 lands
+    (crm,) = h.crm_by_ref("AGT-0001")
+    h.emulator.agent_update(crm["public_id"], job_title="Giám đốc chi nhánh")
+    await h.settle()
+    (crm,) = h.crm_by_ref("AGT-0001")
+    assert contact_from_wire(crm).job_title == "Giám đốc chi nhánh"
+    row = h.row("AGT-0001")
+    assert row is not None and row["job_title"] == "Giám đốc chi nhánh"
+    assert_mirrored(h)
