@@ -138,6 +138,7 @@ class Applier:
             conflicts: list[dict[str, Any]] = []
             inserts: list[dict[str, Any]] = []
             updates: list[tuple[str, dict[str, Any]]] = []  # written together, below
+            settled: list[str] = []  # keys in conflict that the merge now finds none for
             agreed: dict[str, SyncState] = {}  # rows that hold their new base once this commits
             for it in items:
                 now_row = current.get(it.key)
@@ -175,6 +176,8 @@ class Applier:
                     updates.append((it.key, crm_id))  # e.g. a create just confirmed
                 if it.remote.ref_id is None or e.read_only_table:
                     status = "read_only" if status == "synced" else status
+                if it.state and it.state.status == "conflict" and status != "conflict":
+                    settled.append(it.key)
                 if push is not None:  # the base is saved once the CRM took the push
                     assert base is not None
                     pushes.append((it, push, self._synced(it, base, it.remote, status, error)))
@@ -210,6 +213,7 @@ class Applier:
                     agreed[key].local_hash = print_
             e.store.save(conn, states)
             e.store.add_conflicts(conn, conflicts)
+            e.store.close_conflicts(conn, settled)
             self.flush_queued(conn)
         if pushes:
             await self._push_updates(pushes)

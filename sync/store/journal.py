@@ -8,7 +8,7 @@ describe.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -172,6 +172,15 @@ class Journal:
         _check("conflict resolution", resolution, CONFLICT_RESOLUTIONS)
         result = conn.execute(conflicts.update().where(*self._open(), conflicts.c.id.in_(
             list(ids))).values(resolution=resolution, resolved_at=utcnow()))
+        return result.rowcount
+
+    def close_conflicts(self, conn: Connection, keys: Collection[str]) -> int:
+        """Close the open conflicts of these contacts, which the merge no longer finds (both
+        sides agree again, or a policy now decides): resolved now, by hand as recorded."""
+        if not keys:
+            return 0
+        result = conn.execute(conflicts.update().where(*self._open(), conflicts.c.key.in_(
+            list(keys))).values(resolved_at=utcnow()))
         return result.rowcount
 
     # --- tombstones ------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sync.merge import Policy
+from sync.runtime import build_runtime
 from sync.settings import default_mapping_file
 
 from .conftest import MakeHarness
@@ -120,4 +122,37 @@ async def test_same_field_conflict_resolved_per_policy(make_harness: MakeHarness
     assert h.states()[k].status == "synced"
     await h.settle()
     assert len(h.conflicts()) == 1  # not recorded again by later cycles
+    assert_mirrored(h)
+
+
+@pytest.mark.parametrize("fixed_on", ["table", "crm", "policy"])
+async def test_a_manual_conflict_closes_once_the_sides_agree(make_harness: MakeHarness,
+                                                             fixed_on: str) -> None:
+    """An open manual conflict is closed when the merge no longer finds it: one side took the
+    other's value, or the operator chose a policy that decides; the exit code is 0 again."""
+    h = make_harness({"contacts": 20, "seed": 22}, conflict_policy="manual")
+    keys = await _pulled(h)
+    k = keys[3]
+    pid = h.row(k)["crm_id"]  # type: ignore[index]
+    h.emulator.agent_update(pid, note="Agent: khách đổi ý")
+    h.update(k, note="App: khách hủy đơn")
+    r = await h.cycle()
+    assert (r.exit_code, r.open_conflicts, h.states()[k].status) == (3, 1, "conflict")
+
+    if fixed_on == "table":
+        h.update(k, note="Agent: khách đổi ý")
+    elif fixed_on == "crm":
+        h.emulator.agent_update(pid, note="App: khách hủy đơn")
+    else:  # the operator restarts it with another policy
+        h.rt.close()
+        h.rt = build_runtime(h.rt.settings.model_copy(update={"conflict_policy":
+                                                            Policy.REMOTE_WINS}),
+                             transport=h.rt.transport)
+    r = await h.cycle()
+    assert (r.exit_code, r.open_conflicts) == (0, 0), r
+    [c] = h.conflicts()
+    assert c["resolved_at"] is not None and h.states()[k].status == "synced"
+    row = h.row(k)
+    assert row is not None and row["note"] == first(h.crm()[k], "note")
+    await h.settle()
     assert_mirrored(h)
