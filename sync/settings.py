@@ -72,6 +72,19 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as https://public-v1.omicall.com")
         return v.rstrip("/")
 
+    @field_validator("full_sync_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        # checked here, not only when the daemon starts: `check` must refuse what `run` would
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (five fields: minute hour day-of-month month day-of-week, "
+                             "e.g. '0 3 * * *')") from None
+        return v
+
     @property
     def tenant_id(self) -> str:
         """Names this CRM tenant in the bookkeeping tables and the lock."""

@@ -22,6 +22,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import NoSuchModuleError
+
+from sync.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
@@ -66,9 +69,20 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     timeout on every connection, and the database file's directory created if missing.
     PostgreSQL: pool_pre_ping, so a connection the server dropped (restart, idle timeout) is
     replaced instead of failing a cycle.
-    Extra keyword arguments go to `create_engine`.
+    Extra keyword arguments go to `create_engine`. A URL whose driver is not installed is a
+    ConfigError naming the setting (the password left out).
     """
     parsed = make_url(url)
+    try:
+        return _engine(parsed, **kwargs)
+    except (ImportError, NoSuchModuleError) as exc:
+        raise ConfigError(
+            f"CRM_SYNC_DATABASE_URL: no driver for {parsed.drivername!r} in "
+            f"{parsed.render_as_string(hide_password=True)} ({exc}); crm-sync supports SQLite "
+            "(sqlite:///path/to/file.db) and PostgreSQL (postgresql+psycopg://...)") from None
+
+
+def _engine(parsed: URL, **kwargs: Any) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""

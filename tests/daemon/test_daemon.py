@@ -19,10 +19,11 @@ from sync.daemon import ABANDONED, Daemon, run_daemon
 from sync.emulator import EmulatorServer
 from sync.errors import ConfigError
 from sync.runtime import Runtime, build_runtime
-from sync.settings import Settings
+from sync.settings import Settings, load_settings
+from sync.store import make_engine
 from sync.store.lock import TenantLock
 
-from .conftest import CANCELLED, settings_for
+from .conftest import API_KEY, CANCELLED, settings_for
 
 Started = tuple[Daemon, httpx.AsyncClient]
 
@@ -250,7 +251,18 @@ async def test_waits_for_the_database_at_start(
 
 
 def test_bad_settings_are_refused_before_anything_starts(sqlite_url: str) -> None:
-    with pytest.raises(ConfigError, match="CRM_SYNC_FULL_SYNC_CRON"):
-        Daemon(settings_for("http://127.0.0.1:1", sqlite_url, full_sync_cron="at dawn"))
+    # the cron is checked with the other settings, so `crm-sync check` refuses it too
+    for cron in ("at dawn", "61 * * *", "0 3 * *"):
+        with pytest.raises(ConfigError, match=r"CRM_SYNC_FULL_SYNC_CRON.*five fields"):
+            load_settings(base_url="http://127.0.0.1:1", api_key=API_KEY,
+                          database_url=sqlite_url, full_sync_cron=cron)
+    assert load_settings(base_url="http://127.0.0.1:1", api_key=API_KEY,
+                         database_url=sqlite_url, full_sync_cron="*/15 2-4 * * mon-fri")
     with pytest.raises(ConfigError, match="CRM_SYNC_API_KEY"):
         run_daemon(settings_for("http://127.0.0.1:1", sqlite_url, api_key=""))
+
+
+def test_a_database_url_without_its_driver_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="CRM_SYNC_DATABASE_URL: no driver for 'mysql'") as exc:
+        make_engine("mysql://app:s3cret-pw@db.example.vn/crm")
+    assert "s3cret-pw" not in str(exc.value) and "***" in str(exc.value)
