@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
 from sync.api.adapter import LayoutField
 from sync.errors import ConfigError
 from sync.mapping import MappingSpec
@@ -13,7 +16,8 @@ from sync.mapping_file import load_mapping, locate
 from sync.settings import Settings
 from sync.status import safe_url
 from sync.store import make_engine
-from sync.store.local import check_table
+from sync.store.local import LocalTable, check_table
+from sync.store.state import StateStore
 
 
 def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
@@ -28,6 +32,8 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
         with db.connect():
             pass
         problems = check_table(db, spec)
+        if not problems:
+            _refuse_another_tenants_table(db, settings, spec)
     except ConfigError:
         raise
     except Exception as exc:  # the driver's message names host and database, not secrets
@@ -44,6 +50,18 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
     if online:
         done += asyncio.run(_online(settings, spec))
     return done
+
+
+def _refuse_another_tenants_table(db: Engine, settings: Settings, spec: MappingSpec) -> None:
+    """The cycle's refusal (StateStore.refuse_another_tenants_table), before any cycle."""
+    table = LocalTable.for_spec(spec).table
+    inspector = sa.inspect(db)
+    if not (inspector.has_table("sync_state")
+            and inspector.has_table(table.name, schema=table.schema)):
+        return  # no bookkeeping or no table yet: the first cycle makes them
+    store = StateStore(db, settings.tenant_id)
+    if store.is_empty():
+        store.refuse_another_tenants_table(table.c[spec.key_column])
 
 
 def layout_problems(spec: MappingSpec, layout: Mapping[str, LayoutField]

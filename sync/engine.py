@@ -197,6 +197,8 @@ class SyncEngine:
         ctx.no_states = self.store.is_empty()
         with self.db.connect() as conn:
             ctx.no_rows = self.local.is_empty(conn)
+        if ctx.no_states and not ctx.no_rows:
+            self.store.refuse_another_tenants_table(self.local.key)
 
     def _agreed(self, ctx: CycleContext) -> AgreedRows | None:
         """A quick cycle's view of the local side (None: a full cycle, which re-checks every

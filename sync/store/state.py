@@ -16,10 +16,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from sync.errors import ConfigError
 from sync.store import pgcopy
 from sync.store.bookkeeping import PUBLIC_FIELDS, SyncState
 from sync.store.bulk import Positional, driver_rows
@@ -218,6 +231,25 @@ class StateStore(Journal):
         with self.engine.connect() as conn:
             return not conn.execute(select(exists().where(
                 sync_state.c.tenant == self.tenant))).scalar()
+
+    def refuse_another_tenants_table(self, key: Column[Any]) -> None:
+        """For a tenant with no bookkeeping yet: ConfigError if another tenant's bookkeeping
+        tracks rows of the local table (`key`: its key column). Syncing it would merge two
+        CRMs' contacts into one table and push each to the other (or, under a renamed tenant,
+        take every row for new and every note for unsent)."""
+        query = (select(sync_state.c.tenant, func.count())
+                 .select_from(sync_state.join(key.table,
+                                              sync_state.c.key == cast(key, String)))
+                 .where(sync_state.c.tenant != self.tenant)
+                 .group_by(sync_state.c.tenant).order_by(func.count().desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is not None:
+            raise ConfigError(
+                f"the table {key.table.name!r} holds {row[1]} rows that tenant {row[0]!r} "
+                f"syncs, and tenant {self.tenant!r} has none yet: if the tenant was renamed, "
+                f"set CRM_SYNC_TENANT={row[0]}; a second CRM needs a table of its own (the "
+                "mapping's `table:`) and a notes table of its own")
 
     def counts(self) -> dict[str, int]:
         """Contacts per status; every status present, zero when none."""
