@@ -221,4 +221,3 @@ class Pull:
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=UTC)
         return stamp.timestamp() * 1000 > remote.updated_ms
-
