@@ -496,37 +496,45 @@ async def test_an_earlier_send_shown_late_does_not_undo_the_apps_edit(
     """The CRM shows an add-more item later than the recheck: the lookup misses it, the app's
     row (edited meanwhile) is sent again, that send is dropped, and the first one lands with
     the values from before the edit. The app's edit must reach the CRM, not be undone."""
-    async def hook(ex: Exchange, send: Send) -> httpx.Response:
-        if not ex.path.endswith("/contacts/add-more"):
-            return await send()
-        sends.append(ex)
-        h.emulator.configure(add_more_drop_rate=1.0 if len(sends) == 2 else 0.0)
-        try:
-            return await send()
-        finally:
-            h.emulator.configure(add_more_drop_rate=0.0)
-
-    sends: list[Exchange] = []
-    h = make_harness({"contacts": 0, "add_more_delay": 0.6}, pending_recheck_seconds=0.05,
-                     transport=Hooked(hook))
-    (new,) = app_rows("LATE", 1)
-    h.insert({**new, "note": None})
-    await h.cycle()  # the first send
-    h.update("LATE-0001", note="Khách hẹn gọi lại sáng thứ Ba")
-    for _ in range(20):  # the lookup misses it, and the edited row is sent again
-        await asyncio.sleep(0.06)
-        await h.cycle()
-        if len(sends) == 2:
-            break
-    assert len(sends) == 2 and h.crm_by_ref("LATE-0001") == []
+    h, sends = await _edited_then_sent_again(make_harness, "Khách hẹn gọi lại sáng thứ Ba")
+    assert h.crm_by_ref("LATE-0001") == []
     assert sends[1].body[0].get("note") == "Khách hẹn gọi lại sáng thứ Ba"
     await asyncio.sleep(0.7)  # the first send lands, without the note
     await h.settle()
-    (crm,) = h.crm_by_ref("LATE-0001")
-    assert contact_from_wire(crm).note == "Khách hẹn gọi lại sáng thứ Ba"
-    row = h.row("LATE-0001")
-    assert row is not None and row["note"] == "Khách hẹn gọi lại sáng thứ Ba"
+    _note_on_both_sides(h, "LATE-0001", "Khách hẹn gọi lại sáng thứ Ba")
+
+
+async def _edited_then_sent_again(make_harness: MakeHarness, note: str
+                                  ) -> tuple[Harness, list[Exchange]]:
+    """Row LATE-0001 sent without a note (the CRM shows it 0.6 s later, after the recheck),
+    then given `note` and sent again, and that second send dropped."""
+    h, sends = _dropping_harness(make_harness, 2, delay=0.6)
+    (new,) = app_rows("LATE", 1)
+    h.insert({**new, "note": None})
+    await h.cycle()  # the first send
+    h.update("LATE-0001", note=note)
+    await _until_sent_twice(h, sends)  # the lookup misses it: the edited row is sent again
+    return h, sends
+
+
+def _note_on_both_sides(h: Harness, key: str, note: str) -> None:
+    (crm,) = h.crm_by_ref(key)
+    assert contact_from_wire(crm).note == note
+    row = h.row(key)
+    assert row is not None and row["note"] == note
     assert_mirrored(h)
+
+
+def _dropping_harness(make_harness: MakeHarness, nth: int, *, delay: float
+                      ) -> tuple[Harness, list[Exchange]]:
+    """An empty CRM showing add-more items `delay` s late, whose `nth` add-more is dropped;
+    the add-more calls as they were made."""
+    sends: list[Exchange] = []
+    ref: list[Harness] = []
+    h = make_harness({"contacts": 0, "add_more_delay": delay}, pending_recheck_seconds=0.05,
+                     transport=Hooked(_dropping(nth, sends, ref)))
+    ref.append(h)
+    return h, sends
 
 
 def _dropping(nth: int, sends: list[Exchange], h: list[Harness]) -> Hook:
@@ -556,34 +564,17 @@ async def test_an_app_edit_after_the_last_send_survives_an_earlier_send_shown_la
         make_harness: MakeHarness) -> None:
     """Send 1 (no note) lands late; send 2 (note B) is dropped; the app then writes note C:
     C must reach the CRM, not be undone by send 1's empty note."""
-    sends: list[Exchange] = []
-    ref: list[Harness] = []
-    h = make_harness({"contacts": 0, "add_more_delay": 0.6}, pending_recheck_seconds=0.05,
-                     transport=Hooked(_dropping(2, sends, ref)))
-    ref.append(h)
-    (new,) = app_rows("LATE", 1)
-    h.insert({**new, "note": None})
-    await h.cycle()
-    h.update("LATE-0001", note="B: sửa lần 1")
-    await _until_sent_twice(h, sends)
+    h, _ = await _edited_then_sent_again(make_harness, "B: sửa lần 1")
     h.update("LATE-0001", note="C: sửa lần 2")
     await asyncio.sleep(0.7)  # send 1 lands
     await h.settle()
-    (crm,) = h.crm_by_ref("LATE-0001")
-    assert contact_from_wire(crm).note == "C: sửa lần 2"
-    row = h.row("LATE-0001")
-    assert row is not None and row["note"] == "C: sửa lần 2"
-    assert_mirrored(h)
+    _note_on_both_sides(h, "LATE-0001", "C: sửa lần 2")
 
 
 async def test_an_agent_edit_of_a_create_sent_twice_is_pulled(make_harness: MakeHarness) -> None:
     """Send 1 is dropped, send 2 lands, and an agent edits the new contact before crm-sync
     first lists it: the agent's value is no earlier send of ours, so it is pulled."""
-    sends: list[Exchange] = []
-    ref: list[Harness] = []
-    h = make_harness({"contacts": 0, "add_more_delay": 0.1}, pending_recheck_seconds=0.05,
-                     transport=Hooked(_dropping(1, sends, ref)))
-    ref.append(h)
+    h, sends = _dropping_harness(make_harness, 1, delay=0.1)
     (new,) = app_rows("AGT", 1)
     h.insert({**new, "job_title": "Kế toán"})
     await h.cycle()
