@@ -162,8 +162,15 @@ class Converter:
 
     # --- CRM contact -> canonical ---------------------------------------------------------------
 
-    def remote_fields(self, c: Contact) -> Fields:
+    def remote_fields(self, c: Contact, *, unfit: dict[str, FieldValue] | None = None
+                      ) -> Fields:
+        """`c` as the merge compares it. A value its column cannot hold raises RowError;
+        with `unfit` (the values to assume instead, e.g. the agreed base), such a field takes
+        the value given there and its name is left in `unfit` (the others are removed)."""
         out: Fields = {MAPPING_KEY: self.signature}
+        fallback, bad = (dict(unfit), unfit) if unfit is not None else (None, None)
+        if bad is not None:
+            bad.clear()
         wire = c.from_wire
         for f, name, get, wire_canonical, fit in self._pull:
             value = get(c)
@@ -176,6 +183,9 @@ class Converter:
                 if fit:
                     tf.to_column(f, v)
             except (ValueError, TypeError) as exc:
+                if fallback is not None and bad is not None and name in fallback:
+                    out[name] = bad[name] = fallback[name]
+                    continue
                 raise RowError(f"the CRM's {f.source} ({value!r}) does not fit column "
                                f"{f.column!r}: {exc}") from None
         if self.spec.ref_code_column:

@@ -140,7 +140,6 @@ class Pull:
             ctx.counts["pulled"] += 1
             row_hash = prints.get(key)
             try:
-                remote_f = e.conv.remote_fields(remote)
                 if row is None:
                     local_f = None
                 elif state is not None and state.base is not None \
@@ -148,6 +147,7 @@ class Pull:
                     local_f = state.base  # the row is as it was when it matched this base
                 else:
                     local_f = e.conv.row_fields(row)
+                remote_f = self._remote_fields(remote, state, local_f)
             except RowError as exc:  # a value one side cannot hold: this contact only
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
@@ -184,6 +184,25 @@ class Pull:
         agreed = {k: (sent[k] if k in sent and sent[k] != v and remote_f.get(k) == sent[k]
                       else v) for k, v in base.items()}
         return state.replace(base=agreed)
+
+    def _remote_fields(self, remote: Contact, state: SyncState | None,
+                       local_f: Fields | None) -> Fields:
+        """The CRM's side. A value its column cannot hold (an agent's `abc` in an integer
+        field) is a row error, unless the row changed that field since it was agreed: the
+        row's value is then the fix, so the CRM's is taken as the agreed one and the row's
+        pushed over it."""
+        conv = self.e.conv
+        try:
+            return conv.remote_fields(remote)
+        except RowError:
+            base = state.base if state is not None else None
+            if base is None or local_f is None:
+                raise
+            unfit = dict(base)
+            remote_f = conv.remote_fields(remote, unfit=unfit)
+            if not unfit or any(local_f.get(k) == base.get(k) for k in unfit):
+                raise
+            return remote_f
 
     def _resent(self, state: SyncState, remote_f: Fields) -> SyncState:
         """A create sent more than once, seen in the CRM for the first time: the contact may be

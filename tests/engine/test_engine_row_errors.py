@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sync.api.adapter import contact_from_wire
 from sync.settings import default_mapping_file
 
 from .conftest import MakeHarness
@@ -119,3 +120,36 @@ async def test_invalid_email_on_a_synced_contact_names_the_field(
     r = await h.cycle()
     assert r.exit_code == 3
     assert "email" in _error(h, key)
+
+
+MAPPING_INTEGER_POINTS = default_mapping_file().read_text(encoding="utf-8") + \
+    "  - {custom: Điểm, column: diem, type: integer}\n"
+
+
+@pytest.mark.parametrize("fixed_on", ["table", "crm"])
+async def test_a_crm_value_its_column_cannot_hold_is_fixed_on_either_side(
+        make_harness: MakeHarness, fixed_on: str) -> None:
+    """An agent's `abc` in an integer custom field puts the contact in error; the row takes
+    it out again once either side holds a value the column can: the CRM's is pulled, the
+    table's is pushed over the bad one."""
+    h = make_harness({"contacts": 10, "seed": 74}, mapping=MAPPING_INTEGER_POINTS)
+    await h.cycle()
+    key = sorted(k for k in h.rows() if not k.startswith("crm:"))[0]
+    pid = h.row(key)["crm_id"]  # type: ignore[index]
+    h.emulator.agent_update(pid, custom={"Điểm": "abc"})
+    r = await h.cycle()
+    assert r.exit_code == 3 and "diem" in _error(h, key)
+    again = await h.cycle()  # the row unchanged: still in error, nothing sent
+    assert again.exit_code == 3 and not write_calls(again.api_calls)
+
+    if fixed_on == "table":
+        h.update(key, diem=300)
+    else:
+        h.emulator.agent_update(pid, custom={"Điểm": "42"})
+    results = await h.settle()
+    assert results[-1].exit_code == 0 and h.states()[key].status == "synced"
+    expected = 300 if fixed_on == "table" else 42
+    points = {e.label: e.value for e in contact_from_wire(h.crm()[key]).custom}["Điểm"]
+    assert (h.row(key)["diem"], points) == (expected, str(expected))  # type: ignore[index]
+    last = await h.cycle()  # settled: nothing more to write either way
+    assert last.exit_code == 0 and not write_calls(last.api_calls)
