@@ -386,9 +386,6 @@ class LocalTable:
         cols = set().union(*(r.keys() for r in rows))
         conn.execute(self.table.insert(), [{c: r.get(c) for c in cols} for r in rows])
 
-    def update(self, conn: Connection, key: str, values: Mapping[str, Any]) -> None:
-        self.update_many(conn, [(key, values)])
-
     def update_many(self, conn: Connection,
                     updates: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """Set these values in these rows. A key given twice gets its values merged in order,
