@@ -162,15 +162,12 @@ class Converter:
 
     # --- CRM contact -> canonical ---------------------------------------------------------------
 
-    def remote_fields(self, c: Contact, *, unfit: dict[str, FieldValue] | None = None
-                      ) -> Fields:
-        """`c` as the merge compares it. A value its column cannot hold raises RowError;
-        with `unfit` (the values to assume instead, e.g. the agreed base), such a field takes
-        the value given there and its name is left in `unfit` (the others are removed)."""
+    def remote_fields(self, c: Contact, *, fallback: Mapping[str, FieldValue] | None = None,
+                      unfit: list[str] | None = None) -> Fields:
+        """`c` as the merge compares it. A value its column cannot hold raises RowError, unless
+        `fallback` (e.g. the agreed base) has a value for that field: it is taken instead, and
+        the field's name appended to `unfit`."""
         out: Fields = {MAPPING_KEY: self.signature}
-        fallback, bad = (dict(unfit), unfit) if unfit is not None else (None, None)
-        if bad is not None:
-            bad.clear()
         wire = c.from_wire
         for f, name, get, wire_canonical, fit in self._pull:
             value = get(c)
@@ -183,8 +180,10 @@ class Converter:
                 if fit:
                     tf.to_column(f, v)
             except (ValueError, TypeError) as exc:
-                if fallback is not None and bad is not None and name in fallback:
-                    out[name] = bad[name] = fallback[name]
+                if fallback is not None and name in fallback:
+                    out[name] = fallback[name]
+                    if unfit is not None:
+                        unfit.append(name)
                     continue
                 raise RowError(f"the CRM's {f.source} ({value!r}) does not fit column "
                                f"{f.column!r}: {exc}") from None

@@ -198,8 +198,8 @@ class Pull:
             base = state.base if state is not None else None
             if base is None or local_f is None:
                 raise
-            unfit = dict(base)
-            remote_f = conv.remote_fields(remote, unfit=unfit)
+            unfit: list[str] = []
+            remote_f = conv.remote_fields(remote, fallback=base, unfit=unfit)
             if not unfit or any(local_f.get(k) == base.get(k) for k in unfit):
                 raise
             return remote_f
