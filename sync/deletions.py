@@ -26,7 +26,7 @@ from sync.merge import (
     plan_contact,
 )
 from sync.pull import Pull
-from sync.record import Contact
+from sync.record import Contact, Fields
 from sync.store.state import AgreedRows
 
 if TYPE_CHECKING:
@@ -137,10 +137,12 @@ class Deletions:
         if public_id:
             await e.client.delete(public_id)  # False means already gone: fine
             ctx.counts["deleted_remote"] += 1
-        # the CRM's last version: what the delete erased there (a create not yet seen keeps
-        # only an earlier send in `remote`: its base is what was sent last)
-        known = d.state and ((d.state.remote if d.state.public_id else None) or d.state.base)
-        values = d.remote or known or None
+        # the CRM's last version: what the delete erased there
+        values: Contact | Fields | None = d.remote
+        if values is None and d.state is not None:
+            # a create not yet seen keeps only an earlier send in `remote`: its base is what
+            # was sent last
+            values = (d.state.remote if d.state.public_id else None) or d.state.base
         with e.store.begin() as conn:
             if public_id:
                 e.store.add_tombstones(conn, [dict(key=d.key, public_id=public_id, side="local",
