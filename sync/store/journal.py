@@ -170,17 +170,16 @@ class Journal:
     def resolve_conflicts(self, conn: Connection, ids: Iterable[int], resolution: str) -> int:
         """Mark open conflicts resolved (e.g. after an operator's decision); returns how many."""
         _check("conflict resolution", resolution, CONFLICT_RESOLUTIONS)
-        result = conn.execute(conflicts.update().where(*self._open(), conflicts.c.id.in_(
-            list(ids))).values(resolution=resolution, resolved_at=utcnow()))
-        return result.rowcount
+        return self._close(conn, conflicts.c.id.in_(list(ids)), resolution=resolution)
 
     def close_conflicts(self, conn: Connection, keys: Collection[str]) -> int:
         """Close the open conflicts of these contacts, which the merge no longer finds (both
         sides agree again, or a policy now decides): resolved now, by hand as recorded."""
-        if not keys:
-            return 0
-        result = conn.execute(conflicts.update().where(*self._open(), conflicts.c.key.in_(
-            list(keys))).values(resolved_at=utcnow()))
+        return self._close(conn, conflicts.c.key.in_(list(keys))) if keys else 0
+
+    def _close(self, conn: Connection, which: Any, **values: Any) -> int:
+        result = conn.execute(conflicts.update().where(*self._open(), which)
+                              .values(resolved_at=utcnow(), **values))
         return result.rowcount
 
     # --- tombstones ------------------------------------------------------------------------
