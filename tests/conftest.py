@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import text
@@ -15,8 +16,8 @@ from sync.store import make_engine
 PG_ENV = "CRM_SYNC_TEST_PG_URL"
 
 
-@pytest.fixture
-def fresh_pg_url() -> Iterator[str]:
+@contextmanager
+def pg_schema() -> Iterator[str]:
     """The URL of an empty schema of its own on the PostgreSQL server named by
     CRM_SYNC_TEST_PG_URL (dropped afterwards); the test is skipped, saying why, when unset."""
     base = os.environ.get(PG_ENV)
@@ -33,3 +34,17 @@ def fresh_pg_url() -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """`pg_schema` for one test."""
+    with pg_schema() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_pg_url() -> Iterator[str]:
+    """`pg_schema` for a module's tests (a scenario that several tests read)."""
+    with pg_schema() as url:
+        yield url
