@@ -180,7 +180,9 @@ class Pull:
         changed that the CRM now shows as sent is ours, so agreed, not an agent's edit."""
         if state.status != "pushing" or state.base is None or state.remote is None:
             return state
-        sent, base = self.e.conv.remote_fields(state.remote), state.base
+        sent, base = self._as_sent(state.remote, state.base), state.base
+        if sent is None:
+            return state
         agreed = {k: (sent[k] if k in sent and sent[k] != v and remote_f.get(k) == sent[k]
                       else v) for k, v in base.items()}
         return state.replace(base=agreed)
@@ -212,10 +214,21 @@ class Pull:
         over the app's edits."""
         if state.status != "pending_create" or state.remote is None or state.base is None:
             return state
-        earlier = self.e.conv.remote_fields(state.remote)
+        earlier = self._as_sent(state.remote, state.base)
+        if earlier is None:
+            return state
         return state.replace(base={k: (remote_f[k] if k in remote_f and remote_f[k] != v
                                        and remote_f[k] == earlier.get(k) else v)
                                    for k, v in state.base.items()})
+
+    def _as_sent(self, sent: Contact, base: Fields) -> Fields | None:
+        """A version we sent, as the merge compares it. A value the mapping can no longer
+        read from it (its column retyped since) counts as not sent: the base's is taken, or,
+        if the base has none, nothing is taken for ours."""
+        try:
+            return self.e.conv.remote_fields(sent, fallback=base)
+        except RowError:
+            return None
 
     def _pick(self, candidates: list[Contact], state: SyncState | None) -> Contact:
         """Two CRM contacts with one refId (a duplicate someone created): follow the one we

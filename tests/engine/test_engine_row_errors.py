@@ -3,13 +3,17 @@ the other rows sync; the cycle completes with exit code 3; a fixed row then sync
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 
 from sync.api.adapter import contact_from_wire
+from sync.runtime import build_runtime
 from sync.settings import default_mapping_file
 
 from .conftest import MakeHarness
-from .helpers import Harness, app_rows, assert_mirrored, first, write_calls
+from .helpers import Exchange, Harness, Hooked, Send, app_rows, assert_mirrored, first, write_calls
 
 # birthday kept as dd/MM/yyyy text, as a legacy app might
 MAPPING_TEXT_BIRTHDAY = default_mapping_file().read_text(encoding="utf-8").replace(
@@ -124,6 +128,8 @@ async def test_invalid_email_on_a_synced_contact_names_the_field(
 
 MAPPING_INTEGER_POINTS = default_mapping_file().read_text(encoding="utf-8") + \
     "  - {custom: Điểm, column: diem, type: integer}\n"
+MAPPING_TEXT_POINTS = default_mapping_file().read_text(encoding="utf-8") + \
+    "  - {custom: Điểm, column: diem}\n"
 
 
 @pytest.mark.parametrize("fixed_on", ["table", "crm"])
@@ -153,3 +159,45 @@ async def test_a_crm_value_its_column_cannot_hold_is_fixed_on_either_side(
     assert (h.row(key)["diem"], points) == (expected, str(expected))  # type: ignore[index]
     last = await h.cycle()  # settled: nothing more to write either way
     assert last.exit_code == 0 and not write_calls(last.api_calls)
+
+
+async def test_an_update_cut_short_under_a_mapping_its_value_no_longer_fits(
+        make_harness: MakeHarness, tmp_path: Path) -> None:
+    """An update fails after it was sent (status `pushing`, what was sent kept), and the
+    mapping file then types that column as an integer, which the sent `abc` does not fit. The
+    next cycle reads the sent version to see what landed: an unreadable field did not land
+    (before, that read raised outside the contact's own error handling and failed every cycle
+    for good)."""
+    failing = {"on": False}
+
+    async def refuse(ex: Exchange, send: Send) -> httpx.Response:
+        if failing["on"] and ex.path.endswith("/contacts/update"):
+            return httpx.Response(500, text="<html>Internal Server Error</html>")
+        return await send()
+
+    h = make_harness({"contacts": 10, "seed": 75}, mapping=MAPPING_TEXT_POINTS,
+                     transport=Hooked(refuse))
+    await h.settle()
+    key = sorted(k for k in h.rows() if not k.startswith("crm:"))[0]
+    h.update(key, diem="abc")
+    failing["on"] = True
+    assert (await h.cycle()).status == "failed"
+    assert h.states()[key].status == "pushing"
+
+    failing["on"] = False
+    h.update(key, diem="5")
+    h.rt.close()  # the operator migrates the column to INTEGER and types it in the mapping
+    for sql in ("ALTER TABLE contacts RENAME COLUMN diem TO diem_text",
+                "ALTER TABLE contacts ADD COLUMN diem INTEGER",
+                "UPDATE contacts SET diem = CAST(diem_text AS INTEGER)",
+                "ALTER TABLE contacts DROP COLUMN diem_text"):
+        h.execute(sql)
+    typed = tmp_path / "typed.yaml"
+    typed.write_text(MAPPING_INTEGER_POINTS, encoding="utf-8")
+    h.rt = build_runtime(h.rt.settings.model_copy(update={"mapping_file": typed}),
+                         transport=h.rt.transport)
+    results = await h.settle()
+    assert results[-1].exit_code == 0, [r.notes for r in results]
+    points = {e.label: e.value for e in contact_from_wire(h.crm()[key]).custom}["Điểm"]
+    assert points == "5"
+    assert h.states()[key].status == "synced"
