@@ -29,7 +29,8 @@ when the real service disagrees is a one-line change. The list (README.md repeat
     required refId, fullName and phones); a list present replaces the whole list; a text field
     in CLEARABLE_TEXT_FIELDS sent as "" is cleared; an unknown refId answers -9999.
 14. delete_means_gone: -9999 on delete = the contact is already gone (success for the caller).
-15. details_means_missing: -9999 or a null payload on details = no such contact.
+15. details_means_missing: a null payload, or a -9999 whose code says not found / not exist /
+    deleted, on details = no such contact; any other -9999 confirms nothing.
 16. GET_QUERY_KEYS: get's email parameter is named `email`; a null payload means no match.
 17. ack_from_wire: add-more, add-note and delete answer `true`; the value is not inspected
     (failures come as -9999).
@@ -327,9 +328,18 @@ def delete_means_gone(error: RemoteError) -> bool:
     return True
 
 
+# [assumed] 15: words of a -9999 code that says the contact does not exist (or no longer)
+_MISSING_WORDS = ("not_found", "notfound", "not_exist", "notexist", "no_such", "deleted",
+                  "invalid_id", "id_invalid", "unknown")
+
+
 def details_means_missing(error: RemoteError) -> bool:
-    """[assumed] 15: any -9999 on details means no such contact."""
-    return True
+    """[assumed] 15: a -9999 on details whose code says the contact does not exist
+    (`contact_not_found`, `not_exist`, `deleted`, ...) means no such contact. Any other code
+    (`system_busy`, `request_invalid`) confirms nothing: a contact is never taken for deleted
+    on an answer that does not say so."""
+    code = (error.code or "").lower().replace("-", "_").replace(" ", "_")
+    return any(word in code for word in _MISSING_WORDS)
 
 
 # --- reading: the contact object, pages, layout ------------------------------------------------

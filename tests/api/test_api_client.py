@@ -205,6 +205,25 @@ async def test_delete_details_get_missing() -> None:
     assert c.calls["get"] == 3
 
 
+@pytest.mark.parametrize("code", ["contact_not_found", "CONTACT_NOT_EXIST", "contact-deleted",
+                                  "invalid_id"])
+async def test_details_reads_a_not_found_code_as_missing(code: str) -> None:
+    fake = FakeOmi()
+    fake.on("details", failure(code))
+    async with make_client(fake) as c:
+        assert await c.details("gone") is None
+
+
+@pytest.mark.parametrize("code", ["system_busy", "request_invalid", "api_error"])
+async def test_details_does_not_read_other_codes_as_missing(code: str) -> None:
+    """A contact is taken for deleted only on an answer that says so (before: any -9999)."""
+    fake = FakeOmi()
+    fake.on("details", failure(code))
+    async with make_client(fake) as c:
+        with pytest.raises(RemoteError):
+            await c.details("there")
+
+
 async def test_bodies_and_paths_on_the_wire() -> None:
     fake = FakeOmi()
     seen: list[str] = []
