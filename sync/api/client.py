@@ -37,6 +37,7 @@ from sync.record import Contact
 
 log = structlog.get_logger("sync.api")
 _SECRET_IN_TEXT = re.compile(rf"({adapter.API_KEY_PARAM}=|Bearer )[^&\s'\"]*")
+_JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")  # a bearer token, wherever it is
 
 
 class _RedactKeyFilter(logging.Filter):
@@ -326,7 +327,8 @@ class OmiClient:
                            adapter.parse_envelope(status, content, call.endpoint,
                                                   retry_after=retry_after))
             except ApiError as exc:
-                failure = exc
+                failure = self._scrubbed(exc, token)  # a server may echo the key or token
+            content = b""  # nor left in this frame's locals, which a traceback can show
         self._record(call, status, duration, failure)
         if failure is not None:
             raise failure  # raised outside the except: no httpx exception (and URL) in context
@@ -340,11 +342,19 @@ class OmiClient:
             return ApiError(text, endpoint=endpoint)  # our request or base URL is wrong
         return RetriableError(text, endpoint=endpoint)
 
-    def _scrub(self, text: str) -> str:
-        for secret in (self._key, self._token):
+    def _scrub(self, text: str, *more: _Secret | None) -> str:
+        for secret in (self._key, self._token, *more):
             if secret is not None and secret.reveal():
                 text = text.replace(secret.reveal(), "***")
-        return _SECRET_IN_TEXT.sub(r"\1***", text)
+        return _JWT.sub("***", _SECRET_IN_TEXT.sub(r"\1***", text))
+
+    def _scrubbed(self, exc: ApiError, token: _Secret | None) -> ApiError:
+        """`exc` without the key or a token in its message (or its -9999 code), which the
+        server's own words may carry: it goes on to logs, `sync_runs` and the terminal."""
+        exc.args = tuple(self._scrub(a, token) if isinstance(a, str) else a for a in exc.args)
+        if isinstance(exc, RemoteError):
+            exc.code = self._scrub(exc.code, token)
+        return exc.with_traceback(None)  # the decoder's frames hold the body as it came
 
     def _record(self, call: _Call, status: int | None, duration: float,
                 failure: ApiError | None) -> None:

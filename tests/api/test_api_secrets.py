@@ -13,7 +13,7 @@ import structlog
 from sync.errors import ApiError
 from sync.record import Contact
 
-from .omifake import API_KEY, FakeOmi, make_client
+from .omifake import API_KEY, FakeOmi, failure, make_client
 
 TOKEN_MARK = "s3cr3t"  # every token the fake issues contains it
 
@@ -84,4 +84,40 @@ async def test_no_secret_in_logs_or_exceptions(caplog: pytest.LogCaptureFixture)
         texts += exception_texts(e)
     texts += [str(r) for r in logs] + [r.getMessage() for r in caplog.records]
     texts += [caplog.text]
+    assert_clean(texts, fake.tokens)
+
+
+def echo(kind: str) -> Any:
+    """A -9999 (HTTP 200, as the documented examples) whose message repeats the request's
+    token or API key, as a server's error text may."""
+    def action(request: httpx.Request) -> Any:
+        auth = request.headers.get("Authorization", "")
+        secret = auth.removeprefix("Bearer ") if kind == "token" else API_KEY
+        return failure(f"invalid_session: {secret} is not valid")
+    return action
+
+
+async def test_a_server_echoing_the_key_or_token_in_its_error_leaks_neither() -> None:
+    """The server's own words go into RemoteError and AuthError (and from there to the log,
+    `sync_runs.message` and the terminal): the client takes the secrets out of them."""
+    fake = FakeOmi(contacts=3)
+    fake.on("layout", echo("token"))
+    fake.on("details", echo("key"))
+    errors: list[ApiError] = []
+    with structlog.testing.capture_logs() as logs:
+        async with make_client(fake, max_retries=0) as c:
+            for call in (c.layout(), c.details("abc")):
+                with pytest.raises(ApiError) as exc:
+                    await call
+                errors.append(exc.value)
+        bad = FakeOmi()
+        bad.on("auth", lambda request: failure(f"api_key_invalid: {request.url.params}"))
+        async with make_client(bad) as c2:
+            with pytest.raises(ApiError) as auth:
+                await c2.layout()
+            errors.append(auth.value)
+    assert fake.tokens
+    assert all("***" in str(e) for e in errors), [str(e) for e in errors]
+    texts = [t for e in errors for t in exception_texts(e)]
+    texts += [getattr(e, "code", "") for e in errors] + [str(r) for r in logs]
     assert_clean(texts, fake.tokens)
