@@ -18,13 +18,11 @@ from sync.store import pgcopy
 from sync.store.bulk import MultiValues
 
 
-class _Date(sa.types.TypeDecorator[Any]):
-    """A date column. SQLite stores whatever an app writes; a value its Date cannot read is
-    returned as it is, so the converter reports that row (naming the column) instead of the
-    read failing for the whole table."""
-
-    impl = sa.Date
-    cache_ok = True
+class _AsStored(sa.types.TypeDecorator[Any]):
+    """A column whose values SQLite stores as an app wrote them: a value the type cannot read
+    (a date `31/02/2020`, JSON `VIP, Khách lẻ`) is returned as it is, so the converter
+    reports that row, naming the column, instead of the read failing for every row it is read
+    with."""
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
         inner = super().result_processor(dialect, coltype)
@@ -34,10 +32,20 @@ class _Date(sa.types.TypeDecorator[Any]):
         def process(value: Any) -> Any:
             try:
                 return inner(value)
-            except ValueError:
+            except ValueError:  # json.JSONDecodeError too
                 return value
 
         return process
+
+
+class _Date(_AsStored):
+    impl = sa.Date
+    cache_ok = True
+
+
+class _Json(_AsStored):
+    impl = sa.JSON
+    cache_ok = True
 
 
 _TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
@@ -46,7 +54,7 @@ _TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
     "number": sa.Float,
     "date": _Date,
     "boolean": sa.Boolean,
-    "json": lambda: sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+    "json": lambda: _Json().with_variant(postgresql.JSONB(), "postgresql"),
     "timestamp": lambda: sa.DateTime(timezone=True),
 }
 # What an existing column's reflected type may be for each mapped type.

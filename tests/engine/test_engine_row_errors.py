@@ -99,6 +99,28 @@ async def test_unreadable_date_in_a_sqlite_date_column_is_a_row_error(
     assert r.counts["created_remote"] == 2
 
 
+@pytest.mark.parametrize("column", ["tags", "custom_fields"])
+async def test_text_that_is_not_json_in_a_sqlite_json_column_is_a_row_error(
+        make_harness: MakeHarness, column: str) -> None:
+    """SQLite stores whatever text an app writes into a JSON column (`VIP, Khách lẻ`): that
+    row is in error, naming the column, and the others sync (before: the read failed, and
+    with it every cycle, naming nothing)."""
+    h = make_harness({"contacts": 10, "add_more_delay": 0.05})
+    if h.db.kind != "sqlite":
+        pytest.skip("a PostgreSQL JSON column cannot hold text that is not JSON")
+    await h.cycle()
+    key, other = sorted(k for k in h.rows() if not k.startswith("crm:"))[:2]
+    h.insert(*app_rows("JS", 2))
+    h.execute(f"INSERT INTO contacts (ref_id, full_name, {column}) "
+              "VALUES ('JS-BAD', 'Bùi Thị Lỗi', 'VIP, Khách lẻ')")
+    h.execute(f"UPDATE contacts SET {column} = 'VIP, Khách lẻ' WHERE ref_id = :k", k=key)
+    h.update(other, job_title="Thủ kho")
+    r = await h.cycle()
+    assert r.status == "partial" and r.exit_code == 3, r.notes
+    assert column in _error(h, "JS-BAD") and column in _error(h, key)
+    assert r.counts["created_remote"] == 2 and r.counts["updated_remote"] == 1
+
+
 async def test_emptied_full_name_on_a_synced_contact_is_a_row_error(
         make_harness: MakeHarness, request: pytest.FixtureRequest) -> None:
     h = make_harness({"contacts": 20, "seed": 72})
