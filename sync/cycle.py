@@ -66,6 +66,8 @@ class CycleContext:
     pending: list[tuple[SyncState, Fields | None]] = field(default_factory=list)
     vanished: list[tuple[SyncState, dict[str, object] | None, Fields | None]] = field(
         default_factory=list)
+    # listed under a key whose agreed contact is another one: decided after the listing
+    strangers: dict[str, list[Contact]] = field(default_factory=dict)
     deletes: list[PendingDelete] = field(default_factory=list)
     plan: list[Action] = field(default_factory=list)  # dry run: everything that would be done
     notes: list[str] = field(default_factory=list)  # said to the operator at the end
@@ -89,7 +91,9 @@ class CycleResult:
     def exit_code(self) -> ExitCode:
         if self.status in ("failed", "refused"):
             return ExitCode.FAILURE
-        if self.rows_in_error or self.open_conflicts:
+        # rows in error now, or rows this cycle could not settle (a lookup that failed for
+        # them alone keeps their status: they are tried again, but they did not sync)
+        if self.rows_in_error or self.open_conflicts or self.counts.get("errors"):
             return ExitCode.ROWS_NEED_ATTENTION
         return ExitCode.OK
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sync.cycle import CycleContext, PendingDelete
-from sync.local_walk import look_up
+from sync.lookup import look_up
 from sync.merge import (
     LocalDelete,
     PushCreate,
@@ -25,6 +25,7 @@ from sync.merge import (
     deletions_allowed,
     plan_contact,
 )
+from sync.prepare import contact_key
 from sync.pull import Pull
 from sync.record import Contact, Fields
 from sync.store.state import AgreedRows
@@ -62,8 +63,16 @@ class Deletions:
         for (state, row, local_f), again in zip(ctx.vanished, found, strict=True):
             if isinstance(again, str):  # unconfirmed: nothing deleted, the others go on
                 self.applier.row_error(state.key, state, again, keep_status=True)
-            elif again is not None and not again.is_deleted:
+            elif again is not None and not again.is_deleted and contact_key(again) == state.key:
                 back.append(again)  # it only shifted between pages
+            elif again is not None and not again.is_deleted:
+                # The contact now has another key (an agent gave a contact made in the CRM a
+                # refId): that key's row is its row now, and this one goes, with a tombstone.
+                ctx.counts["rekeyed"] += 1
+                ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row,
+                                                 local_f, "remote", again))
+                if contact_key(again) not in ctx.seen_keys:
+                    back.append(again)
             else:
                 ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row,
                                                  local_f, "remote"))

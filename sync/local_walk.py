@@ -15,15 +15,14 @@ an agreed row the listing did not show has nothing to send. A full cycle walks e
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sync.apply import ChunkItem, gather_all, sent_fields
+from sync.apply import ChunkItem, sent_fields
 from sync.convert import RowError, validate_for_push
 from sync.cycle import CycleContext
-from sync.errors import ProtocolError, RemoteError, RetriableError, row_failure
+from sync.lookup import look_up
 from sync.merge import plan_contact
 from sync.pull import Pull
 from sync.record import Contact, Fields
@@ -43,24 +42,6 @@ CLOCK_SKEW = timedelta(minutes=10)  # between the CRM's created_date and our clo
 def _created_since(contact: Contact, since: datetime) -> bool:
     return (contact.created_ms is not None
             and contact.created_ms >= (since - CLOCK_SKEW).timestamp() * 1000)
-
-
-async def look_up(e: SyncEngine, states: Sequence[SyncState]) -> list[Contact | str | None]:
-    """Each state's contact as the CRM holds it now (by refId, else by public_id),
-    `concurrency` at a time: None when the CRM has none, a str (the row's error) when the
-    lookup failed for this contact only (refused, out of retries, malformed)."""
-    sem = asyncio.Semaphore(max(e.concurrency, 1))
-
-    async def one(state: SyncState) -> Contact | str | None:
-        async with sem:
-            try:
-                if state.ref_id:
-                    return await e.client.get(ref_id=state.ref_id)
-                return await e.client.details(str(state.public_id))
-            except (RemoteError, RetriableError, ProtocolError) as exc:
-                return row_failure("lookup", exc)
-
-    return await gather_all(one(state) for state in states)
 
 
 class LocalWalk:

@@ -21,6 +21,7 @@ from sync.apply import ChunkItem
 from sync.convert import RowError
 from sync.cycle import CycleContext
 from sync.import_pool import ImportPool
+from sync.lookup import look_up
 from sync.merge import Policy, plan_contact
 from sync.pooled_import import PooledImport
 from sync.prepare import ImportSetup, contact_key
@@ -49,6 +50,7 @@ class Pull:
         finally:
             if self._pooled is not None:
                 self._pooled.close()
+        await self._strangers()
         ctx.listing_complete = True
         shown = len(ctx.seen_public) + len(deleted)
         if total is not None and total - shown > max(10, total // 100):
@@ -117,8 +119,12 @@ class Pull:
         else:
             await self.chunk([x.contact() for x in items])
 
-    async def chunk(self, contacts: list[Contact]) -> None:
-        """Plan these CRM contacts against their rows and bookkeeping, and apply the plan."""
+    async def chunk(self, contacts: list[Contact], *, follow_any: bool = False) -> None:
+        """Plan these CRM contacts against their rows and bookkeeping, and apply the plan.
+
+        A key whose agreed contact is none of those listed under it (another contact with its
+        refId, which an agent made) waits for the end of the listing (`_strangers`), unless
+        `follow_any`: the row follows another contact only once its own is gone."""
         e, ctx, applier = self.e, self.ctx, self.applier
         groups: dict[str, list[Contact]] = {}
         for c in contacts:
@@ -135,6 +141,10 @@ class Pull:
         items: list[ChunkItem] = []
         for key in keys:
             state, row = states.get(key), rows.get(key)
+            if (not follow_any and state is not None and state.public_id is not None
+                    and all(c.public_id != state.public_id for c in groups[key])):
+                ctx.strangers.setdefault(key, []).extend(groups[key])
+                continue
             remote = self._pick(groups[key], state)
             ctx.seen_keys.add(key)
             ctx.counts["pulled"] += 1
@@ -174,6 +184,36 @@ class Pull:
                 or e.read_only_table)
             items.append(ChunkItem(key, remote, state, row, local_f, remote_f, plan))
         await applier.apply_chunk(items)
+
+    async def _strangers(self) -> None:
+        """Keys listed only with contacts other than the one agreed. Where the agreed one was
+        listed too, the others are duplicates in the CRM (reported, never touched). Where it
+        was not, it is looked up: still there (it only shifted between pages), it is planned
+        as usual; gone, the row follows the contact listed under its refId now."""
+        ctx = self.ctx
+        strangers, ctx.strangers = ctx.strangers, {}
+        unseen = [k for k in strangers if k not in ctx.seen_keys]
+        for key in strangers.keys() - set(unseen):
+            ctx.counts["duplicates_in_crm"] += len(strangers[key])
+        if not unseen:
+            return
+        states = self.e.store.load(unseen)
+        found = await look_up(self.e, [states[k] for k in unseen])
+        ours: list[Contact] = []
+        others: list[Contact] = []
+        for key, again in zip(unseen, found, strict=True):
+            state = states[key]
+            if isinstance(again, str):  # unconfirmed: this contact waits, the others go on
+                self.applier.row_error(key, state, again, keep_status=True)
+            elif again is not None and again.public_id == state.public_id:
+                ours.append(again)
+                ctx.counts["duplicates_in_crm"] += len(strangers[key])
+            elif again is not None:  # the agreed contact is gone: another holds the refId
+                others.extend(strangers[key])
+        if ours:
+            await self.chunk(ours)
+        if others:
+            await self.chunk(others, follow_any=True)
 
     def _landed(self, state: SyncState, remote_f: Fields) -> SyncState:
         """A push cut short (status `pushing`, `remote` = what was sent): a field the push

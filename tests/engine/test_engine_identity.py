@@ -1,0 +1,112 @@
+"""Which CRM contact a row follows: the one it was agreed with, whatever else the CRM lists
+under the same refId, and wherever in the listing each one comes."""
+
+from __future__ import annotations
+
+import httpx
+
+from sync.api.adapter import contact_from_wire
+
+from .conftest import MakeHarness
+from .helpers import Exchange, Hooked, Send, assert_mirrored, first
+
+
+async def test_a_duplicate_listed_chunks_before_the_known_contact_is_not_followed(
+        make_harness: MakeHarness) -> None:
+    """An agent creates a second contact with a row's refId. Listed newest first, it comes
+    chunks before the one the row was agreed with: a full cycle must keep the row on its
+    contact (before: it followed the duplicate, the row took its name and phone, and the
+    app's next edit, pushed by refId, overwrote the original customer with them)."""
+    h = make_harness({"contacts": 700, "seed": 81, "page_size_cap": 100,
+                      "order": "updated_desc"})
+    await h.settle()
+    original = h.emulator.contacts()[20]  # oldest first: listed ~680th, newest first
+    key = original["ref_id"]
+    pid = original["public_id"]
+    h.emulator.agent_create(full_name="Bản Sao Trùng Lặp", ref_id=key, phones=["0911222333"])
+
+    r = await h.cycle(full=True)
+    assert r.status == "ok", r.notes
+    assert r.counts["duplicates_in_crm"] == 1
+    row = h.row(key)
+    assert row is not None and row["crm_id"] == pid
+    assert row["full_name"] == first(original, "full_name")
+    assert h.states()[key].public_id == pid
+
+    h.update(key, address="12 Lê Lợi, Huế")
+    await h.settle(full=True)
+    crm = contact_from_wire(h.emulator.contacts()[20])
+    assert crm.public_id == pid
+    assert crm.address == "12 Lê Lợi, Huế"
+    assert crm.full_name == first(original, "full_name")
+    dup = [c for c in h.emulator.find_by_ref_id(key) if c["public_id"] != pid]
+    assert [first(c, "full_name") for c in dup] == ["Bản Sao Trùng Lặp"]  # untouched
+    assert h.row(key)["address"] == "12 Lê Lợi, Huế"  # type: ignore[index]
+
+
+async def test_a_row_follows_another_contact_with_its_refid_once_its_own_is_gone(
+        make_harness: MakeHarness) -> None:
+    """The contact a row was agreed with is deleted in the CRM and an agent creates a new one
+    with the same refId: the row follows the new one (no deletion, no duplicate)."""
+    h = make_harness({"contacts": 30, "seed": 82})
+    await h.settle()
+    original = h.emulator.contacts()[5]
+    key, pid = original["ref_id"], original["public_id"]
+    h.emulator.agent_delete(pid)
+    new = h.emulator.agent_create(full_name="Khách Tạo Lại", ref_id=key, phones=["0911222444"])
+    for full in (False, True):
+        r = await h.cycle(full=full)
+        assert r.status == "ok", r.notes
+    row = h.row(key)
+    assert row is not None and row["crm_id"] == new and row["full_name"] == "Khách Tạo Lại"
+    assert_mirrored(h)
+
+
+async def test_a_crm_made_contact_given_a_refid_leaves_no_stale_row(
+        make_harness: MakeHarness) -> None:
+    """An agent gives a contact made in the CRM's interface (row `crm:<id>`) a refId: its row
+    is now the refId's, and the `crm:` row goes (before: it stayed for good beside the new
+    one, with the same crm_id, reported every full cycle as a duplicate in the CRM)."""
+    h = make_harness({"contacts": 10, "seed": 83})
+    pid = h.emulator.agent_create(full_name="Khách Vãng Lai", phones=["0911333555"])
+    await h.settle()
+    assert h.row(f"crm:{pid}") is not None
+    h.emulator.agent_update(pid, ref_id="ERP-77")
+    await h.settle(full=True)
+    rows = h.rows()
+    assert f"crm:{pid}" not in rows
+    assert rows["ERP-77"]["crm_id"] == pid
+    assert [k for k, r in rows.items() if r["crm_id"] == pid] == ["ERP-77"]
+    last = await h.cycle(full=True)
+    assert last.counts.get("duplicates_in_crm", 0) == 0
+    assert_mirrored(h)
+
+
+async def test_a_failing_details_lookup_deletes_nothing(make_harness: MakeHarness) -> None:
+    """A full cycle looks up CRM-made contacts the listing did not show by their id; a -9999
+    that is not a "no such contact" (the server busy) confirms nothing: no row is deleted
+    (before: any -9999 on details counted as gone)."""
+    busy = {"on": False}
+
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if busy["on"] and "/contacts/details/" in ex.path:
+            return httpx.Response(200, json={"status_code": -9999, "message": "system_busy",
+                                             "payload": None})
+        if busy["on"] and ex.path.endswith("/contacts/list"):
+            return httpx.Response(200, json={"status_code": 9999, "payload": {
+                "items": [], "page_number": 1, "page_size": 100, "total_items": 0,
+                "total_pages": 0, "has_next": False}})
+        return await send()
+
+    h = make_harness({"contacts": 10, "seed": 84}, transport=Hooked(hook),
+                     max_delete_fraction=1.0)
+    pids = [h.emulator.agent_create(full_name=f"Khách Vãng Lai {i}", phones=[f"091133355{i}"])
+            for i in range(3)]
+    await h.settle()
+    before = set(h.rows())
+    assert {f"crm:{p}" for p in pids} <= before
+    busy["on"] = True
+    r = await h.cycle(full=True)
+    assert r.counts.get("deleted_local", 0) == 0
+    assert set(h.rows()) == before
+    assert r.exit_code != 0
