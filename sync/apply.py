@@ -303,6 +303,30 @@ class Applier:
 
     # --- creates, through add-more --------------------------------------------------------------
 
+    async def _add_more(self, batch: Sequence[tuple[str, Fields, SyncState | None]],
+                        states: Sequence[SyncState],
+                        refused: list[tuple[SyncState, RemoteError]]) -> None:
+        """Send a batch. A -9999 refuses the whole batch, and may be one contact's doing (a
+        value the server will not take): the batch is halved and each half sent, down to the
+        contacts refused alone, so that one bad row holds none of the others back."""
+        e = self.e
+        try:
+            await e.client.add_more([e.conv.to_contact(k, f, None) for k, f, _ in batch])
+        except NotSent as exc:
+            # Certainly never received: these rows are plain new rows again next cycle.
+            with e.store.begin() as conn:
+                e.store.save(conn, [st.replace(status="error", base=None, pending_since=None,
+                                               last_error=f"add-more not sent: {exc}")
+                                    for st in states])
+            raise
+        except RemoteError as exc:
+            if len(batch) == 1:
+                refused.append((states[0], exc))
+                return
+            half = len(batch) // 2
+            await self._add_more(batch[:half], states[:half], refused)
+            await self._add_more(batch[half:], states[half:], refused)
+
     async def creates(self) -> None:
         ctx, e = self.ctx, self.e
         todo, ctx.creates = ctx.creates, []
@@ -324,16 +348,20 @@ class Applier:
             with e.store.begin() as conn:  # recorded first: a crash after the call is safe
                 e.store.save(conn, states)
                 self.flush_queued(conn)
-            try:
-                await e.client.add_more([e.conv.to_contact(k, f, None) for k, f, _ in batch])
-            except NotSent as exc:
-                # Certainly never received: these rows are plain new rows again next cycle.
+            refused: list[tuple[SyncState, RemoteError]] = []
+            await self._add_more(batch, states, refused)
+            if refused:
+                # Refused: certainly not created ([assumed] 17), so plain new rows again next
+                # cycle, each in error meanwhile with the server's reason.
                 with e.store.begin() as conn:
                     e.store.save(conn, [st.replace(status="error", base=None, pending_since=None,
-                                                   last_error=f"add-more not sent: {exc}")
-                                        for st in states])
-                raise
-            ctx.counts["created_remote"] += len(batch)
+                                                   last_error=f"the CRM refused this contact "
+                                                              f"(add-more: {exc.code})")
+                                        for st, exc in refused])
+                ctx.counts["errors"] += len(refused)
+                if len(refused) == len(batch) > 1:  # not one contact's fault: stop here
+                    raise refused[-1][1]
+            ctx.counts["created_remote"] += len(batch) - len(refused)
         if self._queued:
             with e.store.begin() as conn:
                 self.flush_queued(conn)

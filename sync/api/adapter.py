@@ -33,7 +33,8 @@ when the real service disagrees is a one-line change. The list (README.md repeat
     deleted, on details = no such contact; any other -9999 confirms nothing.
 16. GET_QUERY_KEYS: get's email parameter is named `email`; a null payload means no match.
 17. ack_from_wire: add-more, add-note and delete answer `true`; the value is not inspected
-    (failures come as -9999).
+    (failures come as -9999). A -9999 on add-more means none of the batch was created (the
+    applier halves a refused batch to find the contacts refused alone).
 18. layout_from_wire: the layout payload is a list of {field_code, field_name, field_type,
     is_required, options}; an {"items": [...]} wrapper is tolerated.
 19. Deleted contacts are normally absent from the list; `is_deleted` is kept on the Contact.

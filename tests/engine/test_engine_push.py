@@ -588,3 +588,61 @@ async def test_an_agent_edit_of_a_create_sent_twice_is_pulled(make_harness: Make
     row = h.row("AGT-0001")
     assert row is not None and row["job_title"] == "Giám đốc chi nhánh"
     assert_mirrored(h)
+
+
+def refuse_add_more_with(word: str) -> Hooked:
+    """A server that validates add-more and refuses the whole batch (-9999, HTTP 200) when any
+    contact in it has `word` in its name."""
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/add-more") and any(
+                word in (c.get("fullName") or "") for c in ex.body or []):
+            return httpx.Response(200, json={"status_code": -9999,
+                                             "message": "request_invalid", "payload": None})
+        return await send()
+    return Hooked(hook)
+
+
+async def test_a_contact_the_crm_refuses_holds_back_none_of_its_batch(
+        make_harness: MakeHarness) -> None:
+    """A -9999 refuses the whole add-more batch for one contact in it: the others are created
+    all the same (the batch is halved down to the refused one), the refused row is in error
+    with the server's reason, and the cycle completes (before: the whole batch stayed pending,
+    was sent again together after every wait, and every cycle failed)."""
+    transport = refuse_add_more_with("REJECT")
+    h = make_harness({"contacts": 0, "add_more_delay": 0.02}, transport=transport,
+                     batch_size=8)
+    rows = app_rows("NEW", 8)
+    rows[5]["full_name"] = "Khách REJECT"
+    h.insert(*rows)
+    r = await h.cycle()
+    assert r.status == "partial" and r.exit_code == 3, r.notes
+    assert r.counts["created_remote"] == 7 and r.counts["errors"] == 1
+    assert len(transport.calls("add-more")) <= 7  # 1 + 2 halvings per level down to one
+    bad = h.states()["NEW-0006"]
+    assert bad.status == "error" and "refused" in (bad.last_error or "")
+    assert "request_invalid" in (bad.last_error or "")
+    results = await h.settle(statuses=("partial",))
+    assert {k for k in h.crm()} == {r["ref_id"] for r in rows} - {"NEW-0006"}
+    assert results[-1].exit_code == 3
+
+    h.update("NEW-0006", full_name="Khách Đã Sửa")  # the app fixes the row: it goes out
+    await h.settle()
+    assert first(h.crm()["NEW-0006"], "full_name") == "Khách Đã Sửa"
+    assert h.states()["NEW-0006"].status == "synced"
+
+
+async def test_a_batch_refused_contact_by_contact_fails_the_cycle(
+        make_harness: MakeHarness) -> None:
+    """Every contact refused alone is no one contact's fault: the cycle fails (exit 1) after
+    that batch, and the rows are new rows again for the next cycle."""
+    transport = refuse_add_more_with("")
+    h = make_harness({"contacts": 0}, transport=transport, batch_size=4)
+    h.insert(*app_rows("NEW", 8))
+    r = await h.cycle()
+    assert r.status == "failed" and r.exit_code == 1
+    assert "request_invalid" in " ".join(r.notes)
+    assert len(transport.calls("add-more")) == 7  # the first batch only: 1 + 2 + 4
+    assert h.crm() == {}
+    states = h.states()
+    assert all(states[k].base is None for k in states if k in {x["ref_id"] for x in
+                                                              app_rows("NEW", 4)})
