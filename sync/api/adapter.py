@@ -22,7 +22,8 @@ when the real service disagrees is a one-line change. The list (README.md repeat
     the Vietnamese label in `value_type`.
 11. GENDER_LABELS: Vietnamese gender labels are read as male / female / other.
 12. page_from_wire: the server caps `size`; the client follows the page_size / has_next it gets
-    back. A missing has_next is derived from page_number < total_pages. A listed contact's JSON
+    back. A missing has_next is derived from page_number < total_pages, else from
+    total_items, else pages are read until an empty one. A listed contact's JSON
     changes whenever the contact does, so its digest (`Listed.digest`) tells an unchanged
     contact without parsing it; a server that re-serialises differently only costs a parse.
 13. update: an absent field is left unchanged (update_body sends only what changed, besides the
@@ -513,11 +514,24 @@ def page_from_wire(payload: _ListPayload | msgspec.Raw | Any, requested_page: in
         listed.append(Listed(public_id, ref_id, head.is_deleted is True, digest, data))
     number = _int(page.page_number) or requested_page
     total_pages = _int(page.total_pages) or 0
-    has_next = page.has_next  # [assumed] 12: derived when missing
+    total_items = _int(page.total_items) or 0
+    has_next = page.has_next
+    if not isinstance(has_next, bool):  # [assumed] 12: derived when missing
+        has_next = _more_after(number, len(listed), total_pages, total_items)
     return Page(listed=tuple(listed), page_number=number,
-                page_size=_int(page.page_size) or len(listed),
-                total_items=_int(page.total_items) or 0, total_pages=total_pages,
-                has_next=has_next if isinstance(has_next, bool) else number < total_pages)
+                page_size=_int(page.page_size) or len(listed), total_items=total_items,
+                total_pages=total_pages, has_next=has_next)
+
+
+def _more_after(number: int, served: int, total_pages: int, total_items: int) -> bool:
+    """[assumed] 12: whether pages follow this one, for a server that does not say so: by
+    total_pages, else by total_items (this page's count taken as the page size: a short last
+    page costs one more, empty, page), else until an empty page."""
+    if total_pages:
+        return number < total_pages
+    if not served:
+        return False
+    return number * served < total_items if total_items else True
 
 
 def layout_from_wire(payload: Any) -> list[LayoutField]:

@@ -106,3 +106,39 @@ async def test_iter_pages_under_a_silent_size_cap() -> None:
     assert ids == [f"pid{i:05d}" for i in range(1, 231)]  # every contact, exactly once
     assert [len(p.listed) for p in pages] == [100, 100, 30]
     assert fake.sizes == [1000, 100, 100]
+
+
+class TerseOmi(FakeOmi):
+    """A server whose list payload leaves out some of the paging keys (the contract lists
+    them; a server may not send them all), optionally under a silent cap."""
+
+    def __init__(self, omit: set[str], *, silent: bool = False, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.omit, self.silent = omit, silent
+
+    def handle(self, name: str, request: httpx.Request) -> httpx.Response:
+        response = super().handle(name, request)
+        if name != "list" or response.status_code != 200:
+            return response
+        body = response.json()
+        payload = body["payload"]
+        if self.silent:
+            payload["page_size"] = int(request.url.params["size"])
+        for key in self.omit:
+            payload.pop(key, None)
+        return envelope(payload)
+
+
+@pytest.mark.parametrize("omit", [{"has_next", "total_pages"},
+                                  {"has_next", "total_pages", "total_items"},
+                                  {"has_next", "total_pages", "total_items", "page_size"}])
+@pytest.mark.parametrize("silent", [False, True])
+async def test_iter_pages_without_has_next_nor_total_pages(omit: set[str], silent: bool) -> None:
+    """Neither has_next nor total_pages: the listing goes on by total_items, else until an
+    empty page (before: page 1 only, 37 of 300 contacts, and the cycle said ok)."""
+    fake = TerseOmi(omit, silent=silent, contacts=300, page_cap=37)
+    async with make_client(fake) as c:
+        pages = [p async for p in c.iter_pages(100, concurrency=4)]
+    ids = [x.public_id for p in pages for x in p.listed]
+    assert ids == [f"pid{i:05d}" for i in range(1, 301)]
+    assert len(pages) <= 10  # 9 pages of up to 37, and at most one empty one
