@@ -51,6 +51,22 @@ def _guarded(fn: Callable[[], T]) -> T:
     except CrmSyncError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(ExitCode.FAILURE) from None
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError  # here: `--help` does not load SQLAlchemy
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        # unreachable, read-only, dropped meanwhile: a line naming the setting, no traceback
+        err.print(f"[red]error:[/] the database (CRM_SYNC_DATABASE_URL) failed: "
+                  f"{escape(_first_line(exc))}")
+        raise typer.Exit(ExitCode.FAILURE) from None
+
+
+def _first_line(exc: Exception) -> str:
+    """The driver's own words, without SQLAlchemy's statement and parameters."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0]
 
 
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Exit 1 at once if another sync runs.")]

@@ -96,7 +96,10 @@ class Deletions:
             ctx.notes.append(
                 f"refused: {n} of {known} contacts disappeared from {where} in one cycle, more "
                 f"than CRM_SYNC_MAX_DELETE_FRACTION={self.e.max_delete_fraction}; none of them "
-                "was deleted. If this is intended, raise the fraction for one run.")
+                "was deleted. First check that CRM_SYNC_DATABASE_URL, the mapping's table "
+                "and CRM_SYNC_TENANT name the table and CRM this tenant synced before (a "
+                "wrong one looks like a mass deletion); if the deletions are intended, raise "
+                "the fraction for one run.")
             log.warning("guard.refused", side=side, deletions=n, known=known)
 
     # --- 6. carried out (after the guard) ------------------------------------------------------

@@ -58,12 +58,14 @@ def print_cycle(console: Console, result: CycleResult, title: str | None = None)
             console.print(f"  {value:>7}  {LABELS.get(key, key)}")
     for note in result.notes:
         console.print(f"  [yellow]! {note}[/]")
-    # the exit code counts every row in error and every open conflict, not this cycle's only
+    # the exit code counts every row in error and every open conflict, not this cycle's only;
+    # a failed cycle's is 1, whatever else there is
+    code = " (exit code 3)" if result.exit_code == 3 else ""
     if result.rows_in_error:
-        console.print(f"  [yellow]! {result.rows_in_error} row(s) in error in all (exit code 3): "
+        console.print(f"  [yellow]! {result.rows_in_error} row(s) in error in all{code}: "
                       "`crm-sync status` names them[/]")
     if result.open_conflicts:
-        console.print(f"  [yellow]! {result.open_conflicts} open conflict(s) (exit code 3): "
+        console.print(f"  [yellow]! {result.open_conflicts} open conflict(s){code}: "
                       "`crm-sync status` shows them[/]")
 
 

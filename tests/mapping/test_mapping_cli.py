@@ -168,3 +168,27 @@ def test_check_online_with_a_custom_layout(clean_env: Path,
         erp_code, out = _online(clean_env, monkeypatch, srv, ERP.read_text(encoding="utf-8"))
     assert erp_code == 2
     assert out.count("is not in the tenant's layout") == 3
+
+
+@pytest.mark.parametrize("where, code, words", [
+    ("a-folder", 1, "unable to open database file"),  # SQLite cannot open a folder
+    ("a-file/crm-sync.db", 2, "cannot make the SQLite file's folder"),
+])
+def test_a_database_that_cannot_be_opened_is_one_line_naming_the_setting(
+        clean_env: Path, server: EmulatorServer, monkeypatch: pytest.MonkeyPatch,
+        where: str, code: int, words: str) -> None:
+    """`sync` on a database it cannot open: one line naming CRM_SYNC_DATABASE_URL, no
+    traceback (before: hundreds of lines of one)."""
+    (clean_env / "a-folder").mkdir()
+    (clean_env / "a-file").write_text("not a folder")
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", server.url)
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "demo-key")
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", f"sqlite:///{clean_env}/{where}")
+    try:
+        result: Result = runner.invoke(app, ["sync"])
+    finally:
+        structlog.reset_defaults()
+    text = re.sub(r"\s+", " ", result.output)
+    assert result.exit_code == code, result.output
+    assert "CRM_SYNC_DATABASE_URL" in text and words in text
+    assert "Traceback" not in text
