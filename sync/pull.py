@@ -13,7 +13,7 @@ send back what the applier would write; what they do not cover comes back to `Pu
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sync.api.adapter import Listed
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from sync.engine import SyncEngine
 
 CHUNK = 500
+# A contact crm-sync deleted in the CRM that the listing shows within this time is taken for
+# the listing lagging the delete, not for a new contact to pull back; after it, it is one.
+LISTING_LAG = timedelta(hours=1)
 
 
 class Pull:
@@ -138,9 +141,18 @@ class Pull:
         if not ctx.no_rows:
             with e.db.connect() as conn:
                 rows, prints = e.local.load_fingerprinted(conn, keys, e.image)
+        # new to both sides, but deleted here a moment ago: the CRM's listing lags the delete
+        fresh = [c.public_id for k in keys if k not in states and k not in rows
+                 for c in groups[k] if c.public_id] if not ctx.no_states else []
+        gone = e.store.deleted_here_since(ctx.now - LISTING_LAG, fresh) if fresh else set()
         items: list[ChunkItem] = []
         for key in keys:
             state, row = states.get(key), rows.get(key)
+            if gone and state is None and row is None and any(
+                    c.public_id in gone for c in groups[key]):
+                ctx.seen_keys.add(key)
+                ctx.counts["listed_after_delete"] += 1
+                continue
             if (not follow_any and state is not None and state.public_id is not None
                     and all(c.public_id != state.public_id for c in groups[key])):
                 ctx.strangers.setdefault(key, []).extend(groups[key])

@@ -35,6 +35,8 @@ LABELS = {
     "errors": "rows in error",
     "pending_create": "creates awaiting the CRM (asynchronous)",
     "duplicates_in_crm": "CRM contacts sharing a refId (reported, not touched)",
+    "listed_after_delete": "contacts deleted here that the CRM still lists (not pulled back)",
+    "rekeyed": "rows whose CRM contact now has a refId of its own (row replaced)",
     "read_only_edits": "local edits to read-only contacts (not sent)",
     "skipped_changed_during_cycle": "rows changed by an app during the cycle (next cycle)",
     "unlisted_edits_not_found": "edited rows the CRM did not return (left to a full cycle)",

@@ -200,6 +200,17 @@ class Journal:
         if records:
             conn.execute(tombstones.insert(), records)
 
+    def deleted_here_since(self, since: datetime, public_ids: Collection[str]) -> set[str]:
+        """Of these CRM ids, those of contacts crm-sync deleted in the CRM (their row deleted
+        by an app) since `since`."""
+        if not public_ids:
+            return set()
+        query = select(tombstones.c.public_id).where(
+            tombstones.c.tenant == self.tenant, tombstones.c.side == "local",
+            tombstones.c.deleted_at >= since, tombstones.c.public_id.in_(list(public_ids)))
+        with self.engine.connect() as conn:
+            return set(conn.scalars(query))
+
     def last_tombstones(self, limit: int = 100, key: str | None = None) -> list[dict[str, Any]]:
         """The newest tombstones first (of one key if given), `values` as decoded JSON data."""
         query = select(tombstones).where(tombstones.c.tenant == self.tenant)
