@@ -58,6 +58,7 @@ class CycleContext:
     seen_keys: set[str] = field(default_factory=set)
     listing_complete: bool = False
     refused: bool = False  # the delete guard refused a side's deletions
+    config_failure: bool = False  # the cycle failed on the configuration (exit 2)
     analyzed_at: int = 0  # rows written when the tables were last ANALYZEd (PostgreSQL)
     # sync_state (this tenant's) / the local table held nothing when the cycle began
     no_states: bool = False
@@ -86,9 +87,12 @@ class CycleResult:
     plan: tuple[Action, ...] = ()
     rows_in_error: int = 0
     open_conflicts: int = 0
+    config_failure: bool = False  # failed on the configuration (a refused API key)
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.status == "failed" and self.config_failure:
+            return ExitCode.CONFIG
         if self.status in ("failed", "refused"):
             return ExitCode.FAILURE
         # rows in error now, or rows this cycle could not settle (a lookup that failed for

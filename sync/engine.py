@@ -37,6 +37,7 @@ from sync.cycle import (
     RunStatus,
 )
 from sync.deletions import Deletions
+from sync.errors import AuthError, ConfigError
 from sync.local_walk import LocalWalk
 from sync.merge import Policy
 from sync.notes import NotesOutbox
@@ -118,6 +119,7 @@ class SyncEngine:
             raise
         except Exception as exc:
             status = "failed"
+            ctx.config_failure = isinstance(exc, ConfigError | AuthError)
             ctx.notes.insert(0, f"{type(exc).__name__}: {exc}")
             log_.error("cycle.failed", error=ctx.notes[0])
         result = self._finish(ctx, status, calls_before)
@@ -185,7 +187,7 @@ class SyncEngine:
             run_id=ctx.run_id, kind=ctx.options.kind, status=status, counts=counts | extra,
             api_calls=calls, started_at=ctx.now, finished_at=self.now(), notes=tuple(ctx.notes),
             plan=tuple(ctx.plan), rows_in_error=self.store.counts().get("error", 0),
-            open_conflicts=self.store.count_open_conflicts())
+            open_conflicts=self.store.count_open_conflicts(), config_failure=ctx.config_failure)
 
     # --- 1. pull ----------------------------------------------------------------------------
 
