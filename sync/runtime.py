@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync.api.client import OmiClient
@@ -79,8 +80,10 @@ class Runtime:
             self._closed = True
 
 
-def prepare_database(db: Engine, spec: MappingSpec, *, migrate: bool) -> None:
-    """Bring the bookkeeping schema up to date (or refuse) and create or check the table."""
+def prepare_database(db: Engine, spec: MappingSpec, *, migrate: bool,
+                     tenant: str | None = None) -> None:
+    """Bring the bookkeeping schema up to date (or refuse) and create or check the table (a
+    new one only for a `tenant` with nothing synced yet)."""
     if not is_up_to_date(db):
         if not migrate:
             raise StoreError("the database schema is not up to date: run `crm-sync db upgrade`")
@@ -89,6 +92,8 @@ def prepare_database(db: Engine, spec: MappingSpec, *, migrate: bool) -> None:
     if problems:
         raise ConfigError("the local table does not fit the mapping:\n  " +
                           "\n  ".join(problems))
+    if tenant is not None and not sa.inspect(db).has_table(spec.table):
+        StateStore(db, tenant).refuse_new_table(spec.table)
     ensure_table(db, spec)
 
 
@@ -100,7 +105,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True,
     local = LocalTable.for_spec(spec)
     notes = NotesOutbox(db, settings.tenant_id, spec, local)
     try:
-        prepare_database(db, spec, migrate=migrate)
+        prepare_database(db, spec, migrate=migrate, tenant=settings.tenant_id)
         notes.ensure_table()
     except Exception:
         db.dispose()

@@ -27,6 +27,7 @@ from sqlalchemy import (
     cast,
     exists,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -250,6 +251,22 @@ class StateStore(Journal):
                 f"syncs, and tenant {self.tenant!r} has none yet: if the tenant was renamed, "
                 f"set CRM_SYNC_TENANT={row[0]}; a second CRM needs a table of its own (the "
                 "mapping's `table:`) and a notes table of its own")
+
+    def refuse_new_table(self, table: str) -> None:
+        """For a local table that does not exist yet: ConfigError if this tenant's bookkeeping
+        tracks contacts. Those rows must be in another table or database (a typo in the
+        mapping's `table:` or in CRM_SYNC_DATABASE_URL), and a new, empty table would look
+        like an app that deleted every row, to be deleted in the CRM."""
+        if not inspect(self.engine).has_table(sync_state.name):
+            return
+        known = sum(self.counts().values())
+        if known:
+            raise ConfigError(
+                f"the table {table!r} does not exist, but tenant {self.tenant!r} syncs {known} "
+                "contacts through a table: check the mapping's `table:` and "
+                "CRM_SYNC_DATABASE_URL. To fill a new table from the CRM instead, remove this "
+                f"tenant's bookkeeping first (DELETE FROM sync_state WHERE tenant = "
+                f"'{self.tenant}').")
 
     def counts(self) -> dict[str, int]:
         """Contacts per status; every status present, zero when none."""

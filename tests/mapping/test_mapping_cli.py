@@ -192,3 +192,31 @@ def test_a_database_that_cannot_be_opened_is_one_line_naming_the_setting(
     assert result.exit_code == code, result.output
     assert "CRM_SYNC_DATABASE_URL" in text and words in text
     assert "Traceback" not in text
+
+
+def test_a_mistyped_table_is_refused_not_taken_for_an_empty_one(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a first sync, the mapping's `table:` is mistyped: the new, empty table would have
+    every synced contact look deleted by the app. `check` and `sync` refuse it (exit 2), name
+    the table and the setting, create nothing, and delete nothing in the CRM."""
+    server = EmulatorServer(EmulatorConfig(api_key="demo-key", contacts=5)).start()
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", server.url)
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "demo-key")
+    try:
+        first = runner.invoke(app, ["sync"])
+        assert first.exit_code in (0, 3), first.output
+        before = len(server.emulator.contacts())
+        typo = write(clean_env, SHIPPED["default"].read_text(encoding="utf-8").replace(
+            "table: contacts", "table: contcats"))
+        monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(typo))
+        results = [runner.invoke(app, args) for args in (["check"], ["sync"])]
+    finally:
+        structlog.reset_defaults()
+        server.stop()
+    for result in results:
+        text = re.sub(r"\s+", " ", result.output)
+        assert result.exit_code == 2, result.output
+        assert "'contcats' does not exist" in text and "CRM_SYNC_DATABASE_URL" in text
+    assert not sa.inspect(sa.create_engine(f"sqlite:///{clean_env}/check.db")).has_table(
+        "contcats")
+    assert len(server.emulator.contacts()) == before
