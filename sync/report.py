@@ -23,7 +23,7 @@ from sync.merge import (
 )
 
 LABELS = {
-    "pulled": "contacts listed in the CRM",
+    "pulled": "CRM contacts read (listed, or looked up one by one)",
     "unchanged": "listed contacts unchanged on both sides (skipped)",
     "created_local": "new rows from the CRM",
     "updated_local": "rows updated from the CRM",
