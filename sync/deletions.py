@@ -77,7 +77,7 @@ class Deletions:
                 ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row,
                                                  local_f, "remote"))
         if back:
-            await Pull(e, ctx, self.applier).chunk(back)
+            await Pull(e, ctx, self.applier).chunk(back, follow_any=True)  # look_up chose
 
     # --- 5. the delete guard ------------------------------------------------------------------
 

@@ -128,8 +128,8 @@ class LocalWalk:
                 ctx.counts["unlisted_edits_not_found"] += 1
             else:
                 found.append(contact)
-        if found:
-            await Pull(e, ctx, applier).chunk(found)
+        if found:  # look_up chose which contact each row follows
+            await Pull(e, ctx, applier).chunk(found, follow_any=True)
 
     def _new_row(self, key: str, local_f: Fields, state: SyncState | None) -> None:
         if key.startswith("crm:") or self.e.read_only_table:
