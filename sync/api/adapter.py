@@ -44,6 +44,7 @@ when the real service disagrees is a one-line change. The list (README.md repeat
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -330,18 +331,21 @@ def delete_means_gone(error: RemoteError) -> bool:
     return True
 
 
-# [assumed] 15: words of a -9999 code that says the contact does not exist (or no longer)
-_MISSING_WORDS = ("not_found", "notfound", "not_exist", "notexist", "no_such", "deleted",
-                  "invalid_id", "id_invalid", "unknown")
+# [assumed] 15: a -9999 code that says the contact itself does not exist (or no longer):
+# `contact_not_found`, `not_exist`, `contact_deleted`, ... Not `route_not_found`,
+# `tenant_not_found` nor `unknown_error` (what parse_envelope names a -9999 without a message).
+_MISSING_CODE = re.compile(
+    r"(contact|customer|record|public_?id|id)?_?(is_?)?"
+    r"(not_?found|not_?exists?|does_?not_?exist|deleted|no_?such_?contact)")
 
 
 def details_means_missing(error: RemoteError) -> bool:
-    """[assumed] 15: a -9999 on details whose code says the contact does not exist
-    (`contact_not_found`, `not_exist`, `deleted`, ...) means no such contact. Any other code
-    (`system_busy`, `request_invalid`) confirms nothing: a contact is never taken for deleted
-    on an answer that does not say so."""
-    code = (error.code or "").lower().replace("-", "_").replace(" ", "_")
-    return any(word in code for word in _MISSING_WORDS)
+    """[assumed] 15: a -9999 on details whose code says the contact does not exist means no
+    such contact. Any other code (`system_busy`, `request_invalid`, a message-less failure)
+    confirms nothing: a contact is never taken for deleted on an answer that does not say
+    so."""
+    code = re.sub(r"[\s-]+", "_", (error.code or "").strip().lower())
+    return _MISSING_CODE.fullmatch(code) is not None
 
 
 # --- reading: the contact object, pages, layout ------------------------------------------------

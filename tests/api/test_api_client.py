@@ -206,7 +206,7 @@ async def test_delete_details_get_missing() -> None:
 
 
 @pytest.mark.parametrize("code", ["contact_not_found", "CONTACT_NOT_EXIST", "contact-deleted",
-                                  "invalid_id"])
+                                  "not_found", "Contact does not exist", "id_not_found"])
 async def test_details_reads_a_not_found_code_as_missing(code: str) -> None:
     fake = FakeOmi()
     fake.on("details", failure(code))
@@ -214,7 +214,9 @@ async def test_details_reads_a_not_found_code_as_missing(code: str) -> None:
         assert await c.details("gone") is None
 
 
-@pytest.mark.parametrize("code", ["system_busy", "request_invalid", "api_error"])
+@pytest.mark.parametrize("code", ["system_busy", "request_invalid", "api_error",
+                                  "unknown_error", "route_not_found", "tenant_not_found",
+                                  "user_deleted_contact_lock", ""])
 async def test_details_does_not_read_other_codes_as_missing(code: str) -> None:
     """A contact is taken for deleted only on an answer that says so (before: any -9999)."""
     fake = FakeOmi()
