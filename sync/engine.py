@@ -119,7 +119,9 @@ class SyncEngine:
             raise
         except Exception as exc:
             status = "failed"
-            ctx.config_failure = isinstance(exc, ConfigError | AuthError)
+            # the API key refused (not a token refused mid-cycle: that is the server's doing)
+            ctx.config_failure = isinstance(exc, ConfigError) or (
+                isinstance(exc, AuthError) and exc.endpoint in ("", "auth"))
             ctx.notes.insert(0, f"{type(exc).__name__}: {exc}")
             log_.error("cycle.failed", error=ctx.notes[0])
         result = self._finish(ctx, status, calls_before)
