@@ -305,10 +305,11 @@ class Applier:
 
     async def _add_more(self, batch: Sequence[tuple[str, Fields, SyncState | None]],
                         states: Sequence[SyncState],
-                        refused: list[tuple[SyncState, RemoteError]]) -> None:
-        """Send a batch. A -9999 refuses the whole batch, and may be one contact's doing (a
-        value the server will not take): the batch is halved and each half sent, down to the
-        contacts refused alone, so that one bad row holds none of the others back."""
+                        refused: list[tuple[SyncState, RemoteError]]) -> int:
+        """Send a batch; the number of contacts the CRM took. A -9999 refuses the whole batch
+        and may be one contact's doing (a value the server will not take): the batch is
+        halved and each half sent, down to the contacts refused alone (into `refused`), so
+        that one bad row holds none of the others back."""
         e = self.e
         try:
             await e.client.add_more([e.conv.to_contact(k, f, None) for k, f, _ in batch])
@@ -322,14 +323,34 @@ class Applier:
         except RemoteError as exc:
             if len(batch) == 1:
                 refused.append((states[0], exc))
-                return
+                return 0
             half = len(batch) // 2
-            await self._add_more(batch[:half], states[:half], refused)
-            await self._add_more(batch[half:], states[half:], refused)
+            return (await self._add_more(batch[:half], states[:half], refused)
+                    + await self._add_more(batch[half:], states[half:], refused))
+        self.ctx.counts["created_remote"] += len(batch)
+        return len(batch)
+
+    def _refused(self, refused: Sequence[tuple[SyncState, RemoteError]], *, again: bool
+                 ) -> None:
+        """Contacts the CRM refused alone: certainly not created ([assumed] 17), each in error
+        with the server's reason. `again`: a new row again, sent next cycle; else its sent
+        values are kept and it is sent again (looked up first) once the app changes its row,
+        as a create given up is."""
+        if not refused:
+            return
+        self.ctx.counts["errors"] += len(refused)
+        when = "next cycle" if again else "once the row changes"
+        with self.e.store.begin() as conn:
+            self.e.store.save(conn, [st.replace(
+                status="error", pending_since=None, **({"base": None} if again else {}),
+                last_error=f"the CRM refused this contact (add-more: {exc.code}); it is sent "
+                           f"again {when}") for st, exc in refused])
 
     async def creates(self) -> None:
         ctx, e = self.ctx, self.e
         todo, ctx.creates = ctx.creates, []
+        # rows whose create failed before go last: one the CRM keeps refusing delays no other
+        todo.sort(key=lambda t: t[2] is not None and t[2].status == "error")
         for start in range(0, len(todo), e.batch_size):
             batch = todo[start:start + e.batch_size]
             if ctx.options.dry_run:
@@ -349,19 +370,21 @@ class Applier:
                 e.store.save(conn, states)
                 self.flush_queued(conn)
             refused: list[tuple[SyncState, RemoteError]] = []
-            await self._add_more(batch, states, refused)
-            if refused:
-                # Refused: certainly not created ([assumed] 17), so plain new rows again next
-                # cycle, each in error meanwhile with the server's reason.
-                with e.store.begin() as conn:
-                    e.store.save(conn, [st.replace(status="error", base=None, pending_since=None,
-                                                   last_error=f"the CRM refused this contact "
-                                                              f"(add-more: {exc.code})")
-                                        for st, exc in refused])
-                ctx.counts["errors"] += len(refused)
-                if len(refused) == len(batch) > 1:  # not one contact's fault: stop here
-                    raise refused[-1][1]
-            ctx.counts["created_remote"] += len(batch) - len(refused)
+            created = 0
+            try:
+                created = await self._add_more(batch, states, refused)
+            finally:
+                # Every contact of a batch refused alone is more likely the server's doing
+                # than theirs: they are sent again next cycle, and the batches after this one
+                # wait for it too, not burning calls meanwhile. Otherwise the refused ones are
+                # the contacts' own doing.
+                everyone = bool(refused) and not created
+                self._refused(refused, again=everyone)
+            if everyone and start + e.batch_size < len(todo):
+                ctx.notes.append(f"add-more refused every contact of a batch "
+                                 f"({refused[-1][1].code}): the other new rows wait for the "
+                                 "next cycle")
+                break
         if self._queued:
             with e.store.begin() as conn:
                 self.flush_queued(conn)

@@ -631,18 +631,39 @@ async def test_a_contact_the_crm_refuses_holds_back_none_of_its_batch(
     assert h.states()["NEW-0006"].status == "synced"
 
 
-async def test_a_batch_refused_contact_by_contact_fails_the_cycle(
+async def test_a_batch_refused_contact_by_contact_waits_for_the_next_cycle(
         make_harness: MakeHarness) -> None:
-    """Every contact refused alone is no one contact's fault: the cycle fails (exit 1) after
-    that batch, and the rows are new rows again for the next cycle."""
-    transport = refuse_add_more_with("")
-    h = make_harness({"contacts": 0}, transport=transport, batch_size=4)
-    h.insert(*app_rows("NEW", 8))
+    """Every contact of a batch refused alone is more likely the server's doing: those rows
+    are new rows again, the batches after it wait for the next cycle (no calls burnt), and
+    once the server takes them every row is created. Rows refused before go last, so they
+    hold back no new one."""
+    refusing = {"on": True}
+
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if refusing["on"] and ex.path.endswith("/contacts/add-more"):
+            return httpx.Response(200, json={"status_code": -9999,
+                                             "message": "request_invalid", "payload": None})
+        return await send()
+
+    transport = Hooked(hook)
+    h = make_harness({"contacts": 0, "add_more_delay": 0.02}, transport=transport,
+                     batch_size=4)
+    rows = app_rows("NEW", 8)
+    h.insert(*rows)
     r = await h.cycle()
-    assert r.status == "failed" and r.exit_code == 1
+    assert r.status == "partial" and r.exit_code == 3, r.notes
     assert "request_invalid" in " ".join(r.notes)
     assert len(transport.calls("add-more")) == 7  # the first batch only: 1 + 2 + 4
-    assert h.crm() == {}
+    first_four = {x["ref_id"] for x in rows[:4]}
     states = h.states()
-    assert all(states[k].base is None for k in states if k in {x["ref_id"] for x in
-                                                              app_rows("NEW", 4)})
+    assert set(states) == first_four  # the others were not sent
+    assert all(s.status == "error" and s.base is None for s in states.values())
+
+    r = await h.cycle()  # the four never sent go first now
+    sent = {c["refId"] for ex in transport.calls("add-more")[7:] for c in ex.body}
+    assert sent == {x["ref_id"] for x in rows[4:]}
+
+    refusing["on"] = False
+    await h.settle()
+    assert set(h.crm()) == {x["ref_id"] for x in rows}
+    assert all(s.status == "synced" for s in h.states().values())
