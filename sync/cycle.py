@@ -44,6 +44,7 @@ class PendingDelete:
     local: Fields | None
     side: Literal["local", "remote"]  # the side where the contact disappeared
     remote: Contact | None = None  # the CRM's latest version, kept in the tombstone
+    replaced_by: str | None = None  # the key the contact has now (not a deletion: no guard)
 
 
 @dataclass(slots=True)

@@ -70,7 +70,8 @@ class Deletions:
                 # refId): that key's row is its row now, and this one goes, with a tombstone.
                 ctx.counts["rekeyed"] += 1
                 ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row,
-                                                 local_f, "remote", again))
+                                                 local_f, "remote", again,
+                                                 replaced_by=contact_key(again)))
                 if contact_key(again) not in ctx.seen_keys:
                     back.append(again)
             else:
@@ -84,14 +85,15 @@ class Deletions:
     def guard(self) -> None:
         """Refuse, per side, deletions beyond the configured fraction; the rest goes on."""
         ctx = self.ctx
-        real = [d for d in ctx.deletes if d.public_id or d.side == "remote"]
+        real = [d for d in ctx.deletes
+                if (d.public_id or d.side == "remote") and d.replaced_by is None]
         known = sum(self.e.store.counts().values())
         for side in ("local", "remote"):
             n = sum(1 for d in real if d.side == side)
             if deletions_allowed(n, known, self.e.max_delete_fraction):
                 continue
             where = "the local table" if side == "local" else "the CRM"
-            ctx.deletes = [d for d in ctx.deletes if d.side != side]
+            ctx.deletes = [d for d in ctx.deletes if d.side != side or d.replaced_by]
             ctx.refused = True
             ctx.notes.append(
                 f"refused: {n} of {known} contacts disappeared from {where} in one cycle, more "
