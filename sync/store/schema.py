@@ -155,6 +155,7 @@ tombstones = Table(
     Column("run_id", Integer),
     Column("deleted_at", UtcDateTime(), nullable=False),
     Index("ix_tombstones_tenant_key", "tenant", "key"),
+    Index("ix_tombstones_tenant_side_deleted_at", "tenant", "side", "deleted_at"),
 )
 
 sync_lease = Table(
