@@ -74,6 +74,9 @@ def sent_fields(fields: Fields) -> Fields:
     return {k: (None if k.startswith(DYNAMIC_PREFIX) else v) for k, v in fields.items()}
 
 
+# Sends of one create before it is given up (then sent again once the app changes its row).
+MAX_CREATE_ATTEMPTS = 5
+
 class Applier:
     def __init__(self, engine: SyncEngine, ctx: CycleContext):
         self.e, self.ctx = engine, ctx
@@ -333,18 +336,22 @@ class Applier:
     def _refused(self, refused: Sequence[tuple[SyncState, RemoteError]], *, again: bool
                  ) -> None:
         """Contacts the CRM refused alone: certainly not created ([assumed] 17), each in error
-        with the server's reason. `again`: a new row again, sent next cycle; else its sent
-        values are kept and it is sent again (looked up first) once the app changes its row,
-        as a create given up is."""
+        with the server's reason. `again` (up to MAX_CREATE_ATTEMPTS sends): a new row again,
+        sent next cycle; else its sent values are kept and it is sent again (looked up first)
+        once the app changes its row, as a create given up is."""
         if not refused:
             return
         self.ctx.counts["errors"] += len(refused)
-        when = "next cycle" if again else "once the row changes"
-        with self.e.store.begin() as conn:
-            self.e.store.save(conn, [st.replace(
-                status="error", pending_since=None, **({"base": None} if again else {}),
+        states = []
+        for st, exc in refused:
+            retry = again and st.attempts < MAX_CREATE_ATTEMPTS
+            when = "next cycle" if retry else "once the row changes"
+            states.append(st.replace(
+                status="error", pending_since=None, **({"base": None} if retry else {}),
                 last_error=f"the CRM refused this contact (add-more: {exc.code}); it is sent "
-                           f"again {when}") for st, exc in refused])
+                           f"again {when}"))
+        with self.e.store.begin() as conn:
+            self.e.store.save(conn, states)
 
     async def creates(self) -> None:
         ctx, e = self.ctx, self.e

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sync.apply import ChunkItem, sent_fields
+from sync.apply import MAX_CREATE_ATTEMPTS, ChunkItem, sent_fields
 from sync.convert import RowError, validate_for_push
 from sync.cycle import CycleContext
 from sync.lookup import look_up
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from sync.apply import Applier
     from sync.engine import SyncEngine
 
-MAX_CREATE_ATTEMPTS = 5
 KEYS_PER_READ = 5000
 
 

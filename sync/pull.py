@@ -217,6 +217,7 @@ class Pull:
             state = states[key]
             if isinstance(again, str):  # unconfirmed: this contact waits, the others go on
                 self.applier.row_error(key, state, again, keep_status=True)
+                ctx.seen_keys.add(key)  # not looked up again this cycle (as vanished, say)
             elif again is not None and again.public_id == state.public_id:
                 ours.append(again)
                 ctx.counts["duplicates_in_crm"] += len(strangers[key])

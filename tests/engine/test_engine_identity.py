@@ -4,6 +4,7 @@ under the same refId, and wherever in the listing each one comes."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from sync.api.adapter import contact_from_wire
 
@@ -87,15 +88,17 @@ async def test_a_crm_made_contact_given_a_refid_leaves_no_stale_row(
     assert_mirrored(h)
 
 
-async def test_a_failing_details_lookup_deletes_nothing(make_harness: MakeHarness) -> None:
+@pytest.mark.parametrize("message", ["system_busy", "unknown_error", None])
+async def test_a_failing_details_lookup_deletes_nothing(make_harness: MakeHarness,
+                                                        message: str | None) -> None:
     """A full cycle looks up CRM-made contacts the listing did not show by their id; a -9999
-    that is not a "no such contact" (the server busy) confirms nothing: no row is deleted
-    (before: any -9999 on details counted as gone)."""
+    that is not a "no such contact" (the server busy, no message at all) confirms nothing: no
+    row is deleted (before: any -9999 on details counted as gone)."""
     busy = {"on": False}
 
     async def hook(ex: Exchange, send: Send) -> httpx.Response:
         if busy["on"] and "/contacts/details/" in ex.path:
-            return httpx.Response(200, json={"status_code": -9999, "message": "system_busy",
+            return httpx.Response(200, json={"status_code": -9999, "message": message,
                                              "payload": None})
         if busy["on"] and ex.path.endswith("/contacts/list"):
             return httpx.Response(200, json={"status_code": 9999, "payload": {

@@ -667,3 +667,47 @@ async def test_a_batch_refused_contact_by_contact_waits_for_the_next_cycle(
     await h.settle()
     assert set(h.crm()) == {x["ref_id"] for x in rows}
     assert all(s.status == "synced" for s in h.states().values())
+
+
+async def test_refused_rows_that_fill_a_batch_hold_back_no_later_create(
+        make_harness: MakeHarness) -> None:
+    """Two rows the CRM refuses, first in key order, fill a batch: the rows after them are
+    created all the same, and the refused ones are sent again at most MAX_CREATE_ATTEMPTS
+    times, then wait for the app to change them (code review: before, every cycle stopped
+    at that batch, and a refused row was sent again every cycle, for good)."""
+    transport = refuse_add_more_with("REJECT")
+    h = make_harness({"contacts": 0, "add_more_delay": 0.02}, transport=transport,
+                     batch_size=2)
+    bad = app_rows("AAA", 2)
+    for row in bad:
+        row["full_name"] = "Khách REJECT"
+    good = app_rows("ZZZ", 3)
+    h.insert(*bad, *good)
+    for _ in range(8):
+        await h.cycle()
+    assert set(h.crm()) == {g["ref_id"] for g in good}
+    sends = Counter(c["refId"] for ex in transport.calls("add-more") for c in ex.body
+                    if len(ex.body) == 1)  # the sends of each alone
+    assert all(1 <= sends[row["ref_id"]] <= 5 for row in bad), sends  # MAX_CREATE_ATTEMPTS
+    before = len(transport.calls("add-more"))
+    r = await h.cycle()  # given up: nothing sent until the app changes them
+    assert len(transport.calls("add-more")) == before and r.exit_code == 3
+    assert all(h.states()[row["ref_id"]].status == "error" for row in bad)
+
+
+async def test_a_lone_refused_row_is_sent_again_at_most_max_create_attempts_times(
+        make_harness: MakeHarness) -> None:
+    """One new row, refused alone every time: it may be the server's doing, so it is sent
+    again next cycle, but MAX_CREATE_ATTEMPTS times in all, then waits for the app to change
+    it (code review: it was sent every cycle, for good)."""
+    transport = refuse_add_more_with("REJECT")
+    h = make_harness({"contacts": 0}, transport=transport, batch_size=8)
+    rows = app_rows("NEW", 1)
+    rows[0]["full_name"] = "Khách REJECT"
+    h.insert(*rows)
+    for _ in range(8):
+        assert (await h.cycle()).exit_code == 3
+    assert len(transport.calls("add-more")) == 5
+    h.update("NEW-0001", full_name="Khách Đã Sửa")
+    await h.settle()
+    assert first(h.crm()["NEW-0001"], "full_name") == "Khách Đã Sửa"
