@@ -101,6 +101,15 @@ class Applier:
             attempts=(state.attempts if state else 0) + 1,
             public_id=public_id or (state.public_id if state else None))
 
+    def row_read(self, key: str, row: dict[str, Any]) -> None:
+        """A row read as changed: says which labels of its JSON column a column claims (the
+        app wrote them there, and they are ignored)."""
+        if labels := self.e.conv.claimed_in_json(row):
+            self.ctx.counts["custom_labels_ignored"] += 1
+            log.warning("row.custom_labels_ignored", key=key, labels=labels,
+                        column=self.e.conv.extra_col,
+                        detail="a mapped column holds these custom fields: write them there")
+
     def refresh(self, state: SyncState, remote: Contact, row_hash: str | None) -> None:
         """An agreed contact: keep the CRM's latest copy and the row's fingerprint."""
         if not self.ctx.options.dry_run:

@@ -150,6 +150,17 @@ class Converter:
             out[self.extra_col] = dict(sorted(extra.items())) or None
         return out
 
+    def claimed_in_json(self, row: Mapping[str, Any]) -> list[str]:
+        """Labels the row's JSON column holds that a column claims: ignored there (the
+        column's value is the field's), which an app writing them should hear of."""
+        if not self.extra_col or not self.claimed:
+            return []
+        try:
+            data = tf.json_object(row.get(self.extra_col))
+        except ValueError:
+            return []
+        return sorted({k for k in map(norm_text, data) if k in self.claimed})
+
     def _stale(self, row: Mapping[str, Any] | None) -> bool:
         """Does the row's JSON column still hold a label a column now claims?"""
         if row is None or not self.claimed:

@@ -69,6 +69,7 @@ class LocalWalk:
                 state = states.get(key)
                 try:
                     local_f = e.conv.row_fields(row)
+                    applier.row_read(key, row)
                 except RowError as exc:
                     applier.row_error(key, state, str(exc))
                     continue

@@ -169,6 +169,7 @@ class Pull:
                     local_f = state.base  # the row is as it was when it matched this base
                 else:
                     local_f = e.conv.row_fields(row)
+                    applier.row_read(key, row)
                 remote_f = self._remote_fields(remote, state, local_f)
             except RowError as exc:  # a value one side cannot hold: this contact only
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)

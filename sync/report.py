@@ -37,6 +37,8 @@ LABELS = {
     "duplicates_in_crm": "CRM contacts sharing a refId (reported, not touched)",
     "listed_after_delete": "contacts deleted here that the CRM still lists (not pulled back)",
     "rekeyed": "rows whose CRM contact now has a refId of its own (row replaced)",
+    "custom_labels_ignored": "rows with custom fields in the JSON column that a column holds "
+                             "(ignored there; see the log)",
     "read_only_edits": "local edits to read-only contacts (not sent)",
     "skipped_changed_during_cycle": "rows changed by an app during the cycle (next cycle)",
     "unlisted_edits_not_found": "edited rows the CRM did not return (left to a full cycle)",

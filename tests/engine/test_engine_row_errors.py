@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 
 from sync.api.adapter import contact_from_wire
 from sync.runtime import build_runtime
@@ -223,3 +224,27 @@ async def test_an_update_cut_short_under_a_mapping_its_value_no_longer_fits(
     points = {e.label: e.value for e in contact_from_wire(h.crm()[key]).custom}["Điểm"]
     assert points == "5"
     assert h.states()[key].status == "synced"
+
+
+async def test_a_label_a_column_claims_written_into_the_json_column_is_said(
+        make_harness: MakeHarness) -> None:
+    """The mapping puts the custom field Điểm in column `diem`; an app writes it into the
+    JSON column `custom_fields` instead. It is ignored there (the column's value is the
+    field's), and the cycle that reads the row as changed says so, naming the row and the
+    label (before: silently); once the row is as agreed, nothing more is said."""
+    h = make_harness({"contacts": 10, "seed": 76}, mapping=MAPPING_TEXT_POINTS)
+    await h.settle()
+    key = sorted(k for k in h.rows() if not k.startswith("crm:"))[0]
+    before = {e.label: e.value for e in contact_from_wire(h.crm()[key]).custom}.get("Điểm")
+    h.update(key, custom_fields={"Điểm": "7", "Kênh": "Zalo"})
+    with structlog.testing.capture_logs() as logs:
+        r = await h.cycle()
+    assert r.counts["custom_labels_ignored"] == 1, r.counts
+    said = [x for x in logs if x["event"] == "row.custom_labels_ignored"]
+    assert [(x["key"], x["labels"], x["column"]) for x in said] == [
+        (key, ["Điểm"], "custom_fields")]
+    custom = {e.label: e.value for e in contact_from_wire(h.crm()[key]).custom}
+    assert custom.get("Kênh") == "Zalo" and custom.get("Điểm") == before
+    await h.settle()
+    again = await h.cycle()  # the row is as agreed now: nothing more to say
+    assert not again.counts.get("custom_labels_ignored")
