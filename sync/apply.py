@@ -77,6 +77,7 @@ def sent_fields(fields: Fields) -> Fields:
 # Sends of one create before it is given up (then sent again once the app changes its row).
 MAX_CREATE_ATTEMPTS = 5
 
+
 class Applier:
     def __init__(self, engine: SyncEngine, ctx: CycleContext):
         self.e, self.ctx = engine, ctx
@@ -244,7 +245,7 @@ class Applier:
     def _earlier(self, key: str, prev: SyncState | None, fields: Fields) -> Contact | None:
         """For a create sent again: the send before this one (kept in `remote`, as no CRM copy
         exists yet), so that, should the CRM show that one late, its values are known for ours
-        and not taken for an agent's edits (pull._resent). The latest earlier send that
+        and not taken for an agent's edits (pull._sent_shown). The latest earlier send that
         differs is kept."""
         if prev is None or prev.public_id is not None:
             return None

@@ -175,7 +175,7 @@ class Pull:
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
             if state is not None:
-                state = self._resent(self._landed(e.rebased(state), remote_f), remote_f)
+                state = self._sent_shown(e.rebased(state), remote_f)
             base = state.base if state and state.base is not None else None
             if (base is not None and local_f == base and remote_f == base and state is not None
                     and state.status in AGREED_STATUSES
@@ -229,17 +229,22 @@ class Pull:
         if others:
             await self.chunk(others, follow_any=True)
 
-    def _landed(self, state: SyncState, remote_f: Fields) -> SyncState:
-        """A push cut short (status `pushing`, `remote` = what was sent): a field the push
-        changed that the CRM now shows as sent is ours, so agreed, not an agent's edit."""
-        if state.status != "pushing" or state.base is None or state.remote is None:
+    def _sent_shown(self, state: SyncState, remote_f: Fields) -> SyncState:
+        """A version we sent and have not seen land, kept in `remote`: a push cut short
+        (`pushing`, the update sent), or a create sent more than once (`pending_create`, the
+        send before the last, which the CRM may show late; Applier._earlier). A field where
+        the CRM shows that version's value, not the base's, is ours, so agreed, not an agent's
+        edit: the base takes it, and the row's value is pushed, not the old one pulled over
+        the app's edits."""
+        if (state.status not in ("pushing", "pending_create") or state.base is None
+                or state.remote is None):
             return state
-        sent, base = self._as_sent(state.remote, state.base), state.base
+        sent = self._as_sent(state.remote, state.base)
         if sent is None:
             return state
-        agreed = {k: (sent[k] if k in sent and sent[k] != v and remote_f.get(k) == sent[k]
-                      else v) for k, v in base.items()}
-        return state.replace(base=agreed)
+        return state.replace(base={k: (remote_f[k] if k in remote_f and remote_f[k] != v
+                                       and remote_f[k] == sent.get(k) else v)
+                                   for k, v in state.base.items()})
 
     def _remote_fields(self, remote: Contact, state: SyncState | None,
                        local_f: Fields | None) -> Fields:
@@ -259,21 +264,6 @@ class Pull:
             if not unfit or any(local_f.get(k) == base.get(k) for k in unfit):
                 raise
             return remote_f
-
-    def _resent(self, state: SyncState, remote_f: Fields) -> SyncState:
-        """A create sent more than once, seen in the CRM for the first time: the contact may be
-        an earlier send the CRM showed late (kept in `remote` by Applier.creates). A field
-        where it shows that send's value, not the last send's, is taken for ours, not for an
-        agent's edit: the base takes it, so the row's value is pushed, not the old one pulled
-        over the app's edits."""
-        if state.status != "pending_create" or state.remote is None or state.base is None:
-            return state
-        earlier = self._as_sent(state.remote, state.base)
-        if earlier is None:
-            return state
-        return state.replace(base={k: (remote_f[k] if k in remote_f and remote_f[k] != v
-                                       and remote_f[k] == earlier.get(k) else v)
-                                   for k, v in state.base.items()})
 
     def _as_sent(self, sent: Contact, base: Fields) -> Fields | None:
         """A version we sent, as the merge compares it. A value the mapping can no longer
