@@ -34,8 +34,7 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
         problems = check_table(db, spec)
         if not problems:
             _refuse_another_tenants_table(db, settings, spec)
-            if not sa.inspect(db).has_table(spec.table):
-                StateStore(db, settings.tenant_id).refuse_new_table(spec.table)
+            StateStore(db, settings.tenant_id).refuse_new_table(spec.table)
     except ConfigError:
         raise
     except Exception as exc:  # the driver's message names host and database, not secrets

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync.api.client import OmiClient
@@ -92,7 +91,7 @@ def prepare_database(db: Engine, spec: MappingSpec, *, migrate: bool,
     if problems:
         raise ConfigError("the local table does not fit the mapping:\n  " +
                           "\n  ".join(problems))
-    if tenant is not None and not sa.inspect(db).has_table(spec.table):
+    if tenant is not None:
         StateStore(db, tenant).refuse_new_table(spec.table)
     ensure_table(db, spec)
 

@@ -253,11 +253,12 @@ class StateStore(Journal):
                 "mapping's `table:`) and a notes table of its own")
 
     def refuse_new_table(self, table: str) -> None:
-        """For a local table that does not exist yet: ConfigError if this tenant's bookkeeping
+        """If the local table does not exist yet: ConfigError if this tenant's bookkeeping
         tracks contacts. Those rows must be in another table or database (a typo in the
         mapping's `table:` or in CRM_SYNC_DATABASE_URL), and a new, empty table would look
         like an app that deleted every row, to be deleted in the CRM."""
-        if not inspect(self.engine).has_table(sync_state.name):
+        inspector = inspect(self.engine)
+        if inspector.has_table(table) or not inspector.has_table(sync_state.name):
             return
         known = sum(self.counts().values())
         if known:
