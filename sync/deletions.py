@@ -63,20 +63,21 @@ class Deletions:
         for (state, row, local_f), again in zip(ctx.vanished, found, strict=True):
             if isinstance(again, str):  # unconfirmed: nothing deleted, the others go on
                 self.applier.row_error(state.key, state, again, keep_status=True)
-            elif again is not None and not again.is_deleted and contact_key(again) == state.key:
-                back.append(again)  # it only shifted between pages
-            elif again is not None and not again.is_deleted:
-                # The contact now has another key (an agent gave a contact made in the CRM a
-                # refId): that key's row is its row now, and this one goes, with a tombstone.
+                continue
+            live = again if again is not None and not again.is_deleted else None
+            now_key = contact_key(live) if live is not None else None
+            if live is not None and now_key == state.key:
+                back.append(live)  # it only shifted between pages
+                continue
+            # Gone; or the contact now has another key (an agent gave a contact made in the
+            # CRM a refId): that key's row is its row now. Either way this row goes, with a
+            # tombstone.
+            ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row, local_f,
+                                             "remote", live, replaced_by=now_key))
+            if live is not None:
                 ctx.counts["rekeyed"] += 1
-                ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row,
-                                                 local_f, "remote", again,
-                                                 replaced_by=contact_key(again)))
-                if contact_key(again) not in ctx.seen_keys:
-                    back.append(again)
-            else:
-                ctx.deletes.append(PendingDelete(state.key, state.public_id, state, row,
-                                                 local_f, "remote"))
+                if now_key not in ctx.seen_keys:
+                    back.append(live)
         if back:
             await Pull(e, ctx, self.applier).chunk(back, follow_any=True)  # look_up chose
 
