@@ -6,9 +6,9 @@ Retry policy, by what a re-send risks:
   when the request certainly never reached the handler (NotSent: connect failure, pool timeout)
   or was refused by the rate limiter (429); otherwise the RetriableError goes to the caller, which
   checks with get(ref_id=...) before sending again.
-On a rejected token the client re-authenticates once (one auth for all concurrent callers) and
-re-sends once. The API key and the token live in `_Secret`s: never in a log line, an exception
-message, or a traceback's local variables.
+On a rejected token the client re-authenticates (one auth for all concurrent callers) and
+re-sends, up to `_RENEWALS` times per attempt. The API key and the token live in `_Secret`s:
+never in a log line, an exception message, or a traceback's local variables.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from sync.record import Contact
 
 log = structlog.get_logger("sync.api")
 _SECRET_IN_TEXT = re.compile(rf"({adapter.API_KEY_PARAM}=|Bearer )[^&\s'\"]*")
+_RENEWALS = 4  # fresh tokens a call may ask for (shared with concurrent callers) per attempt
 _JWT = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")  # a bearer token, wherever it is
 
 
@@ -281,18 +282,22 @@ class OmiClient:
     async def _send_authed(self, call: _Call) -> Any:
         if call.endpoint == AUTH:
             return await self._send(call, None)
-        # One re-auth per attempt: a token may also expire during a long run of retries.
+        # Re-auth on every attempt: a token may also expire during a long run of retries.
+        # A renewed token may be refused too: a server that lets a token serve a few calls or
+        # a few seconds refuses it again while other calls still hold it. Renewals are shared
+        # by concurrent callers, so a few per call let every caller through; a server that
+        # refuses each token it issues fails the call after those few.
         token = await self._current_token()
+        for _ in range(_RENEWALS):
+            try:
+                return await self._send(call, token)
+            except TokenRejected:
+                token = await self._renew_token(token)
         try:
             return await self._send(call, token)
         except TokenRejected:
-            pass
-        token = await self._renew_token(token)
-        try:
-            return await self._send(call, token)
-        except TokenRejected:
-            raise AuthError("access token refused right after re-authenticating",
-                            endpoint=call.endpoint, status=401) from None
+            raise AuthError(f"access token refused right after re-authenticating "
+                            f"({_RENEWALS} times)", endpoint=call.endpoint, status=401) from None
 
     async def _send(self, call: _Call, token: _Secret | None) -> Any:
         call.sends += 1

@@ -54,9 +54,12 @@ class FakeOmi:
     fall through to the normal handling).
     """
 
-    def __init__(self, contacts: int = 0, *, page_cap: int = 50, delay: float = 0.0) -> None:
+    def __init__(self, contacts: int = 0, *, page_cap: int = 50, delay: float = 0.0,
+                 token_uses: int | None = None) -> None:
         self.contacts = [wire_contact(i) for i in range(1, contacts + 1)]
         self.page_cap, self.delay = page_cap, delay
+        self.token_uses = token_uses  # calls a token serves before it is refused (None: any)
+        self.used: Counter[str] = Counter()
         self.tokens: list[str] = []
         self.valid: set[str] = set()
         self.script: dict[str, list[Action]] = {}
@@ -115,8 +118,12 @@ class FakeOmi:
             self.valid.add(token)
             return envelope({"access_token": token, "access_type": "normal",
                              "token_type": "Bearer"})
-        if request.headers.get("Authorization", "").removeprefix("Bearer ") not in self.valid:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self.valid:
             return httpx.Response(401, text="Unauthorized")
+        self.used[token] += 1
+        if self.token_uses is not None and self.used[token] >= self.token_uses:
+            self.valid.discard(token)
         if name == "list":
             page = 1 if self.ignore_page else int(request.url.params.get("page", "1"))
             size = min(int(request.url.params.get("size", "50")), self.page_cap)

@@ -48,13 +48,33 @@ async def test_token_expiring_mid_run_causes_one_reauth() -> None:
     assert c.calls == {"auth": 2, "list": 3}
 
 
-async def test_401_after_reauth_is_auth_error() -> None:
+async def test_a_server_refusing_every_token_it_issues_is_auth_error() -> None:
     fake = FakeOmi()
-    fake.on("layout", httpx.Response(401), httpx.Response(401))
+    fake.on("layout", *[httpx.Response(401)] * 5)
     async with make_client(fake) as c:
-        with pytest.raises(AuthError):
+        with pytest.raises(AuthError, match="right after re-authenticating"):
             await c.layout()
-    assert c.calls == {"auth": 2, "layout": 2}
+    assert c.calls == {"auth": 5, "layout": 5}  # four renewals, then it gives up
+
+
+async def test_a_renewed_token_refused_again_is_renewed_again() -> None:
+    fake = FakeOmi()
+    fake.on("layout", *[httpx.Response(401)] * 4)
+    async with make_client(fake) as c:
+        assert (await c.layout())[0].field_code == "vWabCEBkqM"
+    assert c.calls == {"auth": 5, "layout": 5}
+
+
+@pytest.mark.parametrize("uses", [1, 2])
+async def test_tokens_good_for_a_few_calls_serve_every_call_in_flight(uses: int) -> None:
+    # the server refuses a token after `uses` calls, while the other calls still hold it
+    fake = FakeOmi(contacts=5, delay=0.01, token_uses=uses)
+    async with make_client(fake) as c:
+        await c.list_page(1, 5)
+        fake.revoke_tokens()  # all four calls are refused at once, then share each renewal
+        pages = await asyncio.gather(*(c.list_page(1, 5) for _ in range(4)))
+    assert all(len(p.items) == 5 for p in pages)
+    assert fake.hits["auth"] == 1 + -(-4 // uses)  # one renewal per `uses` calls served
 
 
 async def test_minus_9999_api_key_code_is_treated_like_401() -> None:
