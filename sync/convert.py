@@ -34,11 +34,13 @@ from sync.record import (
 from sync.scalars import literal, to_crm_text
 from sync.transform import from_crm as canon
 
-__all__ = ["EXTRA_PREFIX", "MAPPING_KEY", "Converter", "RowError", "canon", "validate_for_push"]
+__all__ = ["CRM_KEY_PREFIX", "EXTRA_PREFIX", "MAPPING_KEY", "Converter", "RowError", "canon",
+           "key_problem", "validate_for_push"]
 
 DEFAULT_KIND = "personal"
 EXTRA_PREFIX = "custom_fields:"  # an unclaimed custom field, kept in the JSON column
 MAPPING_KEY = "@mapping"
+CRM_KEY_PREFIX = "crm:"  # the local key of a contact without a refId: crm:<public_id>
 
 
 class RowError(ValueError):
@@ -349,6 +351,20 @@ def _set_all(items: tuple[Item, ...], values: tuple[str, ...]) -> tuple[Item, ..
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?\d{8,15}$")
+
+
+def key_problem(key: str, column: str) -> str | None:
+    """Why a new row's key cannot become a contact's refId, or None. The CRM's listing shows
+    a refId trimmed, with runs of spaces collapsed: a key not already in that form would
+    never be recognised as the contact it created, and every re-send would be another
+    contact."""
+    if key.startswith(CRM_KEY_PREFIX):
+        return (f"{column} {key!r}: keys starting with {CRM_KEY_PREFIX!r} are crm-sync's own, "
+                "for contacts made in the CRM without a refId; give the row a key of its own")
+    if norm_text(key) != key:
+        return (f"{column} {key!r} cannot be a refId: the CRM trims it and collapses its "
+                "spaces (blank, leading, trailing or repeated spaces, or control characters)")
+    return None
 
 
 def validate_for_push(fields: Fields) -> list[str]:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sync.apply import MAX_CREATE_ATTEMPTS, ChunkItem, sent_fields
-from sync.convert import RowError, validate_for_push
+from sync.convert import RowError, key_problem, validate_for_push
 from sync.cycle import CycleContext
 from sync.lookup import look_up
 from sync.merge import plan_contact
@@ -132,8 +132,11 @@ class LocalWalk:
             await Pull(e, ctx, applier).chunk(found, follow_any=True)
 
     def _new_row(self, key: str, local_f: Fields, state: SyncState | None) -> None:
-        if key.startswith("crm:") or self.e.read_only_table:
-            return  # a read-only key without bookkeeping: nothing the CRM could take
+        if self.e.read_only_table:
+            return  # nothing the CRM could take
+        if problem := key_problem(key, self.e.conv.spec.key_column):
+            self.applier.row_error(key, state, problem)
+            return
         problems = validate_for_push(local_f)
         if problems:
             self.applier.row_error(key, state, "; ".join(problems))

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from sync import codec
 from sync.api.adapter import Listed
-from sync.convert import Converter
+from sync.convert import CRM_KEY_PREFIX, Converter
 from sync.mapping import MappingSpec
 from sync.merge import Direction, Policy, PullCreate, SaveBase, plan_contact
 from sync.record import Contact
@@ -31,7 +31,7 @@ __all__ = ["ImportSetup", "Prepared", "contact_key", "prepare", "prepare_all"]
 
 def contact_key(c: Contact) -> str:
     """The local key: the partner id, or one derived from the CRM id for UI-made contacts."""
-    return c.ref_id or f"crm:{c.public_id}"
+    return c.ref_id or f"{CRM_KEY_PREFIX}{c.public_id}"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ the other rows sync; the cycle completes with exit code 3; a fixed row then sync
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ from sync.api.adapter import contact_from_wire
 from sync.runtime import build_runtime
 from sync.settings import default_mapping_file
 
-from .conftest import MakeHarness
+from .conftest import RECHECK, MakeHarness
 from .helpers import Exchange, Harness, Hooked, Send, app_rows, assert_mirrored, first, write_calls
 
 # birthday kept as dd/MM/yyyy text, as a legacy app might
@@ -248,3 +249,31 @@ async def test_a_label_a_column_claims_written_into_the_json_column_is_said(
     await h.settle()
     again = await h.cycle()  # the row is as agreed now: nothing more to say
     assert not again.counts.get("custom_labels_ignored")
+
+
+@pytest.mark.parametrize("key", ["", " ", "TRAIL-1 ", " LEAD-1", "DBL  SP", "TAB\tKEY",
+                                 "crm:abc"])
+async def test_a_key_the_crm_would_not_show_as_it_is_is_a_row_error_never_sent(
+        make_harness: MakeHarness, key: str) -> None:
+    # The listing shows a refId trimmed and its spaces collapsed: a key in another form would
+    # never be recognised as the contact it created, and each re-send would add another.
+    h = make_harness({"contacts": 5, "add_more_delay": 0.05})
+    await h.cycle()
+    good, bad = app_rows("KEY", 2)
+    bad["ref_id"] = key
+    h.insert(good, bad)
+    for _ in range(3):
+        r = await h.cycle()
+        assert r.exit_code == 3 and r.rows_in_error == 1, (r.status, r.notes)
+        await asyncio.sleep(RECHECK + 0.1)  # a pending create would be due again
+    assert "ref_id" in _error(h, key)
+    assert len(h.crm()) == 6  # the five and the good row, once
+    assert len(h.crm_by_ref(good["ref_id"])) == 1
+    assert len(h.rows()) == 7  # nothing pulled back under another key
+
+    h.delete(key)  # the app gives the row a key of its own
+    h.insert({**bad, "ref_id": "KEY-FIXED"})
+    await h.settle(pause=0.05)
+    assert h.results[-1].exit_code == 0
+    assert len(h.crm_by_ref("KEY-FIXED")) == 1 and len(h.crm()) == 7
+    assert_mirrored(h)
