@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sync.cycle import CycleContext, PendingDelete
+from sync.errors import RemoteError, row_failure
 from sync.lookup import look_up
 from sync.merge import (
     LocalDelete,
@@ -150,7 +151,12 @@ class Deletions:
             if public_id is None and ctx.now - since < e.pending_recheck * 2 ** 5:
                 return  # add-more may still create it: keep the state; the pull deletes it
         if public_id:
-            await e.client.delete(public_id)  # False means already gone: fine
+            try:
+                await e.client.delete(public_id)  # False means already gone: fine
+            except RemoteError as exc:  # refused, and the contact is still there: next cycle
+                self.applier.row_error(d.key, d.state, row_failure("delete", exc),
+                                       public_id=public_id)
+                return
             ctx.counts["deleted_remote"] += 1
         # the CRM's last version: what the delete erased there
         values: Contact | Fields | None = d.remote

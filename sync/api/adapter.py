@@ -29,10 +29,13 @@ when the real service disagrees is a one-line change. The list (README.md repeat
 13. update: an absent field is left unchanged (update_body sends only what changed, besides the
     required refId, fullName and phones); a list present replaces the whole list; a text field
     in CLEARABLE_TEXT_FIELDS sent as "" is cleared; an unknown refId answers -9999.
-14. delete_means_gone: -9999 on delete = the contact is already gone (success for the caller).
-15. details_means_missing: a null payload, or a -9999 whose code says not found / not exist /
-    deleted, on details = no such contact; any other -9999 confirms nothing.
-16. GET_QUERY_KEYS: get's email parameter is named `email`; a null payload means no match.
+14. says_missing: a -9999 on delete whose code says not found / not exist / deleted = the
+    contact is already gone (success for the caller); after any other -9999 the client asks
+    details: gone if it shows no live contact, else the delete failed.
+15. says_missing: a null payload, or a -9999 whose code says not found / not exist / deleted,
+    on details = no such contact; any other -9999 confirms nothing.
+16. GET_QUERY_KEYS: get's email parameter is named `email`; a null payload, or a -9999 that
+    says_missing, means no match.
 17. ack_from_wire: add-more, add-note and delete answer `true`; the value is not inspected
     (failures come as -9999). A -9999 on add-more means none of the batch was created (the
     applier halves a refused batch to find the contacts refused alone).
@@ -326,12 +329,7 @@ def ack_from_wire(payload: Any) -> None:
     value itself is not inspected."""
 
 
-def delete_means_gone(error: RemoteError) -> bool:
-    """[assumed] 14: any -9999 on delete means unknown or already deleted."""
-    return True
-
-
-# [assumed] 15: a -9999 code that says the contact itself does not exist (or no longer):
+# [assumed] 14-16: a -9999 code that says the contact itself does not exist (or no longer):
 # `contact_not_found`, `not_exist`, `contact_deleted`, ... Not `route_not_found`,
 # `tenant_not_found` nor `unknown_error` (what parse_envelope names a -9999 without a message).
 _MISSING_CODE = re.compile(
@@ -339,11 +337,11 @@ _MISSING_CODE = re.compile(
     r"(not_?found|not_?exists?|does_?not_?exist|deleted|no_?such_?contact)")
 
 
-def details_means_missing(error: RemoteError) -> bool:
-    """[assumed] 15: a -9999 on details whose code says the contact does not exist means no
-    such contact. Any other code (`system_busy`, `request_invalid`, a message-less failure)
-    confirms nothing: a contact is never taken for deleted on an answer that does not say
-    so."""
+def says_missing(error: RemoteError) -> bool:
+    """[assumed] 14-16: a -9999 whose code says the contact does not exist: on delete, it is
+    already gone; on details and get, there is no such contact. Any other code (`system_busy`,
+    `request_invalid`, a message-less failure) confirms nothing: a contact is never taken for
+    deleted, nor a delete for done, on an answer that does not say so."""
     code = re.sub(r"[\s-]+", "_", (error.code or "").strip().lower())
     return _MISSING_CODE.fullmatch(code) is not None
 

@@ -208,7 +208,12 @@ class OmiClient:
         try:
             adapter.ack_from_wire(await self._request("delete", public_id=public_id))
         except RemoteError as exc:
-            if adapter.delete_means_gone(exc):
+            if adapter.says_missing(exc):
+                return False
+            # A refusal that does not say why (busy, a token problem reported as -9999): gone
+            # only if the CRM shows no live contact now; else the delete did not happen.
+            now = await self.details(public_id)
+            if now is None or now.is_deleted:
                 return False
             raise
         return True
@@ -223,7 +228,12 @@ class OmiClient:
         """The contact with exactly one given identifier, or None. Deleted ones are returned
         with is_deleted=True when the server reports them."""
         query = adapter.get_query(ref_id=ref_id, ref_code=ref_code, phone=phone, email=email)
-        payload = await self._request("get", params=query)
+        try:
+            payload = await self._request("get", params=query)
+        except RemoteError as exc:
+            if adapter.says_missing(exc):
+                return None
+            raise
         if isinstance(payload, list) and len(payload) <= 1:
             payload = payload[0] if payload else None
         return None if payload is None else adapter.contact_from_wire(payload)
@@ -232,7 +242,7 @@ class OmiClient:
         try:
             payload = await self._request("details", public_id=public_id)
         except RemoteError as exc:
-            if adapter.details_means_missing(exc):
+            if adapter.says_missing(exc):
                 return None
             raise
         return None if payload is None else adapter.contact_from_wire(payload)

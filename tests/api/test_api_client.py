@@ -13,7 +13,7 @@ from sync.api import NoteIn, NotSent, RequestEvent
 from sync.errors import AuthError, ProtocolError, RateLimited, RemoteError, RetriableError
 from sync.record import Contact, Item
 
-from .omifake import FakeOmi, envelope, failure, make_client, raise_
+from .omifake import FakeOmi, envelope, failure, make_client, raise_, wire_contact
 
 HTML_500 = httpx.Response(500, text="<html><body>500 Internal Server Error</body></html>",
                           headers={"Content-Type": "text/html"})
@@ -244,6 +244,45 @@ async def test_details_does_not_read_other_codes_as_missing(code: str) -> None:
     async with make_client(fake) as c:
         with pytest.raises(RemoteError):
             await c.details("there")
+
+
+@pytest.mark.parametrize("code", ["contact_not_found", "not_exist", "Contact does not exist"])
+async def test_get_reads_a_not_found_code_as_no_match(code: str) -> None:
+    fake = FakeOmi()
+    fake.on("get", failure(code))
+    async with make_client(fake) as c:
+        assert await c.get(ref_id="KH-404") is None
+
+
+@pytest.mark.parametrize("code", ["system_busy", "request_invalid", "unknown_error", ""])
+async def test_get_does_not_read_other_codes_as_no_match(code: str) -> None:
+    fake = FakeOmi()
+    fake.on("get", failure(code))
+    async with make_client(fake) as c:
+        with pytest.raises(RemoteError):
+            await c.get(ref_id="KH-1")
+
+
+@pytest.mark.parametrize("now", [failure("contact_not_found"), envelope(None),
+                                 envelope(wire_contact(1, is_deleted=True))])
+async def test_a_delete_refused_for_no_stated_reason_is_done_if_the_contact_is_gone(
+        now: httpx.Response) -> None:
+    fake = FakeOmi()
+    fake.on("delete", failure("system_busy"))
+    fake.on("details", now)
+    async with make_client(fake) as c:
+        assert await c.delete("pid00001") is False
+    assert c.calls["delete"] == 1 and c.calls["details"] == 1
+
+
+@pytest.mark.parametrize("code", ["system_busy", "token_expired", ""])
+async def test_a_delete_refused_while_the_contact_is_live_is_an_error(code: str) -> None:
+    fake = FakeOmi()  # details answers a live contact
+    fake.on("delete", failure(code))
+    async with make_client(fake) as c:
+        with pytest.raises(RemoteError):
+            await c.delete("pid00001")
+    assert c.calls["delete"] == 1 and c.calls["details"] == 1
 
 
 async def test_bodies_and_paths_on_the_wire() -> None:

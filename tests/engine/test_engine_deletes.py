@@ -12,6 +12,11 @@ from .helpers import Exchange, Hooked, Send, assert_mirrored, write_calls
 N = 50
 
 
+def _failure(code: str) -> httpx.Response:
+    return httpx.Response(200, json={"status_code": -9999, "instance_id": "x",
+                                     "key_enabled": False, "payload": None, "message": code})
+
+
 async def test_crm_deletes_arrive_only_with_full_and_a_confirming_lookup(
         make_harness: MakeHarness) -> None:
     transport = Hooked()
@@ -120,15 +125,14 @@ async def test_mass_local_deletion_trips_the_guard(make_harness: MakeHarness) ->
 
 async def test_a_refused_confirming_lookup_deletes_nothing_and_the_cycle_goes_on(
         make_harness: MakeHarness) -> None:
-    """A server that answers the confirming lookup of a deletion with -9999 instead of null:
-    that contact is reported and kept; the other deletion of the cycle is carried out."""
+    """A server that answers the confirming lookup of a deletion with a -9999 that does not
+    say the contact is missing: that contact is reported and kept; the other deletion of the
+    cycle is carried out."""
     refused: set[str] = set()
 
     async def refuse(ex: Exchange, send: Send) -> httpx.Response:
         if ex.path.endswith("/contacts/get") and ex.params.get("ref_id") in refused:
-            return httpx.Response(200, json={"status_code": -9999, "instance_id": "x",
-                                             "key_enabled": False, "payload": None,
-                                             "message": "contact_not_found"})
+            return _failure("system_busy")
         return await send()
 
     h = make_harness({"contacts": N, "seed": 33}, transport=Hooked(refuse))
@@ -173,3 +177,53 @@ async def test_a_confirming_lookup_out_of_retries_deletes_nothing(
     assert r.counts["deleted_local"] == 0 and r.counts["errors"] == 1, r.counts
     assert key in h.rows()
     assert "lookup failed" in (h.states()[key].last_error or "")
+
+
+async def test_a_lookup_answering_a_not_found_code_confirms_the_deletion(
+        make_harness: MakeHarness) -> None:
+    """A server that answers `get` with -9999 contact_not_found for no match (as `details`
+    may): the deletion an agent made is confirmed, not a row in error every full cycle."""
+
+    async def not_found(ex: Exchange, send: Send) -> httpx.Response:
+        response = await send()
+        if ex.path.endswith("/contacts/get") and ex.payload in (None, []):
+            return _failure("contact_not_found")
+        return response
+
+    h = make_harness({"contacts": N, "seed": 35}, transport=Hooked(not_found))
+    await h.cycle()
+    crm = h.crm()
+    key = sorted(k for k in crm if not k.startswith("crm:"))[4]
+    h.emulator.agent_delete(crm[key]["public_id"])
+    r = await h.cycle(full=True)
+    assert r.exit_code == 0 and r.counts["deleted_local"] == 1, (r.notes, r.counts)
+    assert key not in h.rows()
+
+
+async def test_a_delete_the_crm_refuses_without_deleting_is_kept_and_sent_again(
+        make_harness: MakeHarness) -> None:
+    """The CRM answers an app's delete with -9999 system_busy and deletes nothing: the row is
+    in error and its bookkeeping kept (no tombstone), and the next cycle deletes it."""
+    busy = True
+
+    async def refuse(ex: Exchange, send: Send) -> httpx.Response:
+        if busy and ex.method == "DELETE":
+            return _failure("system_busy")
+        return await send()
+
+    transport = Hooked(refuse)
+    h = make_harness({"contacts": N, "seed": 36}, transport=transport)
+    await h.cycle()
+    key = sorted(k for k in h.crm() if not k.startswith("crm:"))[2]
+    h.delete(key)
+    r = await h.cycle()
+    assert r.exit_code == 3 and r.counts["deleted_remote"] == 0, (r.notes, r.counts)
+    assert "delete refused: system_busy" in (h.states()[key].last_error or "")
+    assert key in h.crm() and h.tombstones() == []
+
+    busy = False
+    r = await h.cycle()
+    assert r.exit_code == 0 and r.counts["deleted_remote"] == 1, (r.notes, r.counts)
+    assert key not in h.crm() and key not in h.states()
+    assert len(transport.calls("/contacts/delete/")) == 2
+    assert_mirrored(h)
