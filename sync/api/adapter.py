@@ -6,7 +6,9 @@ when the real service disagrees is a one-line change. The list (README.md repeat
 
  1. TOKEN_REJECTED_STATUSES: HTTP 401 means the access token was refused (re-auth once, retry once).
  2. TOKEN_REJECTED_CODES: a -9999 `api_key_invalid` / `api_key_is_required` from any endpoint but
-    auth means the same (the documented examples answer HTTP 200 even on failure).
+    auth means the same (the documented examples answer HTTP 200 even on failure). On auth,
+    key_refused: a -9999 whose code names the key or credentials is a refused key; any other
+    (`system_busy`, a message-less failure) is a fault worth retrying.
  3. RATE_LIMITED_STATUS, retry_after_seconds: HTTP 429 with `Retry-After` in seconds.
  4. is_transient_status: 5xx (and 408) are transient; their body may be HTML or empty.
  5. MALFORMED_IS_TRANSIENT: a body that does not decode as JSON is retriable (the contract's faults
@@ -258,6 +260,17 @@ def retry_after_seconds(header: str | None) -> float | None:
         return None
 
 
+# [assumed] 2: on auth, a code naming the key or the credentials refuses the key
+_KEY_REFUSED = re.compile(r".*(api_?key|credential|unauthori[sz]ed|forbidden|denied).*")
+
+
+def key_refused(code: str) -> bool:
+    """[assumed] 2: a -9999 on auth that refuses the key itself (`api_key_invalid`,
+    `api_key_is_required`, ...), as opposed to a busy or failing server."""
+    norm = re.sub(r"[\s-]+", "_", code.strip().lower())
+    return norm in TOKEN_REJECTED_CODES or _KEY_REFUSED.fullmatch(norm) is not None
+
+
 def parse_envelope(status: int, body: bytes, endpoint: str, *,
                    retry_after: str | None = None, raw: bool = False) -> Any:
     """Return the payload of a successful answer or raise the matching sync.errors exception.
@@ -288,8 +301,11 @@ def parse_envelope(status: int, body: bytes, endpoint: str, *,
     if envelope is not None and str(code) == str(FAILURE):
         message = str(envelope.message or "unknown_error")
         if endpoint == AUTH:
-            raise AuthError(f"OMICall refused the API key ({message})", endpoint=endpoint,
-                            status=status)
+            if key_refused(message):
+                raise AuthError(f"OMICall refused the API key ({message})", endpoint=endpoint,
+                                status=status)
+            raise RetriableError(f"auth: the CRM answered -9999 ({message})",
+                                 endpoint=endpoint, status=status)
         if message in TOKEN_REJECTED_CODES:
             raise TokenRejected(f"access token rejected ({message})", endpoint=endpoint,
                                 status=status)

@@ -252,21 +252,27 @@ class OmiClient:
 
     # --- token ---------------------------------------------------------------------------------
 
-    async def _fetch_token(self) -> _Secret:
-        token, self.access_type = adapter.token_from_wire(await self._request(AUTH))
+    async def _fetch_token(self, *, retry: bool = True) -> _Secret:
+        """`retry=False` inside another call's retries, which then cover the auth too (auth
+        retrying on its own multiplied the attempts: 36 auth calls in one failing cycle)."""
+        if retry:
+            payload = await self._request(AUTH)
+        else:
+            payload = await self._send(_Call(AUTH, *adapter.path_for(AUTH), None, None), None)
+        token, self.access_type = adapter.token_from_wire(payload)
         return _Secret(token)
 
     async def _current_token(self) -> _Secret:
         if self._token is None:
             async with self._token_lock:  # concurrent first calls share one auth
                 if self._token is None:
-                    self._token = await self._fetch_token()
+                    self._token = await self._fetch_token(retry=False)
         return self._token
 
     async def _renew_token(self, stale: _Secret) -> _Secret:
         async with self._token_lock:  # concurrent 401s share one re-auth
             if self._token is None or self._token is stale:
-                self._token = await self._fetch_token()
+                self._token = await self._fetch_token(retry=False)
             return self._token
 
     # --- the request pipeline ------------------------------------------------------------------

@@ -404,3 +404,32 @@ def test_clients_share_one_verifying_tls_context(monkeypatch: pytest.MonkeyPatch
         assert built[0].verify_mode is ssl.CERT_REQUIRED and built[0].check_hostname
     finally:
         client_module._tls_context.cache_clear()
+
+
+@pytest.mark.parametrize("code", ["system_busy", "too_many_requests", "unknown_error"])
+async def test_auth_answering_a_busy_code_is_retried_not_a_refused_key(code: str) -> None:
+    fake = FakeOmi(contacts=2)
+    fake.on("auth", failure(code), failure(code))
+    async with make_client(fake) as c:
+        assert len((await c.list_page(1, 10)).items) == 2
+    assert c.calls == {"auth": 3, "list": 1}
+
+
+@pytest.mark.parametrize("code", ["api_key_invalid", "API_KEY_IS_REQUIRED", "invalid-api-key",
+                                  "invalid_credentials", "unauthorized", "access_denied"])
+async def test_auth_answering_a_code_about_the_key_is_a_refused_key(code: str) -> None:
+    fake = FakeOmi()
+    fake.on("auth", failure(code))
+    async with make_client(fake) as c:
+        with pytest.raises(AuthError, match="refused the API key"):
+            await c.list_page(1, 10)
+    assert c.calls == {"auth": 1}
+
+
+async def test_auth_faults_count_against_the_calls_retries_not_on_top_of_them() -> None:
+    fake = FakeOmi()
+    fake.on("auth", *[httpx.Response(503)] * 20)
+    async with make_client(fake, max_retries=3) as c:
+        with pytest.raises(RetriableError):
+            await c.list_page(1, 10)
+    assert c.calls == {"auth": 4}  # one per attempt (was one retry loop inside another: 16)
