@@ -182,7 +182,7 @@ class _Envelope(msgspec.Struct):
 
 
 class _ListPayload(msgspec.Struct):
-    items: list[msgspec.Raw]
+    items: list[msgspec.Raw] | None  # [assumed] 12: null is an empty page; absent is not a page
     page_number: Any = None
     page_size: Any = None
     total_items: Any = None
@@ -512,7 +512,7 @@ def page_from_wire(payload: _ListPayload | msgspec.Raw | Any, requested_page: in
                                 endpoint="list") from None
     page = payload
     listed: list[Listed] = []
-    for i, item in enumerate(page.items):
+    for i, item in enumerate(page.items or ()):
         data = bytes(item)
         digest = None
         if known is not None:  # else the digest waits for contact() (a first import's worker)

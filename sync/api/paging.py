@@ -2,10 +2,11 @@
 
 The server caps the page size [assumed], so paging follows what the server answers (its
 page_number, page_size and has_next), never the size that was asked for. A server may also cap
-silently, echoing the size asked for in page_size: a first page with has_next that holds fewer
-(but some) items than its page_size is only possible under such a cap, so the number of items it
-holds is taken as the page size. A server that serves the same page twice would make a naive
-loop run forever; two checks stop that:
+silently, echoing the size asked for in page_size: a first page that holds fewer (but some)
+items than its page_size while more follow (has_next, or a total_items beyond it: such a
+server may count has_next and total_pages at the size asked for too) is only possible under
+such a cap, so the number of items it holds is taken as the page size. A server that serves
+the same page twice would make a naive loop run forever; two checks stop that:
 
 - the same page_number answered twice, or
 - three pages in a row with the same set of public_ids (this also catches an endless run of
@@ -52,10 +53,14 @@ class Paginator:
         self._numbers.add(page.page_number)
         self._last_ids = ids
         self.pages_seen += 1
+        self.total_pages = max(self.total_pages, page.total_pages)
+        more = page.has_next
         if self.page_size is None and page.page_size > 0:
             served = len(page.listed)
             # a short page before the last one: a silent cap (page_size echoes the request)
-            capped = page.has_next and 0 < served < page.page_size
+            capped = 0 < served < page.page_size and (more or page.total_items > served)
             self.page_size = served if capped else page.page_size
-        self.total_pages = max(self.total_pages, page.total_pages)
-        self.next_page = page.page_number + 1 if page.has_next else None
+            if capped and not more:  # has_next and total_pages counted at the size asked for
+                self.total_pages = max(self.total_pages, -(-page.total_items // served))
+                more = True
+        self.next_page = page.page_number + 1 if more else None

@@ -244,7 +244,7 @@ def test_page_and_layout_shapes() -> None:
     page = adapter.page_from_wire({"items": [CONTRACT_EXAMPLE], "page_number": 2,
                                    "page_size": 37, "total_items": 38, "total_pages": 2}, 2)
     assert (page.page_number, page.page_size, page.has_next, len(page.items)) == (2, 37, False, 1)
-    bads: list[Any] = [None, [], {"items": None}, {"items": [1]}, {"items": [{"ref_id": "x"}]}]
+    bads: list[Any] = [None, [], {}, {"items": [1]}, {"items": [{"ref_id": "x"}]}]
     for bad in bads:
         with pytest.raises(ProtocolError):
             adapter.page_from_wire(bad, 1)

@@ -124,13 +124,22 @@ def test_an_item_that_is_not_a_contact_with_a_public_id_is_a_protocol_error(item
             adapter.page_from_wire({"items": items}, 1)
 
 
-@pytest.mark.parametrize("payload", [b"null", b"[]", b'"items"', b"{}", b'{"items":null}',
+@pytest.mark.parametrize("payload", [b"null", b"[]", b'"items"', b"{}",
                                      b'{"items":{"a":1}}', b'{"items":"x"}'])
 def test_a_payload_without_an_items_list_is_a_protocol_error(payload: bytes) -> None:
     with pytest.raises(ProtocolError):
         adapter.page_from_wire(msgspec.Raw(payload), 1)
     with pytest.raises(ProtocolError):
         adapter.page_from_wire(json.loads(payload), 1)
+
+
+def test_items_null_is_an_empty_page() -> None:
+    # a Go-style server writes an empty list as null (before: every cycle of an empty tenant
+    # failed, and the app's rows never reached the CRM)
+    body = b'{"items":null,"page_number":1,"page_size":100,"total_items":0,"total_pages":0}'
+    for payload in (msgspec.Raw(body), json.loads(body)):
+        page = adapter.page_from_wire(payload, 1)
+        assert page.listed == () and not page.has_next and page.total_items == 0
 
 
 @pytest.mark.parametrize(("head", "expected"), [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 
@@ -79,9 +81,26 @@ def test_short_first_page_with_has_next_is_a_silent_cap() -> None:
     assert empty.page_size == 50
 
 
+def test_short_first_page_short_of_its_total_is_a_silent_cap() -> None:
+    # has_next and total_pages counted at the size asked for: only total_items tells
+    p = Paginator()
+    first = page(1, [f"c{i}" for i in range(100)], has_next=False, size=1000, total_pages=1)
+    p.advance(replace(first, total_items=300))
+    assert (p.page_size, p.next_page, p.total_pages) == (100, 2, 3)
+    whole = Paginator()  # every contact counted is on the page: the last page
+    whole.advance(replace(first, total_items=100))
+    assert whole.finished and whole.page_size == 1000
+
+
 class SilentCapOmi(FakeOmi):
     """Caps `size` silently: page_size echoes the size asked for, offsets use it too, but at
-    most page_cap items are served; has_next says whether any contact lies past those served."""
+    most page_cap items are served; has_next says whether any contact lies past those served
+    (`by_request`: whether any page lies past this one at the size asked for, as total_pages
+    does)."""
+
+    def __init__(self, *, by_request: bool = False, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.by_request = by_request
 
     def handle(self, name: str, request: httpx.Request) -> httpx.Response:
         auth = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -95,11 +114,16 @@ class SilentCapOmi(FakeOmi):
         return envelope({"items": items, "page_number": number, "page_size": size,
                          "total_items": len(self.contacts),
                          "total_pages": -(-len(self.contacts) // size),
-                         "has_next": start + len(items) < len(self.contacts)})
+                         "has_next": (number < -(-len(self.contacts) // size)
+                                      if self.by_request
+                                      else start + len(items) < len(self.contacts))})
 
 
-async def test_iter_pages_under_a_silent_size_cap() -> None:
-    fake = SilentCapOmi(contacts=230, page_cap=100)
+@pytest.mark.parametrize("by_request", [False, True])
+async def test_iter_pages_under_a_silent_size_cap(by_request: bool) -> None:
+    # by_request: page 1 says has_next false and total_pages 1, counted at the 1000 asked for,
+    # while it holds 100 of the 230 it counts (before: the listing ended at page 1)
+    fake = SilentCapOmi(contacts=230, page_cap=100, by_request=by_request)
     async with make_client(fake) as c:
         pages = [p async for p in c.iter_pages(1000, concurrency=4)]
     ids = [x.public_id for p in pages for x in p.listed]
