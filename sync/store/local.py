@@ -117,14 +117,54 @@ def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
         elif not isinstance(col["type"], _COMPATIBLE[kind]):
             problems.append(f"table {spec.table!r}: column {name!r} is {col['type']}, "
                             f"which cannot hold {kind}")
+    key = existing.get(spec.key_column)
+    if key is not None and engine.dialect.name == "postgresql" and isinstance(
+            key["type"], sa.CHAR) and not isinstance(key["type"], sa.VARCHAR):
+        problems.append(f"table {spec.table!r}: key column {spec.key_column!r} is "
+                        f"{key['type']}, which PostgreSQL pads with spaces: its keys would "
+                        "never match the CRM's refIds (use VARCHAR or TEXT)")
     pk = insp.get_pk_constraint(spec.table).get("constrained_columns") or []
-    if spec.key_column in existing and pk != [spec.key_column]:
-        unique = any(u["column_names"] == [spec.key_column]
-                     for u in insp.get_unique_constraints(spec.table))
-        if not unique:
-            problems.append(f"table {spec.table!r}: key column {spec.key_column!r} must be the "
-                            "primary key or unique")
+    mapped = column_types(spec)
+    for name, col in existing.items():
+        if name not in mapped and _needs_a_value(col, pk):
+            problems.append(f"table {spec.table!r}: column {name!r} is NOT NULL without a "
+                            "default, and the mapping gives it no value: contacts pulled "
+                            "from the CRM could not be inserted (give it a default, allow "
+                            "NULL, or map it)")
+    if (spec.key_column in existing and pk != [spec.key_column]
+            and not _unique(engine, insp, spec.table, spec.key_column)):
+        problems.append(f"table {spec.table!r}: key column {spec.key_column!r} must be the "
+                        "primary key or unique")
     return problems
+
+
+def _unique(engine: Engine, insp: sa.Inspector, table: str, column: str) -> bool:
+    """Whether a unique constraint or a unique index covers exactly this column."""
+    if any(u["column_names"] == [column] for u in insp.get_unique_constraints(table)):
+        return True
+    if any(ix.get("unique") and ix["column_names"] == [column] for ix in insp.get_indexes(table)):
+        return True
+    if engine.dialect.name != "sqlite":
+        return False
+    # SQLAlchemy does not reflect a column's own UNIQUE on SQLite: its automatic index
+    with engine.connect() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        for ix in conn.exec_driver_sql(f"PRAGMA index_list({quote(table)})").all():
+            if ix[2]:  # unique
+                cols = conn.exec_driver_sql(f"PRAGMA index_info({quote(ix[1])})").all()
+                if [c[2] for c in cols] == [column]:
+                    return True
+    return False
+
+
+def _needs_a_value(col: Mapping[str, Any], pk: list[str]) -> bool:
+    """A reflected column that an INSERT naming only the mapped columns would fail on."""
+    if col.get("nullable", True) or col.get("default") is not None:
+        return False
+    if col.get("autoincrement") is True or col.get("identity") or col.get("computed"):
+        return False
+    # SQLite's INTEGER PRIMARY KEY is the rowid: it takes a value of its own
+    return not (pk == [col["name"]] and isinstance(col["type"], sa.Integer))
 
 
 def ensure_table(engine: Engine, spec: MappingSpec) -> sa.Table:

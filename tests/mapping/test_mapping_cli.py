@@ -127,6 +127,67 @@ def test_an_adopted_table_that_fits_passes(clean_env: Path,
     assert code == 0, out
 
 
+def _adopted(clean_env: Path, monkeypatch: pytest.MonkeyPatch, url: str, *extra: str,
+             key: str = "VARCHAR(20) UNIQUE") -> tuple[int, str]:
+    """`check` on the ERP mapping's table as it fits, with these columns too."""
+    db = sa.create_engine(url)
+    cols = ", ".join([f"ma_kh {key}", "ma_tham_chieu TEXT", "omicall_id TEXT",
+                      "ho_ten TEXT", "dien_thoai TEXT", "email TEXT", "gioi_tinh TEXT",
+                      "ngay_sinh TEXT", "dia_chi TEXT", "nhom_kh TEXT", "ghi_chu TEXT",
+                      "nv_phu_trach TEXT", "diem INTEGER", "kenh TEXT", "diem_thuong BIGINT",
+                      "hang TEXT", "ngay_mua_gan_nhat DATE", "thong_tin_khac JSON", *extra])
+    with db.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS customers"))
+        conn.execute(sa.text(f"CREATE TABLE customers ({cols})"))
+    db.dispose()
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", url)
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(ERP))
+    return check()
+
+
+def test_an_app_column_that_needs_a_value_is_refused(clean_env: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: check said ok, and every cycle failed on the first contact pulled
+    code, out = _adopted(clean_env, monkeypatch, f"sqlite:///{clean_env}/erp.db",
+                         "so_don_hang INTEGER NOT NULL", "ghi_chu_noi_bo TEXT")
+    assert code == 2, out
+    assert "'so_don_hang' is NOT NULL without a default" in out
+    assert "ghi_chu_noi_bo" not in out
+
+
+def test_app_columns_that_take_a_value_of_their_own_pass(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # and a key made unique by the column's own UNIQUE (SQLAlchemy does not reflect it on
+    # SQLite: such a table was refused as having no unique key)
+    code, out = _adopted(clean_env, monkeypatch, f"sqlite:///{clean_env}/erp.db",
+                         "id INTEGER PRIMARY KEY", "trang_thai TEXT NOT NULL DEFAULT 'moi'",
+                         "so_don_hang INTEGER")
+    assert code == 0, out
+
+
+def test_a_key_with_a_unique_index_of_its_own_passes(clean_env: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{clean_env}/erp.db"
+    code, out = _adopted(clean_env, monkeypatch, url, key="VARCHAR(20) NOT NULL")
+    assert code == 2 and "primary key or unique" in out, out
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE UNIQUE INDEX ix_ma_kh ON customers (ma_kh)"))
+    code, out = check()
+    assert code == 0, out
+
+
+def test_a_char_key_column_on_postgresql_is_refused(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch, fresh_pg_url: str) -> None:
+    # PostgreSQL pads CHAR(n): every key read back differed from the CRM's refId, and the
+    # next cycle sent every contact again as new (duplicates in the CRM)
+    code, out = _adopted(clean_env, monkeypatch, fresh_pg_url, key="CHAR(40) UNIQUE")
+    assert code == 2, out
+    assert "'ma_kh' is CHAR(40), which PostgreSQL pads" in out
+    code, out = _adopted(clean_env, monkeypatch, fresh_pg_url, "ma_cu CHAR(8)",
+                         "id SERIAL PRIMARY KEY")  # a CHAR column that is not the key: fine
+    assert code == 0, out
+
+
 def _online(clean_env: Path, monkeypatch: pytest.MonkeyPatch, server: EmulatorServer,
             text: str) -> tuple[int, str]:
     path = write(clean_env, text)
