@@ -13,6 +13,7 @@ Safety rules that live here:
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,7 +22,7 @@ import structlog
 
 from sync.convert import validate_for_push
 from sync.cycle import CycleContext, PendingDelete
-from sync.errors import NotSent, RemoteError, row_failure
+from sync.errors import NotSent, RemoteError, RowsRefused, row_failure
 from sync.merge import (
     Action,
     Conflict,
@@ -122,6 +123,13 @@ class Applier:
             self.e.store.save(conn, list(self._queued.values()))
             self._queued.clear()
 
+    def queued_mark(self) -> dict[str, SyncState]:
+        """The queue as it is, for `requeue` should the transaction that flushes it fail."""
+        return dict(self._queued)
+
+    def requeue(self, mark: dict[str, SyncState]) -> None:
+        self._queued = {**mark, **self._queued}
+
     def _synced(self, item: ChunkItem, base: Fields, remote: Contact, status: str = "synced",
                 error: str | None = None) -> SyncState:
         return self._state(item.key, item.state, ref_id=remote.ref_id, public_id=remote.public_id,
@@ -132,13 +140,47 @@ class Applier:
     # --- a pulled chunk -----------------------------------------------------------------------
 
     async def apply_chunk(self, items: Sequence[ChunkItem]) -> None:
-        ctx, e = self.ctx, self.e
+        ctx = self.ctx
         if ctx.options.dry_run:
             for it in items:
                 if it.plan:
                     ctx.plan.extend(it.plan.actions)
                     self._count(it.plan.actions)
             return
+        mark = (Counter(ctx.counts), len(ctx.deletes), self.queued_mark())
+        try:
+            pushes = self._write_chunk(items)
+        except RowsRefused as exc:
+            # Nothing of the chunk was written, and what it counted is undone: the halves go
+            # again, down to the rows the database refuses, each that row's error.
+            ctx.counts.clear()
+            ctx.counts.update(mark[0])
+            del ctx.deletes[mark[1]:]
+            self.requeue(mark[2])
+            if len(items) > 1:
+                half = len(items) // 2
+                await self.apply_chunk(items[:half])
+                await self.apply_chunk(items[half:])
+            else:
+                self._refused_row(items[0], str(exc))
+            return
+        if pushes:
+            await self._push_updates(pushes)
+
+    def _refused_row(self, it: ChunkItem, reason: str) -> None:
+        message = f"the database refused the row: {reason}"
+        if it.state is None:
+            # No bookkeeping without a row: a state with the contact's id and no row would
+            # read as a row an app deleted. The contact is planned afresh next cycle.
+            self.ctx.counts["errors"] += 1
+            log.warning("row.error", key=it.key, error=message)
+        else:
+            self.row_error(it.key, it.state, message, keep_status=True)
+
+    def _write_chunk(self, items: Sequence[ChunkItem]
+                     ) -> list[tuple[ChunkItem, PushUpdate, SyncState]]:
+        """The chunk's local writes and bookkeeping, in one transaction; the pushes it plans."""
+        ctx, e = self.ctx, self.e
         pushes: list[tuple[ChunkItem, PushUpdate, SyncState]] = []
         with e.store.begin() as conn:
             # The optimistic check re-reads, under lock, every row the plan saw or might act on.
@@ -228,8 +270,7 @@ class Applier:
             e.store.add_conflicts(conn, conflicts)
             e.store.close_conflicts(conn, settled)
             self.flush_queued(conn)
-        if pushes:
-            await self._push_updates(pushes)
+        return pushes
 
     def _unchanged(self, it: ChunkItem, now_row: dict[str, Any] | None) -> bool:
         """The optimistic check: does the row still hold what the plan was made from?"""

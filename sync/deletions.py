@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sync.cycle import CycleContext, PendingDelete
-from sync.errors import RemoteError, row_failure
+from sync.errors import RemoteError, RowsRefused, row_failure
 from sync.lookup import look_up
 from sync.merge import (
     LocalDelete,
@@ -172,20 +172,27 @@ class Deletions:
 
     def _delete_local(self, d: PendingDelete) -> None:
         ctx, e = self.ctx, self.e
-        with e.store.begin() as conn:
-            now_row = e.local.load(conn, [d.key], lock=True).get(d.key)
-            if now_row is not None and d.local is not None:
-                try:
-                    same = e.conv.row_fields(now_row) == d.local
-                except ValueError:
-                    same = False
-                if not same:
-                    ctx.counts["skipped_changed_during_cycle"] += 1
-                    return
-            e.local.delete(conn, [d.key])
-            values = d.row or d.local
-            e.store.add_tombstones(conn, [dict(key=d.key, public_id=d.public_id, side="remote",
-                                               values=values, run_id=ctx.run_id)])
-            e.store.delete(conn, [d.key])
+        try:
+            with e.store.begin() as conn:
+                now_row = e.local.load(conn, [d.key], lock=True).get(d.key)
+                if now_row is not None and d.local is not None:
+                    try:
+                        same = e.conv.row_fields(now_row) == d.local
+                    except ValueError:
+                        same = False
+                    if not same:
+                        ctx.counts["skipped_changed_during_cycle"] += 1
+                        return
+                # the whole row, the app's own columns too: nothing of it is lost
+                values = e.local.whole_row(conn, d.key) or d.row or d.local
+                e.local.delete(conn, [d.key])
+                e.store.add_tombstones(conn, [dict(key=d.key, public_id=d.public_id,
+                                                   side="remote", values=values,
+                                                   run_id=ctx.run_id)])
+                e.store.delete(conn, [d.key])
+        except RowsRefused as exc:  # e.g. an app's table refers to the row: kept, reported
+            self.applier.row_error(d.key, d.state, f"the database refused to delete the row: "
+                                   f"{exc}", keep_status=True)
+            return
         ctx.counts["deleted_local"] += 1
 

@@ -11,7 +11,8 @@
     │   ├── RemoteError             status_code -9999: carries the message code; per-item skip
     │   └── ProtocolError           JSON of the wrong shape, a paging loop: retrying won't help
     └── StoreError                  the local database (schema missing, lock not taken)
-        └── LockBusy                another sync holds this tenant's lock
+        ├── LockBusy                another sync holds this tenant's lock
+        └── RowsRefused             a constraint or a type refused some row's values: per-row skip
 
 Messages never contain the API key or an access token.
 """
@@ -93,3 +94,10 @@ class StoreError(CrmSyncError):
 
 class LockBusy(StoreError):
     """Another sync holds this tenant's lock."""
+
+
+class RowsRefused(StoreError):
+    """The database refused a write for the values of some row of it (NOT NULL, UNIQUE, CHECK,
+    a foreign key, a length or a range the table's own columns impose); the transaction was
+    rolled back. The message is the database's first line, without the failing row's values
+    that some add on the lines after it."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from sync.api.adapter import Listed
+from sync.errors import RowsRefused
 from sync.import_pool import ImportPool, WorkerLost
 from sync.prepare import Prepared
 
@@ -80,40 +81,47 @@ class PooledImport:
         seen = self.pull.ctx.seen_keys
         ready: list[Prepared] = []
         usual: list[Listed] = []
+        ready_items: list[Listed] = []
         for item, r in zip(items, results, strict=True):
             if isinstance(r, Prepared) and keys[r.key] == 1 and r.key not in seen:
                 ready.append(r)
+                ready_items.append(item)
             else:
                 usual.append(item)
-        if ready:
-            self._write(ready)
+        if ready and not self._write(ready):
+            usual = ready_items + usual  # the usual path finds the rows the database refuses
         if usual:
             await self._usual(usual)
 
     async def _usual(self, items: list[Listed]) -> None:
         await self.pull.chunk([x.contact() for x in items])
 
-    def _write(self, ready: list[Prepared]) -> None:
-        """What `Applier.apply_chunk` writes for contacts whose plan is a pull-create."""
+    def _write(self, ready: list[Prepared]) -> bool:
+        """What `Applier.apply_chunk` writes for contacts whose plan is a pull-create; False
+        when the database refused some row (nothing written)."""
         pull = self.pull
         e, ctx = pull.e, pull.ctx
-        counts = ctx.counts
-        for p in ready:
-            ctx.seen_keys.add(p.key)
-        counts["pulled"] += len(ready)
-        with e.store.begin() as conn:
-            created = e.local.insert_new(conn, [p.row for p in ready], e.image)
-            # A key an app inserted meanwhile keeps the app's row, not as agreed: the next
-            # cycle takes its values for the app's, written last (as apply_chunk does).
-            taken = sum(1 for p in ready if p.key not in created)
-            counts["created_local"] += len(ready) - taken
-            counts["skipped_changed_during_cycle"] += taken
-            unprinted = [k for k, v in created.items() if v is None]
-            prints = dict(created)
-            if unprinted and e.image is not None:
-                prints.update(e.local.fingerprints(conn, unprinted, e.image))
-            # in FRESH_COLUMNS' order
-            e.store.save_fresh(conn, [(p.key, p.ref_id, p.public_id, p.status, p.base,
-                                       p.base_hash, prints.get(p.key), p.remote, p.digest,
-                                       p.updated_ms) for p in ready])
-            pull.applier.flush_queued(conn)
+        queued = pull.applier.queued_mark()
+        try:
+            with e.store.begin() as conn:
+                created = e.local.insert_new(conn, [p.row for p in ready], e.image)
+                unprinted = [k for k, v in created.items() if v is None]
+                prints = dict(created)
+                if unprinted and e.image is not None:
+                    prints.update(e.local.fingerprints(conn, unprinted, e.image))
+                # in FRESH_COLUMNS' order
+                e.store.save_fresh(conn, [(p.key, p.ref_id, p.public_id, p.status, p.base,
+                                           p.base_hash, prints.get(p.key), p.remote, p.digest,
+                                           p.updated_ms) for p in ready])
+                pull.applier.flush_queued(conn)
+        except RowsRefused:
+            pull.applier.requeue(queued)
+            return False
+        ctx.seen_keys.update(p.key for p in ready)
+        # A key an app inserted meanwhile keeps the app's row, not as agreed: the next cycle
+        # takes its values for the app's, written last (as apply_chunk does).
+        taken = sum(1 for p in ready if p.key not in created)
+        ctx.counts["pulled"] += len(ready)
+        ctx.counts["created_local"] += len(ready) - taken
+        ctx.counts["skipped_changed_during_cycle"] += taken
+        return True

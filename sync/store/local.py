@@ -352,6 +352,14 @@ class LocalTable:
             yield keys
             last = keys[-1]
 
+    def whole_row(self, conn: Connection, key: str) -> dict[str, Any] | None:
+        """Every column of a row, the ones the mapping does not name too (a tombstone's), as
+        the driver reads them."""
+        query = (sa.select(sa.text("*")).select_from(sa.table(self.table.name))
+                 .where(sa.column(self.key_column) == key))
+        row = conn.execute(query).first()
+        return None if row is None else dict(row._mapping)
+
     def is_empty(self, conn: Connection) -> bool:
         return not conn.execute(sa.select(sa.exists().select_from(self.table))).scalar()
 

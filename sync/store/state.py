@@ -31,9 +31,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from sync.errors import ConfigError
+from sync.errors import ConfigError, RowsRefused
 from sync.store import pgcopy
 from sync.store.bookkeeping import PUBLIC_FIELDS, SyncState
 from sync.store.bulk import Positional, driver_rows
@@ -109,12 +109,20 @@ class StateStore(Journal):
         """One transaction: everything written through the yielded Connection commits together.
 
         On SQLite it takes the write lock at once (BEGIN IMMEDIATE), so the engine's
-        read-check-write of a local row cannot interleave with an app's write.
+        read-check-write of a local row cannot interleave with an app's write. A value the
+        database refuses (a constraint, a type's limits) is RowsRefused, after the rollback.
         """
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield conn
+        dbapi = self.engine.dialect.loaded_dbapi  # the paths that use the driver directly
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+        except (DataError, IntegrityError, dbapi.DataError, dbapi.IntegrityError) as exc:
+            # rolled back: the caller may go row by row
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
+            first = (str(orig).strip() or type(orig).__name__).splitlines()[0]
+            raise RowsRefused(first) from exc
 
     @contextmanager
     def _reading(self, conn: Connection | None) -> Iterator[Connection]:

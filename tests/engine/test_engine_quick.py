@@ -613,9 +613,9 @@ async def test_an_app_edit_to_an_unlisted_contact_merges_the_agents_edit(
 @pytest.mark.parametrize("answer", ["-9999", "two contacts"])
 async def test_a_refused_lookup_fails_that_contact_only(make_harness: MakeHarness,
                                                         answer: str) -> None:
-    """A server that answers a lookup by refId with -9999 (rather than null), or with two
-    contacts (a duplicate refId): that row is reported, its bookkeeping kept, and the cycle
-    goes on with the others."""
+    """A server that answers a lookup by refId with a -9999 that does not say not found, or
+    with two contacts (a duplicate refId): that row is reported, its bookkeeping kept, and
+    the cycle goes on with the others."""
     h = await imported(make_harness)
     edited, other = synced_keys(h)[6], synced_keys(h)[7]
     hidden = crm_id(h, edited)
@@ -630,7 +630,7 @@ async def test_a_refused_lookup_fails_that_contact_only(make_harness: MakeHarnes
         if answer == "-9999":
             return httpx.Response(200, json={"status_code": -9999, "instance_id": "x",
                                              "key_enabled": False, "payload": None,
-                                             "message": "contact_not_found"})
+                                             "message": "system_busy"})
         response = await send()
         data = response.json()
         data["payload"] = [data["payload"], data["payload"]]
