@@ -188,7 +188,7 @@ class SyncEngine:
         return CycleResult(
             run_id=ctx.run_id, kind=ctx.options.kind, status=status, counts=counts | extra,
             api_calls=calls, started_at=ctx.now, finished_at=self.now(), notes=tuple(ctx.notes),
-            plan=tuple(ctx.plan), rows_in_error=self.store.counts().get("error", 0),
+            plan=tuple(ctx.plan), rows_in_error=self.store.count_errors(),
             open_conflicts=self.store.count_open_conflicts(), config_failure=ctx.config_failure)
 
     # --- 1. pull ----------------------------------------------------------------------------

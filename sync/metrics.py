@@ -134,7 +134,7 @@ class Metrics:
         them too). SQLAlchemyError when the database is unreachable."""
         states = store.counts()
         self.pending_creates.set(states.get("pending_create", 0))
-        self.rows_in_error.set(states.get("error", 0))
+        self.rows_in_error.set(store.count_errors())
         self.open_conflicts.set(store.count_open_conflicts())
         last = last_success(store.engine, store.tenant)
         if last is not None:

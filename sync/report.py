@@ -136,7 +136,8 @@ def print_status(console: Console, status: Mapping[str, Any]) -> None:
     console.print("contacts: " + (", ".join(f"{v} {k}" for k, v in sorted(states.items()))
                                   or "none yet"))
     console.print(f"open conflicts: {status['open_conflicts']}   rows in error: "
-                  f"{states.get('error', 0)}   pending creates: {states.get('pending_create', 0)}")
+                  f"{status['rows_in_error']}   pending creates: "
+                  f"{states.get('pending_create', 0)}")
     runs = Table("run", "kind", "started", "status", "pulled", "pushed", "pulled in", "errors",
                  "api calls", title="last runs")
     for r in status["runs"]:

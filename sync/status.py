@@ -37,6 +37,7 @@ def collect_status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             "open_conflicts": store.count_open_conflicts(),
             "runs": store.last_runs(runs),
             "errors": store.errors(20),
+            "rows_in_error": store.count_errors(),
             "conflicts": store.open_conflicts(20),
             "notes": notes.counts() if notes.enabled else {},
             "note_problems": notes.problems() if notes.enabled else [],

@@ -28,6 +28,7 @@ from sqlalchemy import (
     exists,
     func,
     inspect,
+    or_,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -87,6 +88,13 @@ def _upserting(stmt: Any, names: Iterable[str]) -> Any:
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+# In error: status `error`, or an error that kept the status it was in (a lookup, a delete or a
+# write failed for this contact only, and is tried again next cycle as the status says).
+_IN_ERROR = or_(sync_state.c.status == "error", and_(
+    sync_state.c.last_error.is_not(None),
+    sync_state.c.status.in_(("synced", "pending_create", "pushing"))))
 
 
 class StateStore(Journal):
@@ -287,14 +295,20 @@ class StateStore(Journal):
         return out
 
     def errors(self, limit: int = 100) -> list[dict[str, Any]]:
-        """Contacts in status `error`, most recently updated first, with their last error."""
+        """Contacts in error, most recently updated first, with their last error."""
         c = sync_state.c
         query = (select(c.key, c.ref_id, c.public_id, c.status, c.last_error, c.attempts,
                         c.pending_since, c.updated_at)
-                 .where(c.tenant == self.tenant, c.status == "error")
+                 .where(c.tenant == self.tenant, _IN_ERROR)
                  .order_by(c.updated_at.desc(), c.key).limit(limit))
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def count_errors(self) -> int:
+        """How many contacts `errors` lists, without the limit."""
+        query = select(func.count()).where(sync_state.c.tenant == self.tenant, _IN_ERROR)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def save(self, conn: Connection, states: Iterable[SyncState]) -> None:
         """Insert or update these states (the last one wins when a key repeats)."""

@@ -92,10 +92,13 @@ class Backlog:
         self.engine, self.tenant = engine, tenant
 
     def counts(self) -> dict[str, int]:
-        return {"pending_create": 7, "error": 2, "synced": 100}
+        return {"pending_create": 7, "error": 1, "synced": 100}
 
     def count_open_conflicts(self) -> int:
         return 4
+
+    def count_errors(self) -> int:
+        return 2  # status error, and errors that kept their status
 
 
 def test_refresh_reads_the_tenant_wide_backlog_and_last_success(tmp_path: Path) -> None:

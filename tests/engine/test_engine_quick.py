@@ -646,10 +646,13 @@ async def test_a_refused_lookup_fails_that_contact_only(make_harness: MakeHarnes
     assert state.status == "synced"
     assert ("lookup refused" if answer == "-9999" else "lookup failed") in (state.last_error
                                                                            or "")
+    # `status` names it (before: "rows in error: 0" beside a cycle that exited 3)
+    assert r.rows_in_error == 1 and [e["key"] for e in h.rt.store.errors()] == [edited]
 
     h.rt.transport = None
     await h.settle()
     assert first(h.crm()[edited], "address") == "1 Tràng Tiền, Hà Nội"
+    assert h.rt.store.count_errors() == 0 and h.rt.store.errors() == []
 
 
 async def test_a_listing_far_short_of_its_total_is_said(make_harness: MakeHarness) -> None:
