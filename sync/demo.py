@@ -14,9 +14,10 @@ from rich.console import Console
 
 from sync.cycle import CycleOptions
 from sync.emulator import EmulatorConfig, EmulatorServer
+from sync.merge import Policy
 from sync.report import print_cycle
 from sync.runtime import Runtime, build_runtime
-from sync.settings import load_settings
+from sync.settings import default_mapping_file, load_settings
 
 API_KEY = "demo-key"
 
@@ -32,9 +33,13 @@ def run_demo(console: Console, *, contacts: int = 60, database: str = "crm-sync-
         console.rule("[bold]crm-sync demo")
         console.print(f"OMICall emulator on {server.url} with {contacts} Vietnamese contacts "
                       f"(pages capped at 25); local database: sqlite file {path}")
+        # Its own settings where they shape the script: a .env written for `sync` (another
+        # mapping, another policy) is not the demo's.
         settings = load_settings(base_url=server.url, api_key=API_KEY,
                                  database_url=f"sqlite:///{path}", pending_recheck_seconds=5,
-                                 max_delete_fraction=0.2)
+                                 max_delete_fraction=0.2, mapping_file=default_mapping_file(),
+                                 tenant="demo", conflict_policy=Policy.REMOTE_WINS,
+                                 page_size=1000, batch_size=100, import_workers=0)
         rt = build_runtime(settings)
         try:
             worst = _script(console, rt, server.emulator)

@@ -281,3 +281,18 @@ def test_a_mistyped_table_is_refused_not_taken_for_an_empty_one(
     assert not sa.inspect(sa.create_engine(f"sqlite:///{clean_env}/check.db")).has_table(
         "contcats")
     assert len(server.emulator.contacts()) == before
+
+
+@pytest.mark.parametrize("env", ["", f"CRM_SYNC_MAPPING_FILE={ERP}\n"
+                                     "CRM_SYNC_CONFLICT_POLICY=manual\n"
+                                     "CRM_SYNC_TENANT=acme\nCRM_SYNC_PAGE_SIZE=7\n"])
+def test_the_demo_runs_whatever_a_dot_env_written_for_sync_says(
+        env: str, clean_env: Path) -> None:
+    # README's `cp .env.example .env` may set another mapping: the demo crashed on it
+    (clean_env / ".env").write_text(env, encoding="utf-8")
+    try:
+        result = runner.invoke(app, ["demo", "--database", str(clean_env / "demo.db")])
+    finally:
+        structlog.reset_defaults()
+    assert result.exit_code == 0, result.output
+    assert "first cycle" in result.output and "Traceback" not in result.output
