@@ -21,6 +21,9 @@ from sync.store.state import StateStore
 
 
 def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
+    if not settings.api_key.get_secret_value():
+        raise ConfigError("CRM_SYNC_API_KEY is not set (nor CRM_SYNC_API_KEY_FILE): `sync` "
+                          "could not authenticate")
     done = [f"settings (tenant {settings.tenant_id}, CRM {settings.base_url})"]
     spec = load_mapping(settings.mapping_file)
     kinds = [sum(1 for f in spec.fields if getattr(f, k) is not None)

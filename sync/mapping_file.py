@@ -124,7 +124,8 @@ def parse_mapping(text: str, file: str = "<mapping>") -> MappingSpec:
     except yaml.YAMLError as exc:
         raise MappingError(f"YAML error: {exc}", file=file) from None
     if data is None:
-        data = {}
+        raise MappingError("the mapping file is empty: start from mappings/default.yaml",
+                           file=file, line=1)
     if not isinstance(data, dict):
         raise MappingError("the top level must be a mapping of keys (table, fields, ...)",
                            file=file, line=1)

@@ -293,7 +293,9 @@ def parse_envelope(status: int, body: bytes, endpoint: str, *,
         if MALFORMED_IS_TRANSIENT and 200 <= status < 300:
             raise RetriableError(f"{endpoint}: malformed JSON body (HTTP {status})",
                                  endpoint=endpoint, status=status) from None
-        raise ProtocolError(f"{endpoint}: unexpected HTTP {status}", endpoint=endpoint,
+        hint = (f" for {path_for(endpoint)[1]}: is the base URL the server's root (the "
+                "client adds /api/...)?" if status == 404 else "")
+        raise ProtocolError(f"{endpoint}: unexpected HTTP {status}{hint}", endpoint=endpoint,
                             status=status) from None
     code = envelope.status_code if envelope is not None else None
     if envelope is not None and str(code) == str(SUCCESS) and 200 <= status < 300:

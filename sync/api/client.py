@@ -358,7 +358,9 @@ class OmiClient:
     def _wrap(self, endpoint: str, exc: httpx.HTTPError) -> ApiError:
         text = f"{endpoint}: {type(exc).__name__}: {self._scrub(str(exc))}"
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-            return NotSent(text, endpoint=endpoint)
+            url = self._http.base_url  # where it tried, without any credentials in it
+            where = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+            return NotSent(f"{text} ({where})", endpoint=endpoint)
         if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
             return ApiError(text, endpoint=endpoint)  # our request or base URL is wrong
         return RetriableError(text, endpoint=endpoint)

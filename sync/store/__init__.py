@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from sync.errors import ConfigError
 
@@ -72,7 +72,11 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
     Extra keyword arguments go to `create_engine`. A URL whose driver is not installed is a
     ConfigError naming the setting (the password left out).
     """
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("CRM_SYNC_DATABASE_URL: not a database URL (sqlite:///path/to/file.db "
+                          "or postgresql+psycopg://user@host/db)") from None
     try:
         return _engine(parsed, **kwargs)
     except (ImportError, NoSuchModuleError) as exc:

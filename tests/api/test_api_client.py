@@ -433,3 +433,19 @@ async def test_auth_faults_count_against_the_calls_retries_not_on_top_of_them() 
         with pytest.raises(RetriableError):
             await c.list_page(1, 10)
     assert c.calls == {"auth": 4}  # one per attempt (was one retry loop inside another: 16)
+
+
+async def test_an_unreachable_crm_is_named_in_the_error() -> None:
+    from sync.api import OmiClient
+
+    async with OmiClient("http://127.0.0.1:1", "key-x", max_retries=0) as c:
+        with pytest.raises(RetriableError, match=r"ConnectError.*\(http://127\.0\.0\.1:1\)"):
+            await c.layout()
+
+
+async def test_a_404_on_auth_asks_whether_the_base_url_is_the_root() -> None:
+    fake = FakeOmi()
+    fake.on("auth", httpx.Response(404, text="<html>Not Found</html>"))
+    async with make_client(fake) as c:
+        with pytest.raises(ProtocolError, match=r"HTTP 404 for /api/auth: is the base URL"):
+            await c.layout()

@@ -42,5 +42,6 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if name.startswith("CRM_SYNC_") and name != PG_ENV:
             monkeypatch.delenv(name)
     monkeypatch.setenv("CRM_SYNC_LOG_FORMAT", "json")
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "a-key")  # `check` refuses to pass without one
     monkeypatch.setenv("CRM_SYNC_DATABASE_URL", f"sqlite:///{tmp_path}/check.db")
     return tmp_path

@@ -296,3 +296,27 @@ def test_the_demo_runs_whatever_a_dot_env_written_for_sync_says(
         structlog.reset_defaults()
     assert result.exit_code == 0, result.output
     assert "first cycle" in result.output and "Traceback" not in result.output
+
+
+def test_check_refuses_a_missing_api_key(clean_env: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: `check` said ok, and `sync` then refused to run (exit 2)
+    monkeypatch.delenv("CRM_SYNC_API_KEY")
+    code, out = check()
+    assert code == 2 and "CRM_SYNC_API_KEY is not set" in out, out
+
+
+def test_check_names_the_setting_of_a_database_url_that_is_not_one(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", "foo")  # was exit 1, an ArgumentError
+    code, out = check()
+    assert code == 2 and "CRM_SYNC_DATABASE_URL: not a database URL" in out, out
+
+
+def test_an_empty_mapping_file_is_refused(clean_env: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: taken for a table `contacts` with no field at all, and a sync created it
+    path = write(clean_env, "# nothing yet\n")
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(path))
+    code, out = check()
+    assert code == 2 and f"{path}:1: the mapping file is empty" in out, out

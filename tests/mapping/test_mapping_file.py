@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from sync.errors import MappingError
-from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping, parse_mapping
 from sync.merge import Direction
 
@@ -173,8 +172,11 @@ def test_directions_follow_the_table() -> None:
     assert d["ref_code"] is Direction.PUSH
 
 
-def test_empty_file_is_the_defaults() -> None:
-    assert parse_mapping("") == MappingSpec()
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_file_is_refused(text: str) -> None:
+    # it read as a table with no field at all, which a sync then created
+    with pytest.raises(MappingError, match="the mapping file is empty"):
+        parse_mapping(text, "m.yaml")
 
 
 def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
