@@ -327,7 +327,7 @@ class Applier:
         done: list[SyncState] = []
 
         async def one(it: ChunkItem, push: PushUpdate, after: SyncState) -> None:
-            problems = validate_for_push(push.fields)
+            problems = validate_for_push(push.fields, it.remote)
             if problems:  # what the CRM would refuse (or update_body raise on): a row error
                 self.ctx.counts["updated_remote"] -= 1
                 self.row_error(it.key, it.state, "; ".join(problems),

@@ -367,9 +367,11 @@ def key_problem(key: str, column: str) -> str | None:
     return None
 
 
-def validate_for_push(fields: Fields) -> list[str]:
-    """What the CRM would refuse or silently drop; each problem names the field."""
-    problems = [] if fields.get("full_name") else ["full_name is empty: the CRM requires a name"]
+def validate_for_push(fields: Fields, crm: Contact | None = None) -> list[str]:
+    """What the CRM would refuse or silently drop; each problem names the field. `crm`: the
+    CRM's copy an update is made from, whose name goes with it when the mapping has none."""
+    name = fields.get("full_name") if "full_name" in fields or crm is None else crm.full_name
+    problems = [] if name else ["full_name is empty: the CRM requires a name"]
     emails = [("email", fields.get("email")), ("owner_email", fields.get("owner_email")),
               *(("email", v) for v in fields.get("emails") or ())]  # type: ignore[union-attr]
     problems += [f"{name} {v!r} is not an email address" for name, v in emails

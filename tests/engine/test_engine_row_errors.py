@@ -277,3 +277,20 @@ async def test_a_key_the_crm_would_not_show_as_it_is_is_a_row_error_never_sent(
     assert h.results[-1].exit_code == 0
     assert len(h.crm_by_ref("KEY-FIXED")) == 1 and len(h.crm()) == 7
     assert_mirrored(h)
+
+
+async def test_a_mapping_without_the_name_still_pushes_updates(
+        make_harness: MakeHarness) -> None:
+    # An update sends the CRM's own name when the table keeps none (before: every edit of an
+    # existing contact was the row error "full_name is empty").
+    mapping = default_mapping_file().read_text(encoding="utf-8").replace(
+        "  - {field: full_name, column: full_name}\n", "")
+    h = make_harness({"contacts": 10, "seed": 72}, mapping=mapping)
+    await h.cycle()
+    key = sorted(k for k in h.crm() if not k.startswith("crm:"))[1]
+    name = first(h.crm()[key], "full_name")
+    h.update(key, address="9 Hàng Bài, Hà Nội")
+    r = await h.cycle()
+    assert r.exit_code == 0 and r.counts["updated_remote"] == 1, (r.notes, r.counts)
+    assert first(h.crm()[key], "address") == "9 Hàng Bài, Hà Nội"
+    assert first(h.crm()[key], "full_name") == name
