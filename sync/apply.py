@@ -339,8 +339,11 @@ class Applier:
                     await e.client.update(contact, before=it.remote)
                 except RemoteError as exc:
                     self.ctx.counts["updated_remote"] -= 1
-                    self.row_error(it.key, it.state, row_failure("update", exc),
-                                   public_id=it.remote.public_id)
+                    # the API names no field: name what was sent (a dynamic attribute's code
+                    # or a select option the tenant does not have, say)
+                    sent = ", ".join(sorted(push.changed)) or "nothing but the required fields"
+                    self.row_error(it.key, it.state, f"{row_failure('update', exc)} (sent: "
+                                   f"{sent})", public_id=it.remote.public_id)
                     return
             # The CRM now holds `contact`; its timestamp is unknown until the next listing.
             done.append(after.replace(remote=replace(contact, updated_ms=None),

@@ -294,3 +294,22 @@ async def test_a_mapping_without_the_name_still_pushes_updates(
     assert r.exit_code == 0 and r.counts["updated_remote"] == 1, (r.notes, r.counts)
     assert first(h.crm()[key], "address") == "9 Hàng Bài, Hà Nội"
     assert first(h.crm()[key], "full_name") == name
+
+
+async def test_an_update_the_crm_refuses_names_what_was_sent(make_harness: MakeHarness) -> None:
+    # the API names no field ("request_invalid"): the row's error names the fields sent
+    async def refuse(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/update"):
+            return httpx.Response(200, json={"status_code": -9999, "instance_id": "x",
+                                             "key_enabled": False, "payload": None,
+                                             "message": "request_invalid"})
+        return await send()
+
+    h = make_harness({"contacts": 10, "seed": 73}, transport=Hooked(refuse))
+    await h.cycle()
+    key = sorted(k for k in h.crm() if not k.startswith("crm:"))[1]
+    h.update(key, address="9 Hàng Bài, Hà Nội", job_title="Kế toán trưởng")
+    r = await h.cycle()
+    assert r.exit_code == 3 and r.counts["errors"] == 1, (r.notes, r.counts)
+    assert ("update refused: request_invalid (sent: address, job_title)"
+            in (h.states()[key].last_error or "")), h.states()[key]
