@@ -54,7 +54,9 @@ _TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
     "number": sa.Float,
     "date": _Date,
     "boolean": sa.Boolean,
-    "json": lambda: _Json().with_variant(postgresql.JSONB(), "postgresql"),
+    # None as SQL NULL, as an app writes "no value" (not the JSON text null)
+    "json": lambda: _Json(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True),
+                                                          "postgresql"),
     "timestamp": lambda: sa.DateTime(timezone=True),
 }
 # What an existing column's reflected type may be for each mapped type.

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from typing import Any, ClassVar
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync.cycle import CycleOptions
@@ -268,3 +269,17 @@ async def test_a_cycle_runs_with_its_collector_threshold_and_checkpoint_thread(
     sqlite = h.rt.db.dialect.name == "sqlite"
     assert during and set(during) == {(max(before[0], CYCLE_GEN0_THRESHOLD), sqlite)}
     assert gc.get_threshold() == before and not _checkpointing()
+
+
+async def test_json_columns_hold_sql_null_for_no_value(make_harness: MakeHarness) -> None:
+    # as an app writes "no value": `WHERE tags IS NULL` finds them (before: the JSON text null)
+    h = make_harness({"contacts": 30, "seed": 61})
+    await h.cycle()
+    rows = h.rows()
+    empty = [k for k, r in rows.items() if not r["tags"]]
+    assert empty, "the seed has contacts without tags"
+    with h.rt.db.connect() as conn:
+        nulls = conn.execute(sa.text("SELECT count(*) FROM contacts WHERE tags IS NULL")).scalar()
+    assert nulls == len(empty)
+    r = await h.cycle()
+    assert r.counts["unchanged"] == 30 and not write_calls(r.api_calls), r.counts
