@@ -53,7 +53,7 @@ LABELS = {
 
 
 def print_cycle(console: Console, result: CycleResult, title: str | None = None) -> None:
-    head = title or f"{result.kind} run {result.run_id or '(dry run)'}"
+    head = title or (f"{result.kind} run {result.run_id}" if result.run_id else "dry run")
     console.print(f"[bold]{head}[/]: [{_colour(result.status)}]{result.status}[/] "
                   f"in {result.duration_s:.2f}s, {sum(result.api_calls.values())} API calls "
                   f"({_calls(result.api_calls)})")
@@ -79,13 +79,13 @@ def print_plan(console: Console, actions: Iterable[Action]) -> None:
         console.print("Nothing to do: both sides agree.")
         return
     table = Table("direction", "action", "contact", "details", title="Plan (nothing applied)")
-    for a in acts:
-        row = _describe(a)
-        if row:
-            table.add_row(*row)
+    rows = [row for row in map(_describe, acts) if row]
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
-    kinds = Counter(type(a).__name__ for a in acts)
-    console.print(", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    kinds = Counter(f"{action} ({direction})" for direction, action, _, _ in rows)
+    console.print(", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or
+                  "Only bookkeeping to record: nothing would change on either side.")
 
 
 def _describe(a: Action) -> tuple[str, str, str, str] | None:

@@ -31,3 +31,21 @@ def test_a_clean_store_prints_neither() -> None:
     result, out = _printed()
     assert result.exit_code == 0
     assert "sync run 7: ok" in out and "in error" not in out and "conflict" not in out
+
+
+def test_a_dry_runs_plan_counts_what_would_happen_in_words() -> None:
+    from sync.merge import PullCreate, PushCreate, SaveBase
+    from sync.report import print_plan
+
+    at = datetime(2026, 11, 27, tzinfo=UTC)
+    result = CycleResult(run_id=None, kind="dry_run", status="ok", counts={}, api_calls={},
+                         started_at=at, finished_at=at)
+    plan = [PullCreate("KH-1", {"full_name": "Lê Văn A"}), SaveBase("KH-1", {}),
+            PullCreate("KH-2", {}), PushCreate("APP-1", {"full_name": "Ngô B"})]
+    console = Console(record=True, width=200)
+    print_cycle(console, result)
+    print_plan(console, plan)
+    out = console.export_text()
+    assert "dry run: ok" in out and "dry_run run" not in out
+    assert "1 create (table -> CRM), 2 insert (CRM -> table)" in out
+    assert "PullCreate" not in out and "SaveBase" not in out
