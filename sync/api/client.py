@@ -21,7 +21,7 @@ import re
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -272,6 +272,7 @@ class OmiClient:
     async def _renew_token(self, stale: _Secret) -> _Secret:
         async with self._token_lock:  # concurrent 401s share one re-auth
             if self._token is None or self._token is stale:
+                self._token = None  # should the fetch fail, the next attempt fetches first
                 self._token = await self._fetch_token(retry=False)
             return self._token
 
@@ -303,17 +304,29 @@ class OmiClient:
         # a few seconds refuses it again while other calls still hold it. Renewals are shared
         # by concurrent callers, so a few per call let every caller through; a server that
         # refuses each token it issues fails the call after those few.
-        token = await self._current_token()
+        token = await self._unsent(call, self._current_token())
         for _ in range(_RENEWALS):
             try:
                 return await self._send(call, token)
             except TokenRejected:
-                token = await self._renew_token(token)
+                token = await self._unsent(call, self._renew_token(token))
         try:
             return await self._send(call, token)
         except TokenRejected:
             raise AuthError(f"access token refused right after re-authenticating "
                             f"({_RENEWALS} times)", endpoint=call.endpoint, status=401) from None
+
+    @staticmethod
+    async def _unsent(call: _Call, fetch: Awaitable[_Secret]) -> _Secret:
+        """A token for `call`. Its fetch failing is NotSent for the call, which never left: a
+        create or a note is retried then too (else it would count as maybe delivered)."""
+        try:
+            return await fetch
+        except RetriableError as exc:
+            if isinstance(exc, NotSent | RateLimited):
+                raise
+            raise NotSent(f"{call.endpoint}: not sent, no token: {exc}",
+                          endpoint=call.endpoint) from exc
 
     async def _send(self, call: _Call, token: _Secret | None) -> Any:
         call.sends += 1
