@@ -127,8 +127,9 @@ def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
                         "never match the CRM's refIds (use VARCHAR or TEXT)")
     pk = insp.get_pk_constraint(spec.table).get("constrained_columns") or []
     mapped = column_types(spec)
+    rowid = _rowid_alias(engine, spec.table)
     for name, col in existing.items():
-        if name not in mapped and _needs_a_value(col, pk):
+        if name not in mapped and _needs_a_value(col, rowid):
             problems.append(f"table {spec.table!r}: column {name!r} is NOT NULL without a "
                             "default, and the mapping gives it no value: contacts pulled "
                             "from the CRM could not be inserted (give it a default, allow "
@@ -141,10 +142,13 @@ def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
 
 
 def _unique(engine: Engine, insp: sa.Inspector, table: str, column: str) -> bool:
-    """Whether a unique constraint or a unique index covers exactly this column."""
+    """Whether a unique constraint or a unique index covers exactly this column (not a
+    partial index: ON CONFLICT on the column cannot use one)."""
     if any(u["column_names"] == [column] for u in insp.get_unique_constraints(table)):
         return True
-    if any(ix.get("unique") and ix["column_names"] == [column] for ix in insp.get_indexes(table)):
+    if any(ix.get("unique") and ix["column_names"] == [column]
+           and not any(k.endswith("_where") for k in ix.get("dialect_options", {}))
+           for ix in insp.get_indexes(table)):
         return True
     if engine.dialect.name != "sqlite":
         return False
@@ -152,21 +156,32 @@ def _unique(engine: Engine, insp: sa.Inspector, table: str, column: str) -> bool
     with engine.connect() as conn:
         quote = conn.dialect.identifier_preparer.quote
         for ix in conn.exec_driver_sql(f"PRAGMA index_list({quote(table)})").all():
-            if ix[2]:  # unique
+            if ix[2] and not ix[4]:  # unique, not partial
                 cols = conn.exec_driver_sql(f"PRAGMA index_info({quote(ix[1])})").all()
                 if [c[2] for c in cols] == [column]:
                     return True
     return False
 
 
-def _needs_a_value(col: Mapping[str, Any], pk: list[str]) -> bool:
+def _rowid_alias(engine: Engine, table: str) -> str | None:
+    """SQLite: the column that is the rowid (a lone primary key declared exactly INTEGER),
+    which takes a value of its own."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with engine.connect() as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        pk = [c for c in conn.exec_driver_sql(f"PRAGMA table_info({quote(table)})").all()
+              if c[5]]
+    return str(pk[0][1]) if len(pk) == 1 and str(pk[0][2]).upper() == "INTEGER" else None
+
+
+def _needs_a_value(col: Mapping[str, Any], rowid: str | None) -> bool:
     """A reflected column that an INSERT naming only the mapped columns would fail on."""
     if col.get("nullable", True) or col.get("default") is not None:
         return False
     if col.get("autoincrement") is True or col.get("identity") or col.get("computed"):
         return False
-    # SQLite's INTEGER PRIMARY KEY is the rowid: it takes a value of its own
-    return not (pk == [col["name"]] and isinstance(col["type"], sa.Integer))
+    return bool(col["name"] != rowid)
 
 
 def ensure_table(engine: Engine, spec: MappingSpec) -> sa.Table:

@@ -320,3 +320,32 @@ def test_an_empty_mapping_file_is_refused(clean_env: Path,
     monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(path))
     code, out = check()
     assert code == 2 and f"{path}:1: the mapping file is empty" in out, out
+
+
+def test_a_key_unique_only_through_a_partial_index_is_refused(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ON CONFLICT on the key cannot use a partial index: every insert would fail
+    url = f"sqlite:///{clean_env}/erp.db"
+    _adopted(clean_env, monkeypatch, url, key="VARCHAR(20) NOT NULL")
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE UNIQUE INDEX ix_ma_kh ON customers (ma_kh) "
+                             "WHERE ma_kh <> ''"))
+    code, out = check()
+    assert code == 2 and "primary key or unique" in out, out
+
+
+@pytest.mark.parametrize("pk", ["id BIGINT NOT NULL PRIMARY KEY", "id INT NOT NULL PRIMARY KEY"])
+def test_an_app_primary_key_that_is_not_the_rowid_needs_a_value(
+        pk: str, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # only a lone primary key declared exactly INTEGER is SQLite's rowid
+    code, out = _adopted(clean_env, monkeypatch, f"sqlite:///{clean_env}/erp.db", pk)
+    assert code == 2 and "'id' is NOT NULL without a default" in out, out
+
+
+def test_an_app_primary_key_without_a_default_on_postgresql_is_refused(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch, fresh_pg_url: str) -> None:
+    code, out = _adopted(clean_env, monkeypatch, fresh_pg_url, "id INTEGER PRIMARY KEY")
+    assert code == 2 and "'id' is NOT NULL without a default" in out, out
+    code, out = _adopted(clean_env, monkeypatch, fresh_pg_url,
+                         "id INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+    assert code == 0, out
