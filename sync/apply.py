@@ -168,14 +168,10 @@ class Applier:
             await self._push_updates(pushes)
 
     def _refused_row(self, it: ChunkItem, reason: str) -> None:
-        message = f"the database refused the row: {reason}"
-        if it.state is None:
-            # No bookkeeping without a row: a state with the contact's id and no row would
-            # read as a row an app deleted. The contact is planned afresh next cycle.
-            self.ctx.counts["errors"] += 1
-            log.warning("row.error", key=it.key, error=message)
-        else:
-            self.row_error(it.key, it.state, message, keep_status=True)
+        # A contact new here gets a state without its CRM id (`status` names it): one with the
+        # id and no row would read as a row an app deleted. It is planned afresh next cycle.
+        self.row_error(it.key, it.state, f"the database refused the row: {reason}",
+                       keep_status=it.state is not None)
 
     def _write_chunk(self, items: Sequence[ChunkItem]
                      ) -> list[tuple[ChunkItem, PushUpdate, SyncState]]:

@@ -44,7 +44,9 @@ async def test_a_new_contact_the_table_refuses_is_a_row_error_and_the_others_syn
         assert r.status == "partial" and r.exit_code == 3, (r.status, r.notes)
         assert r.counts["errors"] == 1 and write_calls(r.api_calls) == {}, r.counts
         assert refused(h) == ["KH-DUP-2"]  # the first of the two listed is in
-        assert "KH-DUP-2" not in h.states()  # no bookkeeping without its row
+        state = h.states()["KH-DUP-2"]  # in `status`, without the CRM id: no "app delete"
+        assert (state.status, state.public_id, state.base) == ("error", None, None), state
+        assert r.rows_in_error == 1 and "refused the row" in (state.last_error or "")
     assert len(h.rows()) == 41
 
     h.emulator.agent_update(h.crm()["KH-DUP-2"]["public_id"], emails=["trung.vu2@example.vn"])
