@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from sync.convert import validate_for_push
+from sync.convert import MAX_KEY_LENGTH, validate_for_push
 from sync.cycle import CycleContext, PendingDelete
 from sync.errors import NotSent, RemoteError, RowsRefused, row_failure
 from sync.merge import (
@@ -95,8 +95,8 @@ class Applier:
                   public_id: str | None = None, keep_status: bool = False) -> None:
         self.ctx.counts["errors"] += 1
         log.warning("row.error", key=key, error=message)
-        if self.ctx.options.dry_run:
-            return
+        if self.ctx.options.dry_run or len(key) > MAX_KEY_LENGTH:
+            return  # a key the bookkeeping cannot hold: its state would fail every save
         status = state.status if keep_status and state else "error"
         self._queued[key] = self._state(
             key, state, status=status, last_error=message,

@@ -34,13 +34,14 @@ from sync.record import (
 from sync.scalars import literal, to_crm_text
 from sync.transform import from_crm as canon
 
-__all__ = ["CRM_KEY_PREFIX", "EXTRA_PREFIX", "MAPPING_KEY", "Converter", "RowError", "canon",
-           "key_problem", "validate_for_push"]
+__all__ = ["CRM_KEY_PREFIX", "EXTRA_PREFIX", "MAPPING_KEY", "MAX_KEY_LENGTH", "Converter",
+           "RowError", "canon", "key_problem", "validate_for_push"]
 
 DEFAULT_KIND = "personal"
 EXTRA_PREFIX = "custom_fields:"  # an unclaimed custom field, kept in the JSON column
 MAPPING_KEY = "@mapping"
 CRM_KEY_PREFIX = "crm:"  # the local key of a contact without a refId: crm:<public_id>
+MAX_KEY_LENGTH = 255  # what sync_state.key holds
 
 
 class RowError(ValueError):
@@ -361,6 +362,9 @@ def key_problem(key: str, column: str) -> str | None:
     if key.startswith(CRM_KEY_PREFIX):
         return (f"{column} {key!r}: keys starting with {CRM_KEY_PREFIX!r} are crm-sync's own, "
                 "for contacts made in the CRM without a refId; give the row a key of its own")
+    if len(key) > MAX_KEY_LENGTH:
+        return (f"{column} {key[:40]!r}...: {len(key)} characters, more than the "
+                f"{MAX_KEY_LENGTH} crm-sync's bookkeeping keeps for a key")
     if norm_text(key) != key:
         return (f"{column} {key!r} cannot be a refId: the CRM trims it and collapses its "
                 "spaces (blank, leading, trailing or repeated spaces, or control characters)")
