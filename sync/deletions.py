@@ -183,8 +183,11 @@ class Deletions:
                     if not same:
                         ctx.counts["skipped_changed_during_cycle"] += 1
                         return
-                # the whole row, the app's own columns too: nothing of it is lost
-                values = e.local.whole_row(conn, d.key) or d.row or d.local
+                # the whole row, the app's own columns too: nothing of it is lost (the mapped
+                # ones as their types read them: a JSON column as JSON, a date as a date)
+                whole = e.local.whole_row(conn, d.key)
+                values = ({**whole, **now_row} if whole and now_row else None) \
+                    or d.row or d.local
                 e.local.delete(conn, [d.key])
                 e.store.add_tombstones(conn, [dict(key=d.key, public_id=d.public_id,
                                                    side="remote", values=values,

@@ -110,6 +110,10 @@ async def test_a_crm_deletion_keeps_the_apps_own_columns_in_the_tombstone(
     values = tomb["values"]
     assert (values["so_don_hang"], values["ghi_chu_noi_bo"]) == (7, "khách quen"), values
     assert values["ref_id"] == key and values["full_name"]
+    # the mapped columns as their types read them, on SQLite too (not as the driver's text):
+    # a date kept as a date ({"$date": ...}), a JSON column as JSON
+    assert values["birthday"] is None or set(values["birthday"]) == {"$date"}, values
+    assert values["tags"] is None or isinstance(values["tags"], list), values
 
 
 async def test_a_row_an_apps_table_refers_to_is_kept_and_the_other_deletions_go_on(
