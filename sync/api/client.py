@@ -228,24 +228,23 @@ class OmiClient:
         """The contact with exactly one given identifier, or None. Deleted ones are returned
         with is_deleted=True when the server reports them."""
         query = adapter.get_query(ref_id=ref_id, ref_code=ref_code, phone=phone, email=email)
-        try:
-            payload = await self._request("get", params=query)
-        except RemoteError as exc:
-            if adapter.says_missing(exc):
-                return None
-            raise
+        payload = await self._found("get", params=query)
         if isinstance(payload, list) and len(payload) <= 1:
             payload = payload[0] if payload else None
         return None if payload is None else adapter.contact_from_wire(payload)
 
     async def details(self, public_id: str) -> Contact | None:
+        payload = await self._found("details", public_id=public_id)
+        return None if payload is None else adapter.contact_from_wire(payload)
+
+    async def _found(self, endpoint: str, **request: Any) -> Any:
+        """The payload, or None when the CRM answers that the contact does not exist."""
         try:
-            payload = await self._request("details", public_id=public_id)
+            return await self._request(endpoint, **request)
         except RemoteError as exc:
             if adapter.says_missing(exc):
                 return None
             raise
-        return None if payload is None else adapter.contact_from_wire(payload)
 
     async def layout(self) -> list[LayoutField]:
         return adapter.layout_from_wire(await self._request("layout"))
