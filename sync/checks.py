@@ -16,7 +16,8 @@ from sync.mapping_file import load_mapping, locate
 from sync.settings import Settings
 from sync.status import safe_url
 from sync.store import make_engine
-from sync.store.local import LocalTable, check_table
+from sync.store.adoption import check_table
+from sync.store.local import LocalTable
 from sync.store.state import StateStore
 
 

@@ -23,8 +23,9 @@ from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox
 from sync.settings import Settings
 from sync.store import make_engine
+from sync.store.adoption import check_table
 from sync.store.checkpoint import background_checkpoints
-from sync.store.local import LocalTable, check_table, ensure_table
+from sync.store.local import LocalTable, ensure_table
 from sync.store.lock import TenantLock
 from sync.store.migrate import is_up_to_date, upgrade
 from sync.store.state import StateStore

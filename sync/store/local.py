@@ -59,17 +59,6 @@ _TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
                                                           "postgresql"),
     "timestamp": lambda: sa.DateTime(timezone=True),
 }
-# What an existing column's reflected type may be for each mapped type.
-_COMPATIBLE: dict[str, tuple[type[Any], ...]] = {
-    "text": (sa.String, sa.Text, sa.Enum),
-    "integer": (sa.Integer, sa.BigInteger, sa.SmallInteger, sa.Numeric),
-    "number": (sa.Float, sa.Numeric, sa.Integer),
-    "date": (sa.Date, sa.DateTime, sa.String),
-    "boolean": (sa.Boolean, sa.Integer, sa.SmallInteger),
-    "json": (sa.JSON, sa.Text, sa.String),
-    "timestamp": (sa.DateTime, sa.String),
-}
-
 Row = dict[str, Any]
 
 
@@ -103,85 +92,6 @@ def sqlite_affinity(declared: str) -> str:
     if "REAL" in t or "FLOA" in t or "DOUB" in t:
         return "REAL"
     return "NUMERIC"
-
-
-def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
-    """Problems that stop an existing table from being adopted; [] when fine or absent."""
-    insp = sa.inspect(engine)
-    if not insp.has_table(spec.table):
-        return []
-    existing = {c["name"]: c for c in insp.get_columns(spec.table)}
-    problems = []
-    for name, kind in column_types(spec).items():
-        col = existing.get(name)
-        if col is None:
-            problems.append(f"table {spec.table!r}: column {name!r} ({kind}) is missing")
-        elif not isinstance(col["type"], _COMPATIBLE[kind]):
-            problems.append(f"table {spec.table!r}: column {name!r} is {col['type']}, "
-                            f"which cannot hold {kind}")
-    key = existing.get(spec.key_column)
-    if key is not None and engine.dialect.name == "postgresql" and isinstance(
-            key["type"], sa.CHAR) and not isinstance(key["type"], sa.VARCHAR):
-        problems.append(f"table {spec.table!r}: key column {spec.key_column!r} is "
-                        f"{key['type']}, which PostgreSQL pads with spaces: its keys would "
-                        "never match the CRM's refIds (use VARCHAR or TEXT)")
-    pk = insp.get_pk_constraint(spec.table).get("constrained_columns") or []
-    mapped = column_types(spec)
-    rowid = _rowid_alias(engine, spec.table)
-    for name, col in existing.items():
-        if name not in mapped and _needs_a_value(col, rowid):
-            problems.append(f"table {spec.table!r}: column {name!r} is NOT NULL without a "
-                            "default, and the mapping gives it no value: contacts pulled "
-                            "from the CRM could not be inserted (give it a default, allow "
-                            "NULL, or map it)")
-    if (spec.key_column in existing and pk != [spec.key_column]
-            and not _unique(engine, insp, spec.table, spec.key_column)):
-        problems.append(f"table {spec.table!r}: key column {spec.key_column!r} must be the "
-                        "primary key or unique")
-    return problems
-
-
-def _unique(engine: Engine, insp: sa.Inspector, table: str, column: str) -> bool:
-    """Whether a unique constraint or a unique index covers exactly this column (not a
-    partial index: ON CONFLICT on the column cannot use one)."""
-    if any(u["column_names"] == [column] for u in insp.get_unique_constraints(table)):
-        return True
-    if any(ix.get("unique") and ix["column_names"] == [column]
-           and not any(k.endswith("_where") for k in ix.get("dialect_options", {}))
-           for ix in insp.get_indexes(table)):
-        return True
-    if engine.dialect.name != "sqlite":
-        return False
-    # SQLAlchemy does not reflect a column's own UNIQUE on SQLite: its automatic index
-    with engine.connect() as conn:
-        quote = conn.dialect.identifier_preparer.quote
-        for ix in conn.exec_driver_sql(f"PRAGMA index_list({quote(table)})").all():
-            if ix[2] and not ix[4]:  # unique, not partial
-                cols = conn.exec_driver_sql(f"PRAGMA index_info({quote(ix[1])})").all()
-                if [c[2] for c in cols] == [column]:
-                    return True
-    return False
-
-
-def _rowid_alias(engine: Engine, table: str) -> str | None:
-    """SQLite: the column that is the rowid (a lone primary key declared exactly INTEGER),
-    which takes a value of its own."""
-    if engine.dialect.name != "sqlite":
-        return None
-    with engine.connect() as conn:
-        quote = conn.dialect.identifier_preparer.quote
-        pk = [c for c in conn.exec_driver_sql(f"PRAGMA table_info({quote(table)})").all()
-              if c[5]]
-    return str(pk[0][1]) if len(pk) == 1 and str(pk[0][2]).upper() == "INTEGER" else None
-
-
-def _needs_a_value(col: Mapping[str, Any], rowid: str | None) -> bool:
-    """A reflected column that an INSERT naming only the mapped columns would fail on."""
-    if col.get("nullable", True) or col.get("default") is not None:
-        return False
-    if col.get("autoincrement") is True or col.get("identity") or col.get("computed"):
-        return False
-    return bool(col["name"] != rowid)
 
 
 def ensure_table(engine: Engine, spec: MappingSpec) -> sa.Table:
