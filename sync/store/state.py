@@ -28,8 +28,8 @@ from sqlalchemy import (
     exists,
     func,
     inspect,
-    or_,
     select,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -91,10 +91,12 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 
 
 # In error: status `error`, or an error that kept the status it was in (a lookup, a delete or a
-# write failed for this contact only, and is tried again next cycle as the status says).
-_IN_ERROR = or_(sync_state.c.status == "error", and_(
-    sync_state.c.last_error.is_not(None),
-    sync_state.c.status.in_(("synced", "pending_create", "pushing"))))
+# write failed for this contact only, and is tried again next cycle as the status says). Two
+# conditions, each answered by an index (the second by a partial one): OR-ed, they read every
+# row, 85 ms a cycle at 100k on SQLite.
+_ERROR_STATUS = sync_state.c.status == "error"
+_KEPT_ERROR = and_(sync_state.c.last_error.is_not(None),
+                   sync_state.c.status.in_(("synced", "pending_create", "pushing")))
 
 
 class StateStore(Journal):
@@ -297,18 +299,20 @@ class StateStore(Journal):
     def errors(self, limit: int = 100) -> list[dict[str, Any]]:
         """Contacts in error, most recently updated first, with their last error."""
         c = sync_state.c
-        query = (select(c.key, c.ref_id, c.public_id, c.status, c.last_error, c.attempts,
-                        c.pending_since, c.updated_at)
-                 .where(c.tenant == self.tenant, _IN_ERROR)
-                 .order_by(c.updated_at.desc(), c.key).limit(limit))
+        cols = (c.key, c.ref_id, c.public_id, c.status, c.last_error, c.attempts,
+                c.pending_since, c.updated_at)
+        both = union_all(*(select(*cols).where(c.tenant == self.tenant, which)
+                           for which in (_ERROR_STATUS, _KEPT_ERROR))).subquery()
+        query = select(both).order_by(both.c.updated_at.desc(), both.c.key).limit(limit)
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     def count_errors(self) -> int:
         """How many contacts `errors` lists, without the limit."""
-        query = select(func.count()).where(sync_state.c.tenant == self.tenant, _IN_ERROR)
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return sum(int(conn.execute(select(func.count()).where(
+                sync_state.c.tenant == self.tenant, which)).scalar_one())
+                for which in (_ERROR_STATUS, _KEPT_ERROR))
 
     def save(self, conn: Connection, states: Iterable[SyncState]) -> None:
         """Insert or update these states (the last one wins when a key repeats)."""

@@ -9,9 +9,10 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from sync.errors import StoreError
 from sync.store import make_engine
@@ -26,6 +27,7 @@ from sync.store.migrate import (
     upgrade,
 )
 from sync.store.schema import TABLE_NAMES
+from sync.store.state import StateStore
 
 from .conftest import pg_base_url, with_search_path
 
@@ -55,7 +57,7 @@ def test_scripts_are_found_in_the_package() -> None:
     location = Path(script_location())
     assert (location / "env.py").is_file()
     assert any(p.name.endswith(".py") for p in (location / "versions").iterdir())
-    assert head_revision() == "0004"
+    assert head_revision() == "0005"
 
 
 def test_sqlite_upgrade_from_url_creates_the_directory(tmp_path: Path) -> None:
@@ -168,5 +170,30 @@ def test_migration_matches_schema(db_kind_url: str) -> None:
         assert current_revision(engine) == head_revision()
         assert schema_diffs(engine) == []
         assert set(inspect(engine).get_table_names()) == {*TABLE_NAMES, VERSION_TABLE}
+    finally:
+        engine.dispose()
+
+
+def test_counting_rows_in_error_reads_only_those_rows(tmp_path: Path) -> None:
+    # each cycle counts them: OR-ed in one query, the count read every row (85 ms at 100k)
+    url = f"sqlite:///{tmp_path}/e.db"
+    upgrade(url)
+    engine = make_engine(url)
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        seen.append((statement, params))
+
+    try:
+        event.listen(engine, "before_cursor_execute", record)
+        assert StateStore(engine, "acme").count_errors() == 0
+        event.remove(engine, "before_cursor_execute", record)
+        counts = [(q, p) for q, p in seen if "count(*)" in q]
+        assert len(counts) == 2, seen
+        with engine.connect() as conn:
+            plans = [" ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + q, p)) for q, p in counts]
+        assert all("USING COVERING INDEX" in p or "USING INDEX" in p for p in plans), plans
+        assert any("ix_sync_state_tenant_errors" in p for p in plans), plans
     finally:
         engine.dispose()
