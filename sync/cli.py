@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from sync import __version__, logs
@@ -19,6 +18,7 @@ from sync.cycle import CycleOptions, CycleResult, ExitCode
 from sync.errors import AuthError, ConfigError, CrmSyncError, LockBusy
 from sync.notes_cli import notes_app
 from sync.settings import Settings, load_settings
+from sync.terminal import console
 
 app = typer.Typer(
     name="crm-sync", no_args_is_help=True, add_completion=False,
@@ -27,8 +27,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="The bookkeeping schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(notes_app, name="notes")
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 T = TypeVar("T")
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from sync import logs
@@ -23,13 +22,14 @@ from sync.settings import load_settings
 from sync.store import make_engine
 from sync.store.local import LocalTable
 from sync.store.migrate import check_schema
+from sync.terminal import console
 
 notes_app = typer.Typer(
     no_args_is_help=True,
     help="The notes outbox: rows of the local notes table sent to CRM agents (add-note), at "
          "most once. Notes whose fate is unknown are only re-sent by `notes resend`.")
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 T = TypeVar("T")
 
 

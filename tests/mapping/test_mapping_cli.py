@@ -349,3 +349,18 @@ def test_an_app_primary_key_without_a_default_on_postgresql_is_refused(
     code, out = _adopted(clean_env, monkeypatch, fresh_pg_url,
                          "id INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
     assert code == 0, out
+
+
+def test_status_piped_keeps_whole_table_cells(clean_env: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # piped, rich cut the runs table at 80 columns ("2026-1…")
+    try:
+        assert runner.invoke(app, ["demo", "--database", str(clean_env / "d.db")]).exit_code == 0
+        monkeypatch.setenv("CRM_SYNC_DATABASE_URL", f"sqlite:///{clean_env}/d.db")
+        monkeypatch.setenv("CRM_SYNC_TENANT", "demo")
+        result = runner.invoke(app, ["status"])
+    finally:
+        structlog.reset_defaults()
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", result.output), result.output
+    assert "…" not in result.output
