@@ -4,16 +4,18 @@ the dynamic attribute layout. Each problem raises a ConfigError naming what is w
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 
 import sqlalchemy as sa
+from dotenv import dotenv_values
 from sqlalchemy import Engine
 
 from sync.api.adapter import LayoutField
 from sync.errors import ConfigError
 from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping, locate
-from sync.settings import Settings
+from sync.settings import Settings, unknown_settings
 from sync.status import safe_url
 from sync.store import make_engine
 from sync.store.adoption import check_table
@@ -26,11 +28,15 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
         raise ConfigError("CRM_SYNC_API_KEY is not set (nor CRM_SYNC_API_KEY_FILE): `sync` "
                           "could not authenticate")
     done = [f"settings (tenant {settings.tenant_id}, CRM {settings.base_url})"]
+    done += [f"warning: {w}" for w in unknown_settings([*os.environ, *dotenv_values(".env")])]
     spec = load_mapping(settings.mapping_file)
     kinds = [sum(1 for f in spec.fields if getattr(f, k) is not None)
              for k in ("field", "custom", "dynamic")]
     done.append(f"mapping {settings.mapping_file}: table {spec.table!r}, {len(spec.fields)} "
                 f"mapped fields ({kinds[0]} standard, {kinds[1]} custom, {kinds[2]} dynamic)")
+    if not any(f.field == "full_name" for f in spec.fields):
+        done.append("warning: the mapping has no full_name: rows inserted in the table cannot "
+                    "be created in the CRM, which requires a name (updates send the CRM's own)")
     db = make_engine(settings.database_url)
     try:
         with db.connect():

@@ -187,7 +187,8 @@ def check(online: Annotated[bool, typer.Option(
 
     lines = _guarded(lambda: run_checks(_settings(), online=online))
     for line in lines:
-        out.print(f"[green]ok[/] {line}")
+        warning = line.startswith("warning: ")
+        out.print(f"[yellow]{line}[/]" if warning else f"[green]ok[/] {line}")
 
 
 def _on_database(action: Callable[[Engine], str]) -> str:

@@ -6,8 +6,10 @@ secrets). `load_settings` turns every validation problem into a ConfigError nami
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from sync.merge import Policy
 
 PREFIX = "CRM_SYNC_"
 SECRET_FILE_SETTINGS = ("API_KEY", "DATABASE_URL")
+TESTS_PREFIX = PREFIX + "TEST_"  # the test suite's own (CRM_SYNC_TEST_PG_URL)
 
 
 def default_mapping_file() -> Path:
@@ -110,6 +113,21 @@ def _secret_files(env: dict[str, str]) -> dict[str, Any]:
         except OSError as exc:
             raise ConfigError(f"{PREFIX}{name}_FILE: cannot read {path}: {exc.strerror}") from None
     return found
+
+
+def unknown_settings(names: Iterable[str]) -> list[str]:
+    """A warning for each CRM_SYNC_* name among these (the environment's, `.env`'s) that
+    names no setting, with the closest one: a misspelt setting is otherwise ignored without
+    a word."""
+    known = {PREFIX + name.upper() for name in Settings.model_fields}
+    known |= {f"{PREFIX}{name}_FILE" for name in SECRET_FILE_SETTINGS}
+    out = []
+    for name in sorted(set(names)):
+        if name.startswith(PREFIX) and name not in known and not name.startswith(TESTS_PREFIX):
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            out.append(f"{name} is not a setting and is ignored"
+                       + (f": did you mean {close[0]}?" if close else ""))
+    return out
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -364,3 +364,25 @@ def test_status_piped_keeps_whole_table_cells(clean_env: Path,
     assert result.exit_code == 0, result.output
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", result.output), result.output
     assert "…" not in result.output
+
+
+def test_check_warns_of_names_that_are_no_setting(clean_env: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # a misspelt setting was ignored without a word, in the environment or in .env
+    monkeypatch.setenv("CRM_SYNC_INTERVAL", "30")
+    (clean_env / ".env").write_text("CRM_SYNC_CONFLICT_POLCY=manual\n", encoding="utf-8")
+    code, out = check()
+    assert code == 0, out
+    assert ("warning: CRM_SYNC_CONFLICT_POLCY is not a setting and is ignored: did you mean "
+            "CRM_SYNC_CONFLICT_POLICY?") in out, out
+    assert ("warning: CRM_SYNC_INTERVAL is not a setting and is ignored: did you mean "
+            "CRM_SYNC_INTERVAL_SECONDS?") in out, out
+    assert "CRM_SYNC_LOG_FORMAT is not" not in out  # a setting (clean_env sets it): no warning
+
+
+def test_check_warns_that_a_mapping_without_the_name_cannot_create(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(clean_env, "fields:\n  - {field: phone, column: phone}\n")
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(path))
+    code, out = check()
+    assert code == 0 and "warning: the mapping has no full_name" in out, out
