@@ -166,13 +166,7 @@ class Converter:
 
     def _stale(self, row: Mapping[str, Any] | None) -> bool:
         """Does the row's JSON column still hold a label a column now claims?"""
-        if row is None or not self.claimed:
-            return False
-        try:
-            return any(norm_text(k) in self.claimed for k in tf.json_object(
-                row.get(str(self.extra_col))))
-        except ValueError:
-            return False
+        return row is not None and bool(self.claimed_in_json(row))
 
     # --- CRM contact -> canonical ---------------------------------------------------------------
 
