@@ -4,7 +4,8 @@ Nothing else in crm-sync knows a JSON key, a path or a status code of the OMICal
 assumption is one named constant or one small function marked `[assumed]`, so that correcting it
 when the real service disagrees is a one-line change. The list (README.md repeats it):
 
- 1. TOKEN_REJECTED_STATUSES: HTTP 401 means the access token was refused (re-auth once, retry once).
+ 1. TOKEN_REJECTED_STATUSES: HTTP 401 means the access token was refused (re-auth and retry; the
+    client renews a token refused again up to 4 times a call).
  2. TOKEN_REJECTED_CODES: a -9999 `api_key_invalid` / `api_key_is_required` from any endpoint but
     auth means the same (the documented examples answer HTTP 200 even on failure). On auth,
     key_refused: a -9999 whose code names the key or credentials is a refused key; any other
@@ -264,10 +265,15 @@ def retry_after_seconds(header: str | None) -> float | None:
 _KEY_REFUSED = re.compile(r".*(api_?key|credential|unauthori[sz]ed|forbidden|denied).*")
 
 
+def _code(message: str) -> str:
+    """A -9999 message as a code: `Contact does not exist` -> `contact_does_not_exist`."""
+    return re.sub(r"[\s-]+", "_", message.strip().lower())
+
+
 def key_refused(code: str) -> bool:
     """[assumed] 2: a -9999 on auth that refuses the key itself (`api_key_invalid`,
     `api_key_is_required`, ...), as opposed to a busy or failing server."""
-    norm = re.sub(r"[\s-]+", "_", code.strip().lower())
+    norm = _code(code)
     return norm in TOKEN_REJECTED_CODES or _KEY_REFUSED.fullmatch(norm) is not None
 
 
@@ -360,8 +366,7 @@ def says_missing(error: RemoteError) -> bool:
     already gone; on details and get, there is no such contact. Any other code (`system_busy`,
     `request_invalid`, a message-less failure) confirms nothing: a contact is never taken for
     deleted, nor a delete for done, on an answer that does not say so."""
-    code = re.sub(r"[\s-]+", "_", (error.code or "").strip().lower())
-    return _MISSING_CODE.fullmatch(code) is not None
+    return _MISSING_CODE.fullmatch(_code(error.code or "")) is not None
 
 
 # --- reading: the contact object, pages, layout ------------------------------------------------
