@@ -13,6 +13,9 @@ through `Pull.chunk`, the usual path:
 - a whole chunk with an item that cannot be read, so that the cycle fails on it as it would
   have, before any of the chunk is written;
 - a chunk whose worker died, and every later one (the pool is closed, with a warning).
+
+Into an empty `sync_state` (no tenant's rows), its secondary indexes are set aside until the
+import ends (`store/deferred_indexes.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sync.api.adapter import Listed
 from sync.errors import RowsRefused
 from sync.import_pool import ImportPool, WorkerLost
 from sync.prepare import Prepared
+from sync.store import deferred_indexes
 
 if TYPE_CHECKING:
     from sync.pull import Pull
@@ -37,6 +41,8 @@ class PooledImport:
     def __init__(self, pull: Pull, pool: ImportPool):
         self.pull, self.pool = pull, pool
         self._closed = False
+        with pull.e.store.begin() as conn:
+            self._indexes_aside = deferred_indexes.set_aside(conn)
 
     async def add(self, items: list[Listed]) -> None:
         """Send a chunk to the workers; write the oldest chunks the window no longer holds."""
@@ -51,12 +57,23 @@ class PooledImport:
         """Write every chunk still with the workers."""
         while len(self.pool):
             await self._write_next()
+        self._restore_indexes()
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             log.info("import.pool", **self.pool.stats())
             self.pool.close()
+        try:
+            self._restore_indexes()
+        except Exception as exc:  # the import's own failure, if any, is the one to report
+            log.warning("import.indexes_not_restored", error=f"{type(exc).__name__}: {exc}",
+                        detail="the next start creates them")
+
+    def _restore_indexes(self) -> None:
+        if self._indexes_aside:
+            deferred_indexes.restore(self.pull.e.db)
+            self._indexes_aside = False
 
     async def _write_next(self) -> None:
         try:

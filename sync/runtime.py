@@ -22,7 +22,7 @@ from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox
 from sync.settings import Settings
-from sync.store import make_engine
+from sync.store import deferred_indexes, make_engine
 from sync.store.adoption import check_table
 from sync.store.checkpoint import background_checkpoints
 from sync.store.local import LocalTable, ensure_table
@@ -88,6 +88,7 @@ def prepare_database(db: Engine, spec: MappingSpec, *, migrate: bool,
         if not migrate:
             raise StoreError("the database schema is not up to date: run `crm-sync db upgrade`")
         upgrade(db)
+    deferred_indexes.restore(db)  # after a first import killed before it put them back
     problems = check_table(db, spec)
     if problems:
         raise ConfigError("the local table does not fit the mapping:\n  " +

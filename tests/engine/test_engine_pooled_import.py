@@ -18,7 +18,9 @@ import sync.pull
 from sync.cycle import CycleOptions
 from sync.emulator.config import ORDERS
 from sync.import_pool import ImportPool
+from sync.runtime import build_runtime
 from sync.settings import default_mapping_file
+from sync.store.deferred_indexes import SECONDARY
 from sync.store.schema import sync_state
 
 from .conftest import MakeHarness
@@ -32,8 +34,15 @@ MAPPING = default_mapping_file().read_text(encoding="utf-8") + (
 class _CountingPool(ImportPool):
     batches: ClassVar[list[int]] = []
     kill_after: ClassVar[int | None] = None  # kill the workers after this many batches
+    fail_after: ClassVar[int | None] = None  # fail the import after this many batches
+    db: ClassVar[sa.Engine | None] = None  # if set, the indexes seen at each batch
+    indexes_seen: ClassVar[list[set[str]]] = []
 
     def submit(self, items: list[Any]) -> None:
+        if self.db is not None:
+            self.indexes_seen.append(_indexes(self.db))
+        if len(self.batches) == self.fail_after:
+            raise RuntimeError("the import failed here")
         super().submit(items)
         self.batches.append(len(items))
         if len(self.batches) == self.kill_after:
@@ -46,7 +55,12 @@ def pooled(monkeypatch: pytest.MonkeyPatch) -> type[_CountingPool]:
     """ImportPool with its batches counted (and its workers killed on demand)."""
     monkeypatch.setattr(sync.pull, "ImportPool", _CountingPool)
     _CountingPool.batches, _CountingPool.kill_after = [], None
+    _CountingPool.fail_after, _CountingPool.db, _CountingPool.indexes_seen = None, None, []
     return _CountingPool
+
+
+def _indexes(db: sa.Engine) -> set[str]:
+    return {str(ix["name"]) for ix in sa.inspect(db).get_indexes("sync_state")}
 
 
 def _awkward(h: Harness) -> None:
@@ -174,3 +188,47 @@ async def test_a_pooled_import_mirrors_the_crm_in_every_list_order(
         assert (await h.cycle()).status == "ok"
     assert_mirrored(h)
     assert not write_calls((await h.cycle()).api_calls)
+
+
+SECONDARY_NAMES = {str(ix.name) for ix in SECONDARY}
+
+
+async def test_a_first_import_builds_the_secondary_indexes_once_at_its_end(
+        make_harness: MakeHarness, pooled: type[_CountingPool]) -> None:
+    """Into an empty sync_state the import writes without sync_state's secondary indexes,
+    and puts them back when it ends: when it succeeds, when it fails, and, after a process
+    killed meanwhile, when the next one prepares the database."""
+    h = make_harness({"contacts": N, "seed": 36, "page_size_cap": 100}, page_size=100,
+                     import_min_contacts=0)
+    assert SECONDARY_NAMES and _indexes(h.rt.db) >= SECONDARY_NAMES
+    pooled.db = h.rt.db
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert len(pooled.indexes_seen) == 3
+    assert all(not seen & SECONDARY_NAMES for seen in pooled.indexes_seen[1:])
+    assert _indexes(h.rt.db) >= SECONDARY_NAMES
+
+    _wipe(h)  # a first import again, which fails halfway
+    pooled.batches, pooled.indexes_seen, pooled.fail_after = [], [], 1
+    failed = await h.cycle()
+    assert failed.status == "failed" and "the import failed here" in " ".join(failed.notes)
+    assert not pooled.indexes_seen[-1] & SECONDARY_NAMES  # they were set aside
+    assert _indexes(h.rt.db) >= SECONDARY_NAMES
+
+    with h.rt.db.begin() as conn:  # as a process killed during an import leaves them
+        for ix in SECONDARY:
+            ix.drop(conn)
+    build_runtime(h.rt.settings).close()
+    assert _indexes(h.rt.db) >= SECONDARY_NAMES
+
+
+async def test_the_indexes_stay_when_another_tenant_has_rows(
+        make_harness: MakeHarness, pooled: type[_CountingPool]) -> None:
+    h = make_harness({"contacts": N, "seed": 37, "page_size_cap": 100}, page_size=100,
+                     import_min_contacts=0)
+    with h.rt.db.begin() as conn:
+        conn.execute(sync_state.insert().values(
+            tenant="other", key="KH-1", status="synced", updated_at=sa.func.now()))
+    pooled.db = h.rt.db
+    assert (await h.cycle()).status == "ok"
+    assert pooled.batches and all(seen >= SECONDARY_NAMES for seen in pooled.indexes_seen)

@@ -33,6 +33,7 @@ from sync.api.adapter import contact_from_wire
 from sync.emulator import EmulatorConfig, EmulatorServer
 from sync.runtime import Runtime
 from sync.store import make_engine
+from sync.store.migrate import schema_diffs
 
 from .conftest import Figures
 from .helpers import (
@@ -279,6 +280,8 @@ def kill_scenario(tmp_path: Path, db_url: str) -> Outcome:
                 lost_by_field=dict(Counter(x[1] for x in lost)),
                 lost_after_a_landed_push=sum(1 for x in lost if x[0] in landed),
                 resurrected=len(resurrected), converged=m.converged,
+                # the first run's import, killed, had set sync_state's secondary indexes aside
+                schema_diffs_after=len(schema_diffs(rt.db)),
                 seconds=round(time.monotonic() - started, 1))
             return Outcome(m, lost, resurrected, phases, figs, waited, dict(completed))
         finally:
@@ -311,6 +314,7 @@ def test_kill9_converges_without_duplicates(outcome: Outcome) -> None:
     assert not outcome.waited, outcome.waited
     assert "1" not in outcome.completed, outcome.completed
     assert outcome.mirror.converged, outcome.mirror.summary()
+    assert outcome.figures["schema_diffs_after"] == 0
     assert not outcome.mirror.duplicates
     assert not outcome.resurrected, outcome.resurrected
 
