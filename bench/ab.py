@@ -44,6 +44,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--size", type=int, default=20_000, help="contacts in the emulator")
     ap.add_argument("--runs", type=int, default=3, help="cycles of each checkout, alternated")
     ap.add_argument("--page-size", type=int, default=1000)
+    ap.add_argument("--order", default="created",
+                    help="the emulator's list order (created, updated_desc, public_id, random)")
     ap.add_argument("--pg", metavar="URL", help="into PostgreSQL (a fresh database each)")
     ap.add_argument("--noop", action="store_true",
                     help="measure no-op cycles on a mirror (imported first) instead of pulls")
@@ -56,7 +58,7 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="crm-ab-"))
     params = {"page_size": opts.page_size, "concurrency": 4}
     checkouts = {"base": opts.base.resolve(), "this": ROOT}
-    emu = Emulator(opts.size, opts.page_size, workdir)
+    emu = Emulator(opts.size, opts.page_size, workdir, opts.order)
     walls: dict[str, list[float]] = {"base": [], "this": []}
     detection: dict[str, list[float]] = {"base": [], "this": []}
     prints: dict[str, str] = {}

@@ -109,14 +109,15 @@ def _free_port() -> int:
 
 
 class Emulator:
-    def __init__(self, contacts: int, page_size_cap: int, workdir: Path) -> None:
+    def __init__(self, contacts: int, page_size_cap: int, workdir: Path,
+                 order: str = "created") -> None:
         self.contacts, self.port = contacts, _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(workdir / f"emulator-{contacts}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sync", "emulator", "--port", str(self.port),
              "--contacts", str(contacts), "--page-size-cap", str(page_size_cap),
-             "--add-more-delay", "0", "--seed", "1"],
+             "--add-more-delay", "0", "--seed", "1", "--order", order],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         started = time.perf_counter()
         while True:
