@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from xxhash import xxh3_128_hexdigest
 
 from sync.api import adapter
@@ -189,6 +191,57 @@ def test_contact_is_the_parsed_item_and_carries_the_digest() -> None:
                                                     for x in raw_page().listed]
     # a contact built by hand has no digest, and equality ignores it
     assert adapter.contact_from_wire(CONTRACT_EXAMPLE).digest is None
+
+
+# Wire objects of every shape the tolerant reading meets: known and unknown codes, values as a
+# list of objects, a lone object, a bare scalar, lists with nulls and scalars; any JSON scalar
+# where text is expected; entries that are not objects.
+_scalar = st.none() | st.booleans() | st.integers(-10**12, 10**14) | st.floats(
+    allow_nan=False, allow_infinity=False) | st.sampled_from(
+    ["", " ", "Nam", "nữ", "home", "Cá nhân", "0912 345 678", "+84 393 123 456",
+     "a@b.vn", "06/03/1991", "1991-03-06", "688089600000", "  Trần  Văn ", "x\ny\r\n"]) | st.text(
+    max_size=6)
+_value = st.fixed_dictionaries({}, optional={
+    "display_value": _scalar, "data_type": _scalar, "value_type": _scalar, "other": _scalar})
+_values = st.none() | _scalar | _value | st.lists(_value, max_size=3) | st.lists(
+    st.none() | _scalar | _value, max_size=3)
+_code = st.sampled_from(["full_name", "job_title", "address", "passport", "note", "gender",
+                         "phone_number", "mail", "birthday", "contact_owner", "ref_id", "refId",
+                         "ref_code", "more_infomation", "hTqLmZpXcR"]) | _scalar
+_entry = st.fixed_dictionaries({}, optional={
+    "field_code": _code, "field_type": st.sampled_from(["single_text", "multi_text"]) | _scalar,
+    "value": _values, "identify": st.booleans()})
+_wire = st.fixed_dictionaries({}, optional={
+    "public_id": _scalar, "ref_id": _scalar, "refId": _scalar, "ref_code": _scalar,
+    "refCode": _scalar, "created_date": _scalar, "last_updated_date": _scalar,
+    "is_deleted": _scalar, "tags": st.lists(_scalar | st.fixed_dictionaries({"name": _scalar}),
+                                            max_size=3) | _scalar,
+    "attribute_structure": st.lists(_entry | _scalar, max_size=6) | _scalar | _entry,
+    "create_by": st.fixed_dictionaries({"name": _scalar})})
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(_wire)
+def test_an_item_read_from_its_json_is_the_object_read_tolerantly(obj: dict[str, Any]) -> None:
+    """contact_from_json decodes the usual shape straight into its fields, and takes the
+    tolerant reading for any other: both give what contact_from_wire gives."""
+    raw = compact(obj)
+    assert adapter.contact_from_json(raw, digest="d") == adapter.contact_from_wire(obj)
+
+
+def test_the_usual_shape_is_read_without_the_tolerant_reading(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for obj in PAYLOAD["items"]:
+        expected = adapter.contact_from_wire(obj)
+        with monkeypatch.context() as m:
+            m.setattr(adapter, "_tolerant", None)  # not called
+            assert adapter.contact_from_json(compact(obj)) == expected
+    lone = {**SECOND, "attribute_structure": [attr("full_name", "A") | {"value": "A"}]}
+    with monkeypatch.context() as m:
+        m.setattr(adapter, "_tolerant", None)
+        with pytest.raises(TypeError):  # a lone value is another shape: read tolerantly
+            adapter.contact_from_json(compact(lone))
+    assert adapter.contact_from_json(compact(lone)).full_name == "A"
 
 
 def test_page_numbers_and_has_next_from_a_raw_payload() -> None:
