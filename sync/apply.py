@@ -112,9 +112,14 @@ class Applier:
                         column=self.e.conv.extra_col,
                         detail="a mapped column holds these custom fields: write them there")
 
-    def refresh(self, state: SyncState, remote: Contact, row_hash: str | None) -> None:
-        """An agreed contact: keep the CRM's latest copy and the row's fingerprint."""
-        if not self.ctx.options.dry_run:
+    def refresh(self, state: SyncState, remote: Contact | None, row_hash: str | None) -> None:
+        """An agreed contact: keep the CRM's latest copy (None: the one recorded) and the
+        row's fingerprint."""
+        if self.ctx.options.dry_run:
+            return
+        if remote is None:
+            self._queued[state.key] = state.replace(local_hash=row_hash)
+        else:
             self._queued[state.key] = state.replace(
                 remote=remote, remote_updated_ms=remote.updated_ms, local_hash=row_hash)
 
@@ -341,9 +346,11 @@ class Applier:
                     self.row_error(it.key, it.state, f"{row_failure('update', exc)} (sent: "
                                    f"{sent})", public_id=it.remote.public_id)
                     return
-            # The CRM now holds `contact`; its timestamp is unknown until the next listing.
+            # The CRM now holds `contact`; its timestamp is unknown until the next listing,
+            # and the listed bytes it replaced stay recorded: a listing that lags the update
+            # serves them again, and they are then read as `contact` (Pull.chunk).
             done.append(after.replace(remote=replace(contact, updated_ms=None),
-                                      remote_updated_ms=None))
+                                      remote_updated_ms=None, remote_hash=it.remote.digest))
 
         # Every update runs to its end before the cycle fails on one, and those the CRM took
         # are recorded as agreed before the failure goes on.

@@ -170,7 +170,9 @@ class Pull:
                 else:
                     local_f = e.conv.row_fields(row)
                     applier.row_read(key, row)
-                remote_f = self._remote_fields(remote, state, local_f)
+                superseded = self._superseded(state, remote)
+                remote_f = (superseded if superseded is not None
+                            else self._remote_fields(remote, state, local_f))
             except RowError as exc:  # a value one side cannot hold: this contact only
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
@@ -184,8 +186,11 @@ class Pull:
                 fix_id = row is not None and col is not None and row.get(col) != remote.public_id
                 if fix_id:  # the row is about to change: its fingerprint is the next cycle's
                     row_hash = None
-                if (state.remote_updated_ms != remote.updated_ms or state.local_hash != row_hash
-                        or state.remote_hash != remote.digest):
+                if superseded is not None:  # the CRM's copy is the one recorded
+                    if state.local_hash != row_hash:
+                        applier.refresh(state, None, row_hash)
+                elif (state.remote_updated_ms != remote.updated_ms
+                      or state.local_hash != row_hash or state.remote_hash != remote.digest):
                     # unmapped CRM data moved on / the row's fingerprint for next time
                     applier.refresh(state, remote, row_hash)
                 if fix_id:
@@ -245,6 +250,20 @@ class Pull:
         return state.replace(base={k: (remote_f[k] if k in remote_f and remote_f[k] != v
                                        and remote_f[k] == sent.get(k) else v)
                                    for k, v in state.base.items()})
+
+    def _superseded(self, state: SyncState | None, remote: Contact) -> Fields | None:
+        """The CRM's side of a contact listed with the very bytes an update of ours replaced
+        (a listing that lags the update): the version we sent, as it is recorded. Else None.
+
+        An agent's edit changes the bytes, so only that lag is read this way; a full cycle
+        reads every contact as listed, so a CRM that never applied the update is found there.
+        (The recorded bytes are otherwise those of the recorded copy itself, as listed.)"""
+        if (state is None or self.ctx.options.full or state.status not in AGREED_STATUSES
+                or state.remote_updated_ms is not None or state.remote_hash is None
+                or state.remote_hash != remote.digest or state.remote is None
+                or state.base is None):
+            return None
+        return self._as_sent(state.remote, state.base)
 
     def _remote_fields(self, remote: Contact, state: SyncState | None,
                        local_f: Fields | None) -> Fields:

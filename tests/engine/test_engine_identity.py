@@ -156,3 +156,54 @@ async def test_a_contact_deleted_here_that_the_listing_still_shows_is_not_pulled
     await h.settle(full=True)
     assert h.row(key) is None and pid not in {c["public_id"] for c in h.emulator.contacts()}
     assert_mirrored(h)
+
+
+def _lagging_listing() -> tuple[Hooked, dict[str, bool]]:
+    """A transport whose listing, while `lagging["on"]`, serves each page as it last served
+    it before: a CRM whose list lags its writes."""
+    stale: dict[str, bytes] = {}
+    lagging = {"on": False}
+
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/list"):
+            page = ex.params.get("page", "1")
+            if lagging["on"] and page in stale:
+                return httpx.Response(200, content=stale[page],
+                                      headers={"content-type": "application/json"})
+            response = await send()
+            stale[page] = response.content
+            return response
+        return await send()
+
+    return Hooked(hook), lagging
+
+
+async def test_an_update_the_listing_lags_does_not_set_the_apps_edit_back(
+        make_harness: MakeHarness) -> None:
+    """The app edits a row, the cycle pushes it; the CRM's listing lags the update and serves
+    the old copy for a while. Quick cycles take those bytes, which the push superseded, for
+    that lag: the row keeps the app's edit and nothing is sent again (before: the old value
+    was pulled over the edit, and came back when the listing caught up). An agent's edit of
+    another field in the same cycle is merged the same way."""
+    transport, lagging = _lagging_listing()
+    h = make_harness({"contacts": 30, "seed": 86}, transport=transport)
+    await h.settle()
+    key, other = sorted(k for k in h.rows() if not k.startswith("crm:"))[3:5]
+    h.update(key, job_title="Trưởng phòng kinh doanh")
+    h.update(other, job_title="Kế toán trưởng")
+    h.emulator.agent_update(h.crm()[other]["public_id"], address="12 Lê Lợi, Huế")
+    r = await h.cycle()
+    assert r.counts["updated_remote"] == 2 and r.counts["updated_local"] == 1, r.counts
+    lagging["on"] = True  # the listing as it was before those updates
+    for _ in range(2):
+        r = await h.cycle()
+        assert r.status == "ok", r.notes
+        assert not r.counts.get("updated_local") and not r.counts.get("updated_remote")
+        assert h.row(key)["job_title"] == "Trưởng phòng kinh doanh"  # type: ignore[index]
+        assert h.row(other)["job_title"] == "Kế toán trưởng"  # type: ignore[index]
+        assert h.row(other)["address"] == "12 Lê Lợi, Huế"  # type: ignore[index]
+    lagging["on"] = False
+    await h.settle()
+    assert first(h.crm()[key], "job_title") == "Trưởng phòng kinh doanh"
+    assert first(h.crm()[other], "job_title") == "Kế toán trưởng"
+    assert_mirrored(h)
