@@ -7,7 +7,7 @@ Safety rules that live here:
   picks it up;
 - the agreed base is saved only after the CRM accepted the push, so a failed push is retried;
 - a create is recorded `pending_create` BEFORE add-more is called, so a crash right after the
-  call can never lead to a blind re-send.
+  call can never lead to a blind re-send (`creates.py` sends them).
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ import structlog
 
 from sync.convert import MAX_KEY_LENGTH, validate_for_push
 from sync.cycle import CycleContext, PendingDelete
-from sync.errors import NotSent, RemoteError, RowsRefused, row_failure
+from sync.errors import RemoteError, RowsRefused, row_failure
 from sync.merge import (
     Action,
     Conflict,
     ContactPlan,
     PullCreate,
     PullUpdate,
-    PushCreate,
     PushDelete,
     PushUpdate,
     ReadOnlyEdit,
@@ -75,10 +74,6 @@ def sent_fields(fields: Fields) -> Fields:
     return {k: (None if k.startswith(DYNAMIC_PREFIX) else v) for k, v in fields.items()}
 
 
-# Sends of one create before it is given up (then sent again once the app changes its row).
-MAX_CREATE_ATTEMPTS = 5
-
-
 class Applier:
     def __init__(self, engine: SyncEngine, ctx: CycleContext):
         self.e, self.ctx = engine, ctx
@@ -88,7 +83,7 @@ class Applier:
     # --- small state helpers ------------------------------------------------------------------
 
     @staticmethod
-    def _state(key: str, prev: SyncState | None, **changes: Any) -> SyncState:
+    def state(key: str, prev: SyncState | None, **changes: Any) -> SyncState:
         return SyncState(key, **changes) if prev is None else prev.replace(**changes)
 
     def row_error(self, key: str, state: SyncState | None, message: str, *,
@@ -98,7 +93,7 @@ class Applier:
         if self.ctx.options.dry_run or len(key) > MAX_KEY_LENGTH:
             return  # a key the bookkeeping cannot hold: its state would fail every save
         status = state.status if keep_status and state else "error"
-        self._queued[key] = self._state(
+        self._queued[key] = self.state(
             key, state, status=status, last_error=message,
             attempts=(state.attempts if state else 0) + 1,
             public_id=public_id or (state.public_id if state else None))
@@ -128,6 +123,12 @@ class Applier:
             self.e.store.save(conn, list(self._queued.values()))
             self._queued.clear()
 
+    def save_queued(self) -> None:
+        """flush_queued in a transaction of its own, if anything is queued."""
+        if self._queued:
+            with self.e.store.begin() as conn:
+                self.flush_queued(conn)
+
     def queued_mark(self) -> dict[str, SyncState]:
         """The queue as it is, for `requeue` should the transaction that flushes it fail."""
         return dict(self._queued)
@@ -137,7 +138,7 @@ class Applier:
 
     def _synced(self, item: ChunkItem, base: Fields, remote: Contact, status: str = "synced",
                 error: str | None = None) -> SyncState:
-        return self._state(item.key, item.state, ref_id=remote.ref_id, public_id=remote.public_id,
+        return self.state(item.key, item.state, ref_id=remote.ref_id, public_id=remote.public_id,
                            status=status, base=base, remote=remote,
                            remote_updated_ms=remote.updated_ms, last_error=error, attempts=0,
                            pending_since=None)
@@ -284,17 +285,6 @@ class Applier:
         except ValueError:
             return False
 
-    def _earlier(self, key: str, prev: SyncState | None, fields: Fields) -> Contact | None:
-        """For a create sent again: the send before this one (kept in `remote`, as no CRM copy
-        exists yet), so that, should the CRM show that one late, its values are known for ours
-        and not taken for an agent's edits (pull._sent_shown). The latest earlier send that
-        differs is kept."""
-        if prev is None or prev.public_id is not None:
-            return None
-        if prev.base is None or prev.base == sent_fields(fields):
-            return prev.remote
-        return self.e.conv.to_contact(key, prev.base, None)
-
     def _crm_id(self, remote: Contact) -> dict[str, Any]:
         col = self.spec.crm_id_column
         return {col: remote.public_id} if col else {}
@@ -359,96 +349,4 @@ class Applier:
         finally:
             with e.store.begin() as conn:
                 e.store.save(conn, done)
-                self.flush_queued(conn)
-
-    # --- creates, through add-more --------------------------------------------------------------
-
-    async def _add_more(self, batch: Sequence[tuple[str, Fields, SyncState | None]],
-                        states: Sequence[SyncState],
-                        refused: list[tuple[SyncState, RemoteError]]) -> int:
-        """Send a batch; the number of contacts the CRM took. A -9999 refuses the whole batch
-        and may be one contact's doing (a value the server will not take): the batch is
-        halved and each half sent, down to the contacts refused alone (into `refused`), so
-        that one bad row holds none of the others back."""
-        e = self.e
-        try:
-            await e.client.add_more([e.conv.to_contact(k, f, None) for k, f, _ in batch])
-        except NotSent as exc:
-            # Certainly never received: these rows are plain new rows again next cycle.
-            with e.store.begin() as conn:
-                e.store.save(conn, [st.replace(status="error", base=None, pending_since=None,
-                                               last_error=f"add-more not sent: {exc}")
-                                    for st in states])
-            raise
-        except RemoteError as exc:
-            if len(batch) == 1:
-                refused.append((states[0], exc))
-                return 0
-            half = len(batch) // 2
-            return (await self._add_more(batch[:half], states[:half], refused)
-                    + await self._add_more(batch[half:], states[half:], refused))
-        self.ctx.counts["created_remote"] += len(batch)
-        return len(batch)
-
-    def _refused(self, refused: Sequence[tuple[SyncState, RemoteError]], *, again: bool
-                 ) -> None:
-        """Contacts the CRM refused alone: certainly not created ([assumed] 17), each in error
-        with the server's reason. `again` (up to MAX_CREATE_ATTEMPTS sends): a new row again,
-        sent next cycle; else its sent values are kept and it is sent again (looked up first)
-        once the app changes its row, as a create given up is."""
-        if not refused:
-            return
-        self.ctx.counts["errors"] += len(refused)
-        states = []
-        for st, exc in refused:
-            retry = again and st.attempts < MAX_CREATE_ATTEMPTS
-            when = "next cycle" if retry else "once the row changes"
-            states.append(st.replace(
-                status="error", pending_since=None, **({"base": None} if retry else {}),
-                last_error=f"the CRM refused this contact (add-more: {exc.code}); it is sent "
-                           f"again {when}"))
-        with self.e.store.begin() as conn:
-            self.e.store.save(conn, states)
-
-    async def creates(self) -> None:
-        ctx, e = self.ctx, self.e
-        todo, ctx.creates = ctx.creates, []
-        # rows whose create failed before go last: one the CRM keeps refusing delays no other
-        todo.sort(key=lambda t: t[2] is not None and t[2].status == "error")
-        for start in range(0, len(todo), e.batch_size):
-            batch = todo[start:start + e.batch_size]
-            if ctx.options.dry_run:
-                ctx.plan.extend(PushCreate(k, f) for k, f, _ in batch)
-                ctx.counts["created_remote"] += len(batch)
-                continue
-            # Pending from now, not from the cycle's start: a long cycle (an import, many
-            # batches) must not eat into the time the CRM is given to show the create before
-            # it is looked up, and maybe sent again.
-            since = e.now()
-            states = [self._state(k, prev, ref_id=k, public_id=None, status="pending_create",
-                                  base=sent_fields(f), remote=self._earlier(k, prev, f),
-                                  last_error=None,
-                                  attempts=(prev.attempts if prev else 0) + 1,
-                                  pending_since=since) for k, f, prev in batch]
-            with e.store.begin() as conn:  # recorded first: a crash after the call is safe
-                e.store.save(conn, states)
-                self.flush_queued(conn)
-            refused: list[tuple[SyncState, RemoteError]] = []
-            created = 0
-            try:
-                created = await self._add_more(batch, states, refused)
-            finally:
-                # Every contact of a batch refused alone is more likely the server's doing
-                # than theirs: they are sent again next cycle, and the batches after this one
-                # wait for it too, not burning calls meanwhile. Otherwise the refused ones are
-                # the contacts' own doing.
-                everyone = bool(refused) and not created
-                self._refused(refused, again=everyone)
-            if everyone and start + e.batch_size < len(todo):
-                ctx.notes.append(f"add-more refused every contact of a batch "
-                                 f"({refused[-1][1].code}): the other new rows wait for the "
-                                 "next cycle")
-                break
-        if self._queued:
-            with e.store.begin() as conn:
                 self.flush_queued(conn)

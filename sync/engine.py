@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sync.api.client import OmiClient
 from sync.apply import Applier
 from sync.convert import Converter
+from sync.creates import Creates
 from sync.cycle import (
     COUNTERS,
     CycleContext,
@@ -145,7 +146,7 @@ class SyncEngine:
             await deletions.confirm_vanished()
         deletions.guard()
         await deletions.apply()
-        await applier.creates()
+        await Creates(applier).run()
         self.analyze_after_bulk(ctx)
         if self.notes:
             ctx.counts.update(await self.notes.push(self.client, batch_size=self.batch_size,

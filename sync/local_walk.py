@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sync.apply import MAX_CREATE_ATTEMPTS, ChunkItem, sent_fields
+from sync.apply import ChunkItem, sent_fields
 from sync.convert import RowError, key_problem, validate_for_push
+from sync.creates import MAX_CREATE_ATTEMPTS
 from sync.cycle import CycleContext
 from sync.lookup import look_up
 from sync.merge import plan_contact

@@ -237,7 +237,7 @@ class Pull:
     def _sent_shown(self, state: SyncState, remote_f: Fields) -> SyncState:
         """A version we sent and have not seen land, kept in `remote`: a push cut short
         (`pushing`, the update sent), or a create sent more than once (`pending_create`, the
-        send before the last, which the CRM may show late; Applier._earlier). A field where
+        send before the last, which the CRM may show late; Creates._earlier). A field where
         the CRM shows that version's value, not the base's, is ours, so agreed, not an agent's
         edit: the base takes it, and the row's value is pushed, not the old one pulled over
         the app's edits."""
