@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -138,7 +139,21 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = PREFIX + "_".join(str(p) for p in err["loc"]).upper()
+            field = "_".join(str(p) for p in err["loc"])
+            name = PREFIX + field.upper()
             # never echo the input: it may be a secret
-            problems.append(f"{name}: {err['msg']}")
+            problems.append(f"{name}{_where(name, field, overrides)}: {err['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _where(name: str, field: str, overrides: dict[str, Any]) -> str:
+    """Where a setting's value came from, for the message (the environment wins over .env)."""
+    if field in overrides:
+        return ""
+    if name in os.environ:
+        return " (in the environment)"
+    if name in dotenv_values(".env"):
+        return " (in .env)"
+    if f"{name}_FILE" in os.environ:
+        return f" (in the file {name}_FILE names)"
+    return ""

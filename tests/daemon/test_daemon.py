@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -260,6 +261,21 @@ def test_bad_settings_are_refused_before_anything_starts(sqlite_url: str) -> Non
                          database_url=sqlite_url, full_sync_cron="*/15 2-4 * * mon-fri")
     with pytest.raises(ConfigError, match="CRM_SYNC_API_KEY"):
         run_daemon(settings_for("http://127.0.0.1:1", sqlite_url, api_key=""))
+
+
+def test_a_bad_setting_says_where_its_value_came_from(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment or .env (the value itself is never shown: it may be a secret)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("CRM_SYNC_PAGE_SIZE=many\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"CRM_SYNC_PAGE_SIZE \(in \.env\): ") as exc:
+        load_settings(api_key=API_KEY)
+    assert "many" not in str(exc.value)
+    monkeypatch.setenv("CRM_SYNC_PAGE_SIZE", "lots")  # the environment wins over .env
+    with pytest.raises(ConfigError, match=r"CRM_SYNC_PAGE_SIZE \(in the environment\): "):
+        load_settings(api_key=API_KEY)
+    with pytest.raises(ConfigError, match=r"CRM_SYNC_PAGE_SIZE: "):
+        load_settings(api_key=API_KEY, page_size="x")  # given by the caller
 
 
 def test_a_database_url_without_its_driver_is_a_configuration_error() -> None:
