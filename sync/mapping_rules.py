@@ -104,8 +104,9 @@ def check_field(f: FieldMap) -> None:
         raise mapping_error("field", f"unknown standard field {f.field!r}{hint}; known: "
                             + ", ".join(sorted(MAPPABLE_FIELDS)))
     if f.dynamic is not None and f.field_type not in DYNAMIC_TYPES:
-        raise mapping_error("field_type", "a dynamic attribute needs its `field_type`, one "
-                            f"of: {', '.join(sorted(DYNAMIC_TYPES))}")
+        said = ("a dynamic attribute needs its `field_type`" if f.field_type is None
+                else f"unknown field_type {f.field_type!r}")
+        raise mapping_error("field_type", f"{said}, one of: {', '.join(sorted(DYNAMIC_TYPES))}")
     if f.dynamic is None and f.field_type is not None:
         raise mapping_error("field_type", "field_type applies to dynamic attributes only")
     _check_type(f)

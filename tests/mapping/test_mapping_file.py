@@ -73,6 +73,8 @@ def test_every_problem_is_listed_with_its_line() -> None:
     ("{field: ref_code, column: x}", "fields[0].field", "ref_code_column"),
     ("{field: full_name}", "fields[0].column", "'column' is required"),
     ("{dynamic: vWabCEBkqM, column: x}", "fields[0].field_type", "needs its `field_type`"),
+    ("{dynamic: vWabCEBkqM, field_type: dropdown, column: x}", "fields[0].field_type",
+     "unknown field_type 'dropdown', one of: "),
     ("{dynamic: vWabCEBkqM, field_type: text, column: x}", "fields[0].field_type", "one of"),
     ("{custom: Điểm, field_type: number, column: x}", "fields[0].field_type",
      "dynamic attributes only"),
