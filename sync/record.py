@@ -130,7 +130,7 @@ def norm_phone(value: object) -> str | None:
         return None
     # removing separators can bring a base letter next to a combining mark: NFC again
     digits = unicodedata.normalize("NFC", _PHONE_JUNK.sub("", text))
-    if digits.startswith("00"):
+    if digits.startswith("00") and digits[2:3] not in ("", "0"):  # no country code starts with 0
         digits = "+" + digits[2:]
     if digits.startswith("+84"):
         return "0" + digits[3:].lstrip("0")

@@ -179,6 +179,10 @@ def test_empty_phone_is_none(raw: object) -> None:
 def test_phone_keeps_what_it_does_not_understand() -> None:
     # an extension or letters are kept (no value is silently dropped), separators are not
     assert norm_phone("0393 123 456 ext 12") == "0393123456ext12"
+    # `00` is an international prefix only before a country code, none of which starts
+    # with 0: zeros stay zeros (a row's `0000` was reported as the phone '+00')
+    assert [norm_phone(p) for p in ("0000", "00", "000 123")] == ["0000", "00", "000123"]
+    assert norm_phone("0044 20 7946 0958") == "+442079460958"
 
 
 # --- emails, genders, text ---------------------------------------------------------------------
