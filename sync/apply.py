@@ -242,7 +242,8 @@ class Applier:
                         # Write-ahead: should the process die once the CRM has taken the
                         # update, the next cycle must know the new CRM values for ours.
                         states.append(it.state.replace(status="pushing", remote=e.conv.to_contact(
-                            it.remote.ref_id, push.fields, it.remote), remote_updated_ms=None))
+                            it.remote.ref_id, push.fields, it.remote), remote_updated_ms=None,
+                            remote_hash=it.remote.digest))  # what it was made against
                 elif base is not None and not any(isinstance(a, PushDelete) for a in acts):
                     states.append(self._synced(it, base, it.remote, status, error))
                     if error is None and status in AGREED_STATUSES:

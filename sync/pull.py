@@ -13,6 +13,7 @@ send back what the applier would write; what they do not cover comes back to `Pu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -171,8 +172,10 @@ class Pull:
                     local_f = e.conv.row_fields(row)
                     applier.row_read(key, row)
                 superseded = self._superseded(state, remote)
-                remote_f = (superseded if superseded is not None
-                            else self._remote_fields(remote, state, local_f))
+                if superseded is not None:  # the listing lags an update of ours
+                    remote, remote_f = superseded
+                else:
+                    remote_f = self._remote_fields(remote, state, local_f)
             except RowError as exc:  # a value one side cannot hold: this contact only
                 applier.row_error(key, state, str(exc), public_id=remote.public_id)
                 continue
@@ -251,19 +254,34 @@ class Pull:
                                        and remote_f[k] == sent.get(k) else v)
                                    for k, v in state.base.items()})
 
-    def _superseded(self, state: SyncState | None, remote: Contact) -> Fields | None:
-        """The CRM's side of a contact listed with the very bytes an update of ours replaced
-        (a listing that lags the update): the version we sent, as it is recorded. Else None.
+    def _superseded(self, state: SyncState | None, remote: Contact
+                    ) -> tuple[Contact, Fields] | None:
+        """A contact listed with the very bytes an update of ours was made against (a listing
+        that lags the update): the CRM's copy, as we know it, and its fields. Else None.
+
+        After the update (synced): the version sent. While its outcome is unknown (`pushing`:
+        the answer lost, or the process killed before it came): the version agreed before it,
+        so that what the row changed since is sent again, against that version (an update
+        sends only what differs from the copy it is made against).
 
         An agent's edit changes the bytes, so only that lag is read this way; a full cycle
-        reads every contact as listed, so a CRM that never applied the update is found there.
-        (The recorded bytes are otherwise those of the recorded copy itself, as listed.)"""
-        if (state is None or self.ctx.options.full or state.status not in AGREED_STATUSES
-                or state.remote_updated_ms is not None or state.remote_hash is None
-                or state.remote_hash != remote.digest or state.remote is None
-                or state.base is None):
+        reads every contact as listed, so a CRM that never applied an update is found there.
+        (Otherwise the recorded bytes are those of the recorded copy itself, as listed.)"""
+        if (state is None or self.ctx.options.full or state.remote_updated_ms is not None
+                or state.remote_hash is None or state.remote_hash != remote.digest
+                or state.remote is None or state.base is None):
             return None
-        return self._as_sent(state.remote, state.base)
+        if state.status in AGREED_STATUSES:
+            known = state.remote
+        elif state.status == "pushing":
+            known = self.e.conv.to_contact(state.ref_id or remote.ref_id, state.base,
+                                           state.remote)
+        else:
+            return None
+        fields = self._as_sent(known, state.base)
+        if fields is None:
+            return None
+        return replace(known, digest=remote.digest, public_id=remote.public_id), fields
 
     def _remote_fields(self, remote: Contact, state: SyncState | None,
                        local_f: Fields | None) -> Fields:

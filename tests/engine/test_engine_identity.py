@@ -207,3 +207,69 @@ async def test_an_update_the_listing_lags_does_not_set_the_apps_edit_back(
     assert first(h.crm()[key], "job_title") == "Trưởng phòng kinh doanh"
     assert first(h.crm()[other], "job_title") == "Kế toán trưởng"
     assert_mirrored(h)
+
+
+async def test_an_edit_undone_while_the_listing_lags_reaches_the_crm(
+        make_harness: MakeHarness) -> None:
+    """The app sets a job title, the cycle pushes it; while the listing still serves the copy
+    from before that update, the app sets the title back. The next cycle pushes the row as it
+    is, and the CRM must end with the app's value: the update is diffed against the version
+    the CRM holds (the one sent), not against the superseded listed copy, else the field the
+    app set back to the old listed value is left out of the body, the CRM keeps the first
+    push's value, and once the listing catches up it is pulled over the app's edit."""
+    transport, lagging = _lagging_listing()
+    h = make_harness({"contacts": 30, "seed": 86}, transport=transport)
+    await h.settle()
+    key = sorted(k for k in h.rows() if not k.startswith("crm:"))[3]
+    before = h.row(key)["job_title"]  # type: ignore[index]
+    h.update(key, job_title="Trưởng phòng kinh doanh")
+    r = await h.cycle()
+    assert r.counts["updated_remote"] == 1, r.counts
+    lagging["on"] = True  # the listing as it was before that update
+    h.update(key, job_title=before)  # the app sets it back
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert r.counts["updated_remote"] == 1, r.counts  # the row's value is pushed
+    lagging["on"] = False
+    await h.settle()
+    assert h.row(key)["job_title"] == before  # type: ignore[index]
+    assert first(h.crm()[key], "job_title") == before
+    assert_mirrored(h)
+
+
+async def test_an_update_whose_answer_is_lost_while_the_listing_lags_keeps_the_apps_edits(
+        make_harness: MakeHarness) -> None:
+    """The app sets a job title; the cycle pushes it (the listing then lags that update). The
+    app then sets the address; the next cycle's update reaches the CRM but its answer is lost
+    (the CRM took it: as a process killed between the push and the save of its state, it
+    stays `pushing`). While the listing still serves the copy from before the first update,
+    no cycle may set the app's job title back, nor lose it once the listing catches up."""
+    transport, lagging = _lagging_listing()
+    lose_answer = {"on": False}
+
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        if lose_answer["on"] and ex.path.endswith("/contacts/update"):
+            await send()  # the CRM takes the update, the answer never comes back
+            return httpx.Response(500, text="<html>Internal Server Error</html>")
+        return await transport.hook(ex, send)  # type: ignore[misc]
+
+    h = make_harness({"contacts": 30, "seed": 86}, transport=Hooked(hook))
+    await h.settle()
+    key = sorted(k for k in h.rows() if not k.startswith("crm:"))[3]
+    h.update(key, job_title="Trưởng phòng kinh doanh")
+    assert (await h.cycle()).counts["updated_remote"] == 1
+    lagging["on"] = True  # the listing as it was before that update
+    h.update(key, address="12 Lê Lợi, Huế")
+    lose_answer["on"] = True
+    r = await h.cycle()
+    assert r.status == "failed" and h.states()[key].status == "pushing", r.notes
+    lose_answer["on"] = False
+    for _ in range(2):
+        await h.cycle()
+        assert h.row(key)["job_title"] == "Trưởng phòng kinh doanh"  # type: ignore[index]
+        assert h.row(key)["address"] == "12 Lê Lợi, Huế"  # type: ignore[index]
+    lagging["on"] = False
+    await h.settle()
+    assert h.row(key)["job_title"] == "Trưởng phòng kinh doanh"  # type: ignore[index]
+    assert first(h.crm()[key], "job_title") == "Trưởng phòng kinh doanh"
+    assert_mirrored(h)
