@@ -43,6 +43,7 @@ from sync.local_walk import LocalWalk
 from sync.merge import Policy
 from sync.notes import NotesOutbox
 from sync.pull import Pull
+from sync.store import deferred_indexes
 from sync.store.local import LocalTable
 from sync.store.state import AgreedRows, StateStore, SyncState
 
@@ -132,6 +133,8 @@ class SyncEngine:
         return result
 
     async def _steps(self, ctx: CycleContext) -> None:
+        if not ctx.options.dry_run:  # a first import's end could not put them back
+            deferred_indexes.restore_if_aside(self.store)
         applier = Applier(self, ctx)
         if self.notes and not ctx.options.dry_run:
             # notes left in flight by a crash: maybe delivered, so held as `unknown`

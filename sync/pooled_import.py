@@ -42,7 +42,7 @@ class PooledImport:
         self.pull, self.pool = pull, pool
         self._closed = False
         with pull.e.store.begin() as conn:
-            self._indexes_aside = deferred_indexes.set_aside(conn)
+            deferred_indexes.set_aside(pull.e.store, conn)
 
     async def add(self, items: list[Listed]) -> None:
         """Send a chunk to the workers; write the oldest chunks the window no longer holds."""
@@ -68,12 +68,10 @@ class PooledImport:
             self._restore_indexes()
         except Exception as exc:  # the import's own failure, if any, is the one to report
             log.warning("import.indexes_not_restored", error=f"{type(exc).__name__}: {exc}",
-                        detail="the next start creates them")
+                        detail="the next cycle puts them back")
 
     def _restore_indexes(self) -> None:
-        if self._indexes_aside:
-            deferred_indexes.restore(self.pull.e.db)
-            self._indexes_aside = False
+        deferred_indexes.restore_if_aside(self.pull.e.store)
 
     async def _write_next(self) -> None:
         try:

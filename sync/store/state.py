@@ -113,6 +113,8 @@ class StateStore(Journal):
         self._upserts: dict[tuple[str, tuple[str, ...]], tuple[Any, Positional | None]] = {}
         self._staged: pgcopy.Staged | None = None  # save_fresh's, through COPY
         self._blobs = False  # agreed_rows met a BLOB in the local table
+        # a first import set sync_state's secondary indexes aside (deferred_indexes.py)
+        self.indexes_aside = False
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

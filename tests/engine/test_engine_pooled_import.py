@@ -20,6 +20,7 @@ from sync.emulator.config import ORDERS
 from sync.import_pool import ImportPool
 from sync.runtime import build_runtime
 from sync.settings import default_mapping_file
+from sync.store import deferred_indexes
 from sync.store.deferred_indexes import SECONDARY
 from sync.store.schema import sync_state
 
@@ -232,3 +233,31 @@ async def test_the_indexes_stay_when_another_tenant_has_rows(
     pooled.db = h.rt.db
     assert (await h.cycle()).status == "ok"
     assert pooled.batches and all(seen >= SECONDARY_NAMES for seen in pooled.indexes_seen)
+
+
+async def test_indexes_a_failed_import_left_aside_come_back_without_a_restart(
+        make_harness: MakeHarness, pooled: type[_CountingPool],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes away as a first import ends: the import's cycle fails, and so does
+    putting sync_state's indexes back. A daemon does not restart: its next cycles succeed
+    (the database is back) and are no first import; the indexes come back in this process,
+    not only at its next start, else every status and error query of every tenant reads the
+    whole table meanwhile (found by a code review)."""
+    h = make_harness({"contacts": N, "seed": 38, "page_size_cap": 100}, page_size=100,
+                     import_min_contacts=0)
+    real = deferred_indexes.restore
+    down = {"on": True}
+
+    def restore(db: sa.Engine) -> None:
+        if down["on"]:
+            raise sa.exc.OperationalError("CREATE INDEX ...", {}, ConnectionError(
+                "server closed the connection unexpectedly"))
+        real(db)
+
+    monkeypatch.setattr(deferred_indexes, "restore", restore)
+    r = await h.cycle()
+    assert r.status == "failed", r.notes  # everything written, the indexes not put back
+    assert not _indexes(h.rt.db) & SECONDARY_NAMES
+    down["on"] = False  # the database is back
+    assert (await h.cycle()).status == "ok"
+    assert _indexes(h.rt.db) >= SECONDARY_NAMES
