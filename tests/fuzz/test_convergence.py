@@ -1,8 +1,9 @@
 """Hypothesis fuzzes both sides and asserts they converge (vdirsyncer-style).
 
 Random app edits in the local table, agent edits in the CRM emulator, deletes on both sides,
-fault storms and sync cycles interleave; at the end, with faults off, a few cycles must bring
-both sides to the same contacts: no duplicates, nothing lost, every row equal to its contact.
+fault storms, a listing that lags the CRM's writes, and sync cycles interleave; at the end,
+with faults off, a few cycles must bring both sides to the same contacts: no duplicates,
+nothing lost, every row equal to its contact.
 """
 
 from __future__ import annotations
@@ -35,18 +36,40 @@ TAGS = st.lists(st.sampled_from(["Khách lẻ", "VIP", "Đã gọi"]), max_size=
 REFS = st.sampled_from([f"KH-{i:03d}" for i in range(12)])
 
 
+class Lagging(httpx.AsyncBaseTransport):
+    """While `on`, the listing serves each page as it last served it (a CRM whose list lags
+    its writes, by one cycle or more)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.on = inner, False
+        self.pages: dict[tuple[str | None, str | None], bytes] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/contacts/list"):
+            return await self.inner.handle_async_request(request)
+        page = (request.url.params.get("page"), request.url.params.get("size"))
+        if self.on and page in self.pages:
+            return httpx.Response(200, content=self.pages[page],
+                                  headers={"content-type": "application/json"})
+        response = await self.inner.handle_async_request(request)
+        body = await response.aread()
+        if response.status_code == 200:
+            self.pages[page] = body
+        return httpx.Response(response.status_code, content=body, headers=response.headers)
+
+
 class SyncMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
         self.emulator = Emulator(EmulatorConfig(contacts=6, seed=3, add_more_delay=0.0,
                                                 retry_after=0.0, timeout_hang=0.0))
-        transport = httpx.ASGITransport(app=create_app(emulator=self.emulator))
+        self.transport = Lagging(httpx.ASGITransport(app=create_app(emulator=self.emulator)))
         s = load_settings(base_url="http://emulator", api_key="demo-key",
                           database_url=f"sqlite:///{Path(self.tmp.name) / 'fuzz.db'}",
                           pending_recheck_seconds=0, max_delete_fraction=1.0, max_retries=8,
                           backoff_max=0.001, page_size=4)
-        self.rt: Runtime = build_runtime(s, transport=transport)
+        self.rt: Runtime = build_runtime(s, transport=self.transport)
         self.table = self.rt.local.table
         self.cycle()
 
@@ -129,15 +152,17 @@ class SyncMachine(RuleBasedStateMachine):
 
     # --- the daemon ---------------------------------------------------------------------------
 
-    @rule(full=st.booleans(), faulty=st.booleans())
-    def sync(self, full: bool, faulty: bool) -> None:
+    @rule(full=st.booleans(), faulty=st.booleans(), lagging=st.booleans())
+    def sync(self, full: bool, faulty: bool, lagging: bool) -> None:
         self.emulator.configure(error_500_rate=0.15 if faulty else 0.0,
                                 rate_429_rate=0.1 if faulty else 0.0,
                                 malformed_rate=0.05 if faulty else 0.0)
+        self.transport.on = lagging  # the listing as an earlier cycle saw it
         try:
             result = self.cycle(full)
         finally:
             self.emulator.configure(error_500_rate=0.0, rate_429_rate=0.0, malformed_rate=0.0)
+            self.transport.on = False
         assert result.status in ("ok", "partial", "failed"), result
 
     @invariant()
