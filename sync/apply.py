@@ -139,9 +139,9 @@ class Applier:
     def _synced(self, item: ChunkItem, base: Fields, remote: Contact, status: str = "synced",
                 error: str | None = None) -> SyncState:
         return self.state(item.key, item.state, ref_id=remote.ref_id, public_id=remote.public_id,
-                           status=status, base=base, remote=remote,
-                           remote_updated_ms=remote.updated_ms, last_error=error, attempts=0,
-                           pending_since=None)
+                          status=status, base=base, remote=remote,
+                          remote_updated_ms=remote.updated_ms, last_error=error, attempts=0,
+                          pending_since=None)
 
     # --- a pulled chunk -----------------------------------------------------------------------
 
