@@ -18,7 +18,7 @@ from sync.mapping_file import load_mapping, locate
 from sync.settings import Settings, unknown_settings
 from sync.status import safe_url
 from sync.store import make_engine
-from sync.store.adoption import check_table
+from sync.store.adoption import check_table, table_warnings
 from sync.store.local import LocalTable
 from sync.store.state import StateStore
 
@@ -45,6 +45,7 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
         if not problems:
             _refuse_another_tenants_table(db, settings, spec)
             StateStore(db, settings.tenant_id).refuse_new_table(spec.table)
+            done += [f"warning: {w}" for w in table_warnings(db, spec)]
     except ConfigError:
         raise
     except Exception as exc:  # the driver's message names host and database, not secrets

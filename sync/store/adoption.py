@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sync.mapping import MappingSpec
 from sync.store.local import column_types
 
-__all__ = ["check_table"]
+__all__ = ["check_table", "table_warnings"]
 
 # What an existing column's reflected type may be for each mapped type.
 _COMPATIBLE: dict[str, tuple[type[Any], ...]] = {
@@ -61,6 +61,29 @@ def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
         problems.append(f"table {spec.table!r}: key column {spec.key_column!r} must be the "
                         "primary key or unique")
     return problems
+
+
+def table_warnings(engine: Engine, spec: MappingSpec) -> list[str]:
+    """What an existing table would do to some CRM values without a word: PostgreSQL rounds
+    a number to an INTEGER or NUMERIC(p,s) column's scale, and an app's later edit of the
+    row then sends the rounded value back (SQLite keeps what it is given)."""
+    insp = sa.inspect(engine)
+    if engine.dialect.name != "postgresql" or not insp.has_table(spec.table):
+        return []
+    existing = {c["name"]: c["type"] for c in insp.get_columns(spec.table)}
+    out = []
+    for name, kind in column_types(spec).items():
+        col = existing.get(name)
+        if kind != "number" or col is None or isinstance(col, sa.Float):
+            continue
+        scale = 0 if isinstance(col, sa.Integer) else getattr(col, "scale", None)
+        if scale is None:  # NUMERIC without a scale keeps every decimal
+            continue
+        keeps = f"{scale} decimals" if scale else "no decimals"
+        out.append(f"table {spec.table!r}: column {name!r} is {col}, which keeps {keeps}: a "
+                   "CRM value with more is stored rounded, and sent back rounded once an app "
+                   "edits that row (give the column a larger scale, or make it TEXT)")
+    return out
 
 
 def _unique(engine: Engine, insp: sa.Inspector, table: str, column: str) -> bool:

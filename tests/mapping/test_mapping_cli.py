@@ -188,6 +188,36 @@ def test_a_char_key_column_on_postgresql_is_refused(
     assert code == 0, out
 
 
+def test_a_number_column_that_rounds_on_postgresql_is_warned_of(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch, fresh_pg_url: str) -> None:
+    """PostgreSQL rounds a value to an INTEGER or NUMERIC(p,s) column's scale without a word;
+    an app's later edit of the row then sends the rounded value to the CRM. `check` says so
+    (a warning: the table works), for number fields only, and not for a column that keeps
+    every decimal."""
+    db = sa.create_engine(fresh_pg_url)
+    with db.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE sales (ma TEXT PRIMARY KEY, ten TEXT, "
+                             "doanh_so NUMERIC(12,2), diem INTEGER, ty_le DOUBLE PRECISION, "
+                             "tong NUMERIC, so_lan INTEGER)"))
+    db.dispose()
+    path = write(clean_env, "table: sales\nkey_column: ma\nref_code_column: null\n"
+                 "crm_id_column: null\ncustom_fields_column: null\nfields:\n"
+                 "  - {field: full_name, column: ten}\n"
+                 "  - {custom: Doanh số, column: doanh_so, type: number}\n"
+                 "  - {custom: Điểm, column: diem, type: number}\n"
+                 "  - {custom: Tỷ lệ, column: ty_le, type: number}\n"
+                 "  - {custom: Tổng, column: tong, type: number}\n"
+                 "  - {custom: Số lần, column: so_lan, type: integer}\n")
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", fresh_pg_url)
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(path))
+    code, out = check()
+    assert code == 0, out
+    assert ("warning: table 'sales': column 'doanh_so' is NUMERIC(12, 2), which keeps 2 "
+            "decimals: a CRM value with more is stored rounded") in out
+    assert "column 'diem' is INTEGER, which keeps no decimals" in out
+    assert "'ty_le'" not in out and "'tong'" not in out and "'so_lan'" not in out
+
+
 def _online(clean_env: Path, monkeypatch: pytest.MonkeyPatch, server: EmulatorServer,
             text: str) -> tuple[int, str]:
     path = write(clean_env, text)
