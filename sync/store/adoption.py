@@ -27,14 +27,23 @@ _COMPATIBLE: dict[str, tuple[type[Any], ...]] = {
 }
 
 
+def _reflected(engine: Engine, table: str) -> tuple[sa.Inspector, dict[str, Any]] | None:
+    """The table's inspector and reflected columns by name; None when there is no table."""
+    insp = sa.inspect(engine)
+    if not insp.has_table(table):
+        return None
+    return insp, {c["name"]: c for c in insp.get_columns(table)}
+
+
 def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
     """Problems that stop an existing table from being adopted; [] when fine or absent."""
-    insp = sa.inspect(engine)
-    if not insp.has_table(spec.table):
+    found = _reflected(engine, spec.table)
+    if found is None:
         return []
-    existing = {c["name"]: c for c in insp.get_columns(spec.table)}
+    insp, existing = found
+    mapped = column_types(spec)
     problems = []
-    for name, kind in column_types(spec).items():
+    for name, kind in mapped.items():
         col = existing.get(name)
         if col is None:
             problems.append(f"table {spec.table!r}: column {name!r} ({kind}) is missing")
@@ -48,7 +57,6 @@ def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
                         f"{key['type']}, which PostgreSQL pads with spaces: its keys would "
                         "never match the CRM's refIds (use VARCHAR or TEXT)")
     pk = insp.get_pk_constraint(spec.table).get("constrained_columns") or []
-    mapped = column_types(spec)
     rowid = _rowid_alias(engine, spec.table)
     for name, col in existing.items():
         if name not in mapped and _needs_a_value(col, rowid):
@@ -67,13 +75,13 @@ def table_warnings(engine: Engine, spec: MappingSpec) -> list[str]:
     """What an existing table would do to some CRM values without a word: PostgreSQL rounds
     a number to an INTEGER or NUMERIC(p,s) column's scale, and an app's later edit of the
     row then sends the rounded value back (SQLite keeps what it is given)."""
-    insp = sa.inspect(engine)
-    if engine.dialect.name != "postgresql" or not insp.has_table(spec.table):
+    found = _reflected(engine, spec.table) if engine.dialect.name == "postgresql" else None
+    if found is None:
         return []
-    existing = {c["name"]: c["type"] for c in insp.get_columns(spec.table)}
+    existing = found[1]
     out = []
     for name, kind in column_types(spec).items():
-        col = existing.get(name)
+        col = existing[name]["type"] if name in existing else None
         if kind != "number" or col is None or isinstance(col, sa.Float):
             continue
         scale = 0 if isinstance(col, sa.Integer) else getattr(col, "scale", None)
