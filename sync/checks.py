@@ -4,11 +4,9 @@ the dynamic attribute layout. Each problem raises a ConfigError naming what is w
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping
 
 import sqlalchemy as sa
-from dotenv import dotenv_values
 from sqlalchemy import Engine
 
 from sync.api.adapter import LayoutField
@@ -28,7 +26,7 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
         raise ConfigError("CRM_SYNC_API_KEY is not set (nor CRM_SYNC_API_KEY_FILE): `sync` "
                           "could not authenticate")
     done = [f"settings (tenant {settings.tenant_id}, CRM {settings.base_url})"]
-    done += [f"warning: {w}" for w in unknown_settings([*os.environ, *dotenv_values(".env")])]
+    done += [f"warning: {w}" for w in unknown_settings()]
     spec = load_mapping(settings.mapping_file)
     kinds = [sum(1 for f in spec.fields if getattr(f, k) is not None)
              for k in ("field", "custom", "dynamic")]

@@ -25,6 +25,7 @@ from sync.merge import Policy
 PREFIX = "CRM_SYNC_"
 SECRET_FILE_SETTINGS = ("API_KEY", "DATABASE_URL")
 TESTS_PREFIX = PREFIX + "TEST_"  # the test suite's own (CRM_SYNC_TEST_PG_URL)
+ENV_FILE = ".env"  # read from the working directory, under the environment
 
 
 def default_mapping_file() -> Path:
@@ -34,7 +35,7 @@ def default_mapping_file() -> Path:
 class Settings(BaseSettings):
     """Every setting of crm-sync. `.env.example` documents each one."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=".env", extra="ignore",
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_file=ENV_FILE, extra="ignore",
                                       env_file_encoding="utf-8")
 
     base_url: str = "http://127.0.0.1:8765"
@@ -116,10 +117,12 @@ def _secret_files(env: dict[str, str]) -> dict[str, Any]:
     return found
 
 
-def unknown_settings(names: Iterable[str]) -> list[str]:
-    """A warning for each CRM_SYNC_* name among these (the environment's, `.env`'s) that
-    names no setting, with the closest one: a misspelt setting is otherwise ignored without
-    a word."""
+def unknown_settings(names: Iterable[str] | None = None) -> list[str]:
+    """A warning for each CRM_SYNC_* name among these (default: the environment's and
+    `.env`'s) that names no setting, with the closest one: a misspelt setting is otherwise
+    ignored without a word."""
+    if names is None:
+        names = [*os.environ, *dotenv_values(ENV_FILE)]
     known = {PREFIX + name.upper() for name in Settings.model_fields}
     known |= {f"{PREFIX}{name}_FILE" for name in SECRET_FILE_SETTINGS}
     out = []
@@ -152,7 +155,7 @@ def _where(name: str, field: str, overrides: dict[str, Any]) -> str:
         return ""
     if name in os.environ:
         return " (in the environment)"
-    if name in dotenv_values(".env"):
+    if name in dotenv_values(ENV_FILE):
         return " (in .env)"
     if f"{name}_FILE" in os.environ:
         return f" (in the file {name}_FILE names)"
