@@ -406,10 +406,11 @@ class _Attribute(msgspec.Struct):
 # A contact object, as the fields read here: decoded straight from the item's JSON when it has
 # the usual shape, which skips every dict and key the reading below has no use for (half the
 # time a contact took to read); built by `_tolerant` from the decoded object otherwise.
+_TOP_KEYS = ("public_id", *REF_ID_KEYS, *REF_CODE_KEYS, "created_date", "last_updated_date",
+             "is_deleted", "tags")
 _WireContact = msgspec.defstruct("_WireContact", [
-    (name, Any, None) for name in ("public_id", *REF_ID_KEYS, *REF_CODE_KEYS, "created_date",
-                                   "last_updated_date", "is_deleted", "tags")
-] + [("attribute_structure", list[_Attribute] | None, None)])
+    *((name, Any, None) for name in _TOP_KEYS),
+    ("attribute_structure", list[_Attribute] | None, None)])
 _READ_CONTACT = msgspec.json.Decoder(_WireContact).decode
 
 
@@ -429,8 +430,7 @@ def _tolerant(obj: object) -> Any:
     if not isinstance(obj, Mapping):
         raise ProtocolError("a contact is not a JSON object")
     attributes = obj.get("attribute_structure")
-    return _WireContact(**{name: obj.get(name) for name in _WireContact.__struct_fields__[:-1]},
-                        attribute_structure=[
+    return _WireContact(**{name: obj.get(name) for name in _TOP_KEYS}, attribute_structure=[
         _Attribute(a.get("field_code"), a.get("field_type"), _values(a))
         for a in (attributes if isinstance(attributes, list) else []) if isinstance(a, Mapping)])
 
