@@ -153,16 +153,16 @@ class Applier:
                     ctx.plan.extend(it.plan.actions)
                     self._count(it.plan.actions)
             return
-        mark = (Counter(ctx.counts), len(ctx.deletes), self.queued_mark())
+        counts, deletes, queued = Counter(ctx.counts), len(ctx.deletes), self.queued_mark()
         try:
             pushes = self._write_chunk(items)
         except RowsRefused as exc:
             # Nothing of the chunk was written, and what it counted is undone: the halves go
             # again, down to the rows the database refuses, each that row's error.
             ctx.counts.clear()
-            ctx.counts.update(mark[0])
-            del ctx.deletes[mark[1]:]
-            self.requeue(mark[2])
+            ctx.counts.update(counts)
+            del ctx.deletes[deletes:]
+            self.requeue(queued)
             if len(items) > 1:
                 half = len(items) // 2
                 await self.apply_chunk(items[:half])
