@@ -74,7 +74,8 @@ class Positional(Bound):
         order = compiled.positiontup
         if order is None or sorted(order) != sorted(names):
             return None  # a statement with binds of its own: not this shortcut's business
-        return cls(str(compiled), order, [compiled.binds[n].type.bind_processor(dialect)
+        return cls(str(compiled), order, [compiled.binds[n].type.dialect_impl(dialect)
+                                          .bind_processor(dialect)
                                           for n in order])
 
     def execute(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
