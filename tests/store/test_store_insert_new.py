@@ -4,6 +4,7 @@ pipelined executemany, which must store exactly what SQLAlchemy's statement stor
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
+from sync.store import make_engine
 from sync.store.bulk import MultiValues
-from sync.store.local import _MULTI_ROWS, _insert_new_stmt, _multi_values
+from sync.store.local import _MULTI_ROWS, _insert_new_stmt, _Json, _multi_values
 
 from .test_store_fingerprint import BASE_ROW, Rows
 
@@ -196,3 +198,29 @@ def test_a_multi_row_insert_written_otherwise_is_compiled_whole() -> None:
         assert sorted(got) == [("a", "1"), ("b", "(?, ?)"), ("c", "3")]
     finally:
         engine.dispose()
+
+
+def test_sqlite_json_columns_are_written_by_msgspec_and_read_back_alike(tmp_path: Path
+                                                                        ) -> None:
+    """A JSON column's dict, list or text is written compact with its non-ASCII as UTF-8
+    (msgspec, not json.dumps); a value msgspec would write `null` into (an infinite float)
+    keeps json.dumps's text. Both, and a row written the old way, read back as they went in."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'json.db'}")
+    metadata = sa.MetaData()
+    table = sa.Table("j", metadata, sa.Column("k", sa.Text, primary_key=True),
+                     sa.Column("v", _Json(none_as_null=True)))
+    metadata.create_all(engine)
+    values = {"dict": {"Kênh": "Cửa hàng", "n": [1, 2.5, True]}, "list": ["VIP", "Khách lẻ"],
+              "text": "Bạc", "inf": {"x": float("inf")}, "none": None, "inner null": {"x": None}}
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"k": k, "v": v} for k, v in values.items()])
+        conn.exec_driver_sql("INSERT INTO j VALUES ('old', ?)",
+                             (json.dumps({"Kênh": "Cửa hàng"}),))
+        stored = dict(conn.exec_driver_sql("SELECT k, v FROM j").all())
+    assert stored["dict"] == '{"Kênh":"Cửa hàng","n":[1,2.5,true]}'
+    assert stored["list"] == '["VIP","Khách lẻ"]' and stored["text"] == '"Bạc"'
+    assert stored["inf"] == '{"x": Infinity}' and stored["none"] is None
+    with engine.connect() as conn:
+        back = dict(conn.execute(sa.select(table.c.k, table.c.v)).all())
+    assert back == {**values, "old": {"Kênh": "Cửa hàng"}}
+    engine.dispose()
