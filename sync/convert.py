@@ -77,9 +77,11 @@ class Converter:
         self._push = tuple((f, f.name, f.column, not f.values and not f.is_list
                             and f.kind != "phone" and f.default is None) for f in spec.fields)
         self.signature: frozenset[str] = frozenset(sigs.values())
-        # a row's fingerprint covers these columns, salted with this mapping (store/local.py)
+        # a row's fingerprint covers these columns, salted with this mapping (store/local.py):
+        # a digest of its signature, not the signature itself, which repeated 190 bytes in
+        # every row's stored fingerprint (a store salted that way re-reads each row once)
         self.row_columns = tuple(spec.columns)
-        self.row_salt = repr(sorted(self.signature))
+        self.row_salt = blake2b(repr(sorted(self.signature)).encode(), digest_size=8).hexdigest()
 
     # --- local row -> canonical ---------------------------------------------------------------
 

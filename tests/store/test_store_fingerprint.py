@@ -280,6 +280,10 @@ def test_fingerprint_only_covers_the_given_columns_and_the_salt(rows: Rows) -> N
     wider = Converter(parse_mapping(MAPPING + "  - {field: job_title, column: app_note}\n"))
     assert wider.row_salt != rows.conv.row_salt
     assert "app_note" in wider.row_columns
+    # the salt is a digest of the mapping's signature: every row's fingerprint carries it,
+    # and the signature itself (a list of the fields' digests) was 190 bytes of each
+    assert len(rows.conv.row_salt) == 16
+    assert not any(sig in before for sig in rows.conv.signature)
 
 
 def _real_numbers_differ(r: Rows) -> None:
