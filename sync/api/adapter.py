@@ -83,6 +83,7 @@ from sync.record import (
     norm_tags,
     norm_text,
     parse_date,
+    recurring,
 )
 
 SUCCESS, FAILURE = 9999, -9999  # [doc]
@@ -118,6 +119,9 @@ _KIND_BY_LABEL = {label.lower(): kind for kind, label in ITEM_KINDS.items()}
 # digest of a listed item's JSON -> (public_id, local key) when the caller has agreed it
 Known = Callable[[str], tuple[str, str] | None]
 _TEXT_CODES = frozenset({"full_name", "job_title", "address", "passport"})
+# texts that recur from contact to contact: value kinds and labels, custom values, genders,
+# owners (names, numbers and addresses rarely do: they take the plain normalisers)
+_label, _gender_text, _owner = recurring(norm_text), recurring(norm_gender), recurring(norm_email)
 
 
 class TokenRejected(ApiError):
@@ -444,10 +448,10 @@ def _first(values: list[_Value], norm: Any) -> Any:
 
 
 def _item_kind(value: _Value) -> str | None:
-    kind = norm_text(value.data_type)
+    kind = _label(value.data_type)
     if kind:
         return kind.lower()
-    label = norm_text(value.value_type)
+    label = _label(value.value_type)
     return _KIND_BY_LABEL.get(label.lower()) if label else None
 
 
@@ -462,7 +466,7 @@ def _items(values: list[_Value], norm: Any) -> tuple[Item, ...]:
 
 
 def _gender(value: _Value) -> str | None:
-    g = norm_gender(value.display_value) or norm_gender(value.data_type)
+    g = _gender_text(value.display_value) or _gender_text(value.data_type)
     return GENDER_LABELS.get(g, g) if g else None
 
 
@@ -522,15 +526,15 @@ def _contact(obj: Any, digest: str | None) -> Contact:
             f["birthday"] = next((b for b in (_birthday(v.display_value) for v in values)
                                   if b is not None), None)
         elif code == OWNER_CODE:
-            f["owner_email"] = _first(values, norm_email)
+            f["owner_email"] = _first(values, _owner)
         elif code in REF_ID_KEYS or code in REF_CODE_KEYS:
             key = "ref_id" if code in REF_ID_KEYS else "ref_code"
             f[key] = f[key] or _first(values, norm_text)
         elif code == "more_infomation":
-            custom.extend(CustomEntry(label, value, norm_text(v.data_type))
+            custom.extend(CustomEntry(label, value, _label(v.data_type))
                           for v in values
-                          if (label := norm_text(v.value_type))
-                          and (value := norm_text(v.display_value)) is not None)
+                          if (label := _label(v.value_type))
+                          and (value := _label(v.display_value)) is not None)
         else:
             field_type = str(entry.field_type or "")
             norm = norm_multiline if field_type == "multi_text" else norm_text

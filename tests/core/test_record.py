@@ -16,6 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import sync.record as record
 from sync.record import (
     GENDERS,
     Item,
@@ -28,6 +29,7 @@ from sync.record import (
     norm_tags,
     norm_text,
     parse_date,
+    recurring,
 )
 
 NAME = "Nguyễn Thị Ánh Tuyết"
@@ -365,3 +367,30 @@ def test_format_date() -> None:
 def test_first() -> None:
     assert first(()) is None
     assert first((Item("0393123456", "personal"), Item("0912345678", "office"))) == "0393123456"
+
+
+@given(st.lists(st.one_of(st.text(max_size=6), st.none(), st.integers()), max_size=60))
+def test_a_recurring_normaliser_answers_as_the_normaliser(values: list[object]) -> None:
+    """The memo changes nothing but the cost: every answer, first or repeated, is the
+    normaliser's own, for texts and for the other values it passes straight through."""
+    for norm in (norm_text, norm_email, norm_gender):
+        cached = recurring(norm)
+        assert [cached(v) for v in values + values] == [norm(v) for v in values + values]
+
+
+def test_a_recurring_normaliser_holds_a_bounded_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(record, "RECURRING_MAX", 3)
+    calls: list[object] = []
+
+    def norm(value: object) -> str:
+        calls.append(value)
+        return str(value).upper()
+
+    cached = recurring(norm)
+    assert [cached(v) for v in ["a", "b", "a", "c", "a"]] == ["A", "B", "A", "C", "A"]
+    assert calls == ["a", "b", "c"]  # "a" answered from the table twice
+    cached("d")  # the fourth text empties the table, then is remembered
+    cached("a")
+    assert calls == ["a", "b", "c", "d", "a"]
+    cached(7), cached(7)  # not a text: never remembered
+    assert calls[-2:] == [7, 7]
