@@ -116,20 +116,35 @@ def value_from_json(data: Any) -> FieldValue:
 
 
 def fields_to_json(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = dict(fields)  # plain values (most of them) stay as they are
     plain = _PLAIN
     for key, value in fields.items():
         kind = type(value)
         if kind in plain:
-            out[key] = value
             continue
-        if isinstance(value, frozenset) and kind is frozenset:
-            out[key] = {"$set": sorted(value)}
+        if kind is frozenset:
+            out[key] = {"$set": _sorted_set(value)}  # type: ignore[arg-type]
             continue
         try:
             out[key] = value_to_json(value)
         except TypeError as exc:
             raise TypeError(f"field {key!r}: {exc}") from None
+    return out
+
+
+_SORTED_SETS: dict[frozenset[str], list[str]] = {}
+
+
+def _sorted_set(value: frozenset[str]) -> list[str]:
+    """A set's members sorted, remembered for the few sets that recur in every record (the
+    mapping's signature, common tag sets). Not to be mutated: the list is shared."""
+    try:
+        return _SORTED_SETS[value]
+    except KeyError:
+        pass
+    if len(_SORTED_SETS) >= 256:
+        _SORTED_SETS.clear()
+    out = _SORTED_SETS[value] = sorted(value)
     return out
 
 

@@ -157,3 +157,12 @@ def test_contact_json_is_compact_and_complete() -> None:
     assert data["dynamic"] == {"f1": {"field_type": "select", "values": ["a", "b"]}}
     assert "Lê Văn Tám" in contact_dumps(c)  # non-ASCII kept as is
     assert contact_from_json(data) == c
+
+
+def test_a_set_is_written_sorted_whether_seen_before_or_not() -> None:
+    """Sorted members are remembered per set (the mapping's signature recurs in every base):
+    a set seen again, an equal set, and more sets than are remembered all encode alike."""
+    sets = [frozenset({f"t{i}", f"a{i}", "m"}) for i in range(300)]
+    for s in sets + sets + [frozenset(set(s)) for s in sets]:
+        assert fields_to_json({"tags": s}) == {"tags": {"$set": sorted(s)}}
+        assert fields_loads(fields_dumps({"tags": s})) == {"tags": s}
