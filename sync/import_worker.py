@@ -1,11 +1,11 @@
 """One worker process of a first import's pool (`import_pool.py`): both ends of its pipes.
 
 `python -m sync.import_worker` is the worker: it reads an ImportSetup, then parts (lists of
-listed items), from stdin, and writes `prepare_all`'s result for each part to stdout, as
-length-prefixed pickles. It exits at the end of stdin, which is also what it reads when the
-cycle's process dies (kill -9): nobody else holds that pipe. Nothing else may write to its
-stdout, so the frames get a copy of it and file descriptor 1 is pointed at stderr: a stray
-print cannot corrupt a frame.
+listed items, each as its JSON bytes and digest), from stdin, and writes `prepare_all`'s
+result for each part to stdout, as length-prefixed pickles. It exits at the end of stdin,
+which is also what it reads when the cycle's process dies (kill -9): nobody else holds that
+pipe. Nothing else may write to its stdout, so the frames get a copy of it and file
+descriptor 1 is pointed at stderr: a stray print cannot corrupt a frame.
 
 `WorkerProcess` is the cycle's end: it starts the worker with `subprocess`, not
 `multiprocessing` (spawn and forkserver import the parent's main module again in the child,
@@ -41,7 +41,7 @@ except ImportError:  # Windows: pipes keep their default size
 from sync.api.adapter import Listed
 from sync.convert import Converter
 from sync.gcpolicy import CYCLE_GEN0_THRESHOLD
-from sync.prepare import ImportSetup, Prepared, prepare_all
+from sync.prepare import ImportSetup, Prepared, prepare_json
 
 __all__ = ["STOP", "Result", "WorkerProcess", "default_workers", "read_frame", "write_frame"]
 
@@ -127,8 +127,8 @@ class WorkerProcess:
             if self._broken is not None:
                 _set_failed(future, self._broken)
                 continue
-            try:
-                write_frame(stdin, items)
+            try:  # an item's bytes and digest are all prepare_json needs
+                write_frame(stdin, [(x.raw, x.digest) for x in items])
             except OSError as exc:
                 self._fail(exc)
         with contextlib.suppress(OSError):
@@ -226,7 +226,7 @@ def main() -> int:
         return 0  # the end of stdin: the pool closed before the first batch
     conv = Converter(setup.spec)
     while isinstance(batch := read_frame(frames_in), list):
-        write_frame(frames_out, prepare_all(batch, conv, setup))
+        write_frame(frames_out, [prepare_json(raw, digest, conv, setup) for raw, digest in batch])
     return 0
 
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sync import codec
-from sync.api.adapter import Listed
+from sync.api.adapter import Listed, contact_from_json, item_digest
 from sync.convert import CRM_KEY_PREFIX, Converter
 from sync.mapping import MappingSpec
 from sync.merge import Direction, Policy, PullCreate, SaveBase, plan_contact
 from sync.record import Contact
 
-__all__ = ["ImportSetup", "Prepared", "contact_key", "prepare", "prepare_all"]
+__all__ = ["ImportSetup", "Prepared", "contact_key", "prepare", "prepare_all", "prepare_json"]
 
 
 def contact_key(c: Contact) -> str:
@@ -65,8 +65,15 @@ class Prepared(NamedTuple):
 def prepare(item: Listed, conv: Converter, setup: ImportSetup) -> Prepared | str | None:
     """`item` as a first import writes it; else its key (plan it the usual way), or None when
     it cannot even be read (the usual path then fails as it does on such an item)."""
+    return prepare_json(item.raw, item.digest, conv, setup)
+
+
+def prepare_json(raw: bytes, digest: str | None, conv: Converter, setup: ImportSetup
+                 ) -> Prepared | str | None:
+    """`prepare` of the listed item with this JSON (and digest, if already made): all a
+    worker process is sent of an item."""
     try:
-        contact = item.contact()
+        contact = contact_from_json(raw, digest=digest or item_digest(raw))
     except Exception:  # the usual path meets it again and deals with it
         return None
     key = contact_key(contact)
