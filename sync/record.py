@@ -163,7 +163,7 @@ RECURRING_MAX = 4096  # distinct values a `recurring` normaliser remembers (then
 
 
 def recurring(norm: Callable[[object], _T]) -> Callable[[object], _T]:
-    """`norm` for texts that recur from contact to contact (labels, kinds, tags, owners): a
+    """`norm` for texts that recur from contact to contact (labels, kinds, owners): a
     text seen before is answered from a table, a tenth of the cost of normalising it again.
     The table holds at most RECURRING_MAX texts and is emptied when full, so a value that
     never recurs costs a lookup and no memory beyond that."""
