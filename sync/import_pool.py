@@ -136,6 +136,12 @@ class ImportPool:
                 "workers_peak_rss_kb": sum(w.peak_rss_kb for w in self._workers),
                 "workers_cpu_ms": sum(w.cpu_ms for w in self._workers)}
 
+    def end_input(self) -> None:
+        """Nothing more will be submitted: the workers may exit (each started batch is
+        still collected by `next`)."""
+        for worker in self._workers:
+            worker.end_input()
+
     def close(self) -> None:
         """Stop the workers; batches not yet collected are dropped."""
         for batch in self._inflight:

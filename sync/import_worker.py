@@ -107,6 +107,7 @@ class WorkerProcess:
             threading.Thread(target=target, daemon=True, name=f"crm-sync-import-{name}-{index}")
             for target, name in ((self._send, "send"), (self._collect, "collect"))]
         self._setup = setup
+        self._ended = False
         for thread in self.threads:
             thread.start()
 
@@ -168,8 +169,15 @@ class WorkerProcess:
         """The process's CPU time so far (Linux: 0 elsewhere)."""
         return _cpu_ms(self.process.pid)
 
+    def end_input(self) -> None:
+        """No more parts: the worker reads the end of its input and exits, while this
+        process goes on (close() then finds it gone)."""
+        if not self._ended:
+            self._ended = True
+            self.jobs.put(None)
+
     def close(self) -> None:
-        self.jobs.put(None)
+        self.end_input()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -96,6 +96,27 @@ async def test_results_come_back_in_the_order_submitted() -> None:
     assert got == expected
 
 
+async def test_workers_told_the_input_ended_exit_while_batches_are_collected() -> None:
+    """end_input lets each worker exit by itself (the pooled import builds its indexes
+    meanwhile), and every batch already submitted still comes back."""
+    items = _listed(20)
+    setup = _setup()
+    pool = ImportPool(setup, workers=2, window=4)
+    try:
+        pool.submit(items[:10])
+        pool.submit(items[10:])
+        pool.end_input()
+        pool.end_input()  # idempotent
+        got: list[Prepared | str | None] = []
+        while len(pool):
+            got += (await pool.next())[1]
+        assert got == prepare_all(items, Converter(setup.spec), setup)
+        for worker in pool._workers:
+            assert worker.process.wait(timeout=30) == 0  # gone without close()
+    finally:
+        pool.close()
+
+
 async def test_batches_no_worker_started_are_prepared_here_while_waiting() -> None:
     """The worker starts on the first batch (a process to start: tens of milliseconds at
     least); meanwhile the newest batches, not started, are taken back and prepared here."""
