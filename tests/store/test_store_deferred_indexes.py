@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sync.store import deferred_indexes, make_engine
 from sync.store.deferred_indexes import SECONDARY
 from sync.store.migrate import upgrade
+from sync.store.schema import sync_state
 from sync.store.state import StateStore
 
 
@@ -102,3 +103,21 @@ def test_two_processes_restoring_the_indexes_at_once_both_succeed(shared_db: sa.
     assert not _in_threads(lambda: deferred_indexes.restore(shared_db),
                            lambda: deferred_indexes.restore(shared_db))
     assert _indexes(shared_db) >= {str(ix.name) for ix in SECONDARY}
+
+
+def test_the_partial_error_index_is_kept_and_put_back_if_missing(shared_db: sa.Engine) -> None:
+    """The rows-in-error index holds none of an import's rows: set_aside keeps it (building
+    it again read the whole table); restore still creates it when missing, as an earlier
+    version left it after a kill -9 with the others set aside."""
+    every = {str(ix.name) for ix in sync_state.indexes}
+    partial = "ix_sync_state_tenant_errors"
+    assert partial in every and partial not in {str(ix.name) for ix in SECONDARY}
+    store = StateStore(shared_db, "tenant-a")
+    with store.begin() as conn:
+        assert deferred_indexes.set_aside(store, conn)
+    assert partial in _indexes(shared_db)
+    assert _indexes(shared_db).isdisjoint({str(ix.name) for ix in SECONDARY})
+    with shared_db.begin() as conn:
+        conn.execute(sa.text(f"DROP INDEX {partial}"))
+    deferred_indexes.restore(shared_db)
+    assert _indexes(shared_db) >= every - {"pk_sync_state"}
