@@ -108,6 +108,7 @@ class WorkerProcess:
             for target, name in ((self._send, "send"), (self._collect, "collect"))]
         self._setup = setup
         self._ended = False
+        self._peak_rss_kb = self._cpu_ms = 0
         for thread in self.threads:
             thread.start()
 
@@ -161,19 +162,24 @@ class WorkerProcess:
 
     @property
     def peak_rss_kb(self) -> int:
-        """The process's peak RSS so far (Linux: 0 elsewhere)."""
-        return _peak_rss_kb(self.process.pid)
+        """The process's peak RSS so far (Linux: 0 elsewhere), the last one read once it has
+        exited (an exited process has no memory to report)."""
+        self._peak_rss_kb = max(self._peak_rss_kb, _peak_rss_kb(self.process.pid))
+        return self._peak_rss_kb
 
     @property
     def cpu_ms(self) -> int:
-        """The process's CPU time so far (Linux: 0 elsewhere)."""
-        return _cpu_ms(self.process.pid)
+        """The process's CPU time so far (Linux: 0 elsewhere), the last one read once it is
+        gone."""
+        self._cpu_ms = max(self._cpu_ms, _cpu_ms(self.process.pid))
+        return self._cpu_ms
 
     def end_input(self) -> None:
         """No more parts: the worker reads the end of its input and exits, while this
-        process goes on (close() then finds it gone)."""
+        process goes on (close() then finds it gone). Its peak RSS and CPU are read first."""
         if not self._ended:
             self._ended = True
+            _ = self.peak_rss_kb, self.cpu_ms
             self.jobs.put(None)
 
     def close(self) -> None:

@@ -113,6 +113,9 @@ async def test_workers_told_the_input_ended_exit_while_batches_are_collected() -
         assert got == prepare_all(items, Converter(setup.spec), setup)
         for worker in pool._workers:
             assert worker.process.wait(timeout=30) == 0  # gone without close()
+        if Path("/proc/self/status").exists():  # their last figures, read before they went
+            stats = pool.stats()
+            assert stats["workers_peak_rss_kb"] > 10_000 and stats["workers_cpu_ms"] > 0
     finally:
         pool.close()
 
