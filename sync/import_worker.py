@@ -150,6 +150,8 @@ class WorkerProcess:
                 return
             with self._lock:
                 future = self._sent.popleft()
+            if self._ended:  # told to exit: each last result may be its last figures
+                _ = self.peak_rss_kb, self.cpu_ms
             future.set_result(result)
 
     def _fail(self, exc: BaseException) -> None:
