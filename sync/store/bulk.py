@@ -177,8 +177,12 @@ def driver_rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
 
 def _fetched(conn: Connection, sql: str, args: Any) -> list[Any]:
     """Run one statement on the driver's cursor and return its rows as the driver's tuples;
-    the driver's errors raised as SQLAlchemy's (an IntegrityError stays one)."""
+    the driver's errors raised as SQLAlchemy's (an IntegrityError stays one). In
+    SQLAlchemy's transaction, begun here if not yet (as its own execute would): else a
+    commit-as-you-go caller's commit() would find none, and the rows would be rolled back."""
     dialect = conn.dialect
+    if not conn.in_transaction():
+        conn.begin()
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, args)

@@ -48,8 +48,9 @@ class _Json(_AsStored):
     """SQLite's JSON column. A dict, list or text is written by msgspec (a tenth of
     `json.dumps`'s time, which SQLAlchemy calls for every row an import writes): compact, with
     non-ASCII as UTF-8, as readable to any JSON reader. A value msgspec would write `null` into
-    (a NaN or infinite float, which `json.dumps` keeps as `NaN`/`Infinity`), or one of another
-    type, is written by SQLAlchemy's own processor as before."""
+    (a NaN or infinite float, which `json.dumps` keeps as `NaN`/`Infinity`), one it refuses (a
+    lone surrogate, which JSON text may escape and `json.dumps` escapes again), or one of
+    another type, is written by SQLAlchemy's own processor as before."""
 
     impl = sa.JSON
     cache_ok = True
@@ -61,7 +62,10 @@ class _Json(_AsStored):
 
         def process(value: Any) -> Any:
             if type(value) in _MSGSPEC_JSON:
-                out = _json_encode(value)
+                try:
+                    out = _json_encode(value)
+                except Exception:  # e.g. a lone surrogate (an app's "\ud83d"): as before
+                    return inner(value)
                 if b"null" not in out:  # else perhaps a float JSON cannot hold: as before
                     return out.decode("utf-8")
             return inner(value)

@@ -283,3 +283,25 @@ async def test_json_columns_hold_sql_null_for_no_value(make_harness: MakeHarness
     assert nulls == len(empty)
     r = await h.cycle()
     assert r.counts["unchanged"] == 30 and not write_calls(r.api_calls), r.counts
+
+
+async def test_a_crm_edit_next_to_an_apps_escaped_surrogate_is_written(
+        make_harness: MakeHarness) -> None:
+    """An app's JSON column may hold a lone surrogate, ASCII-escaped (a JS app that cut an
+    emoji in half writes "\\ud83d": valid JSON). A CRM edit of another custom field writes
+    the column with both: msgspec refuses the surrogate, and the cycle failed, every cycle,
+    until the processor fell back to json.dumps for it as before (found by a code review)."""
+    h = make_harness({"contacts": 30, "seed": 5})
+    if h.db.kind != "sqlite":
+        pytest.skip("PostgreSQL's jsonb refuses a lone surrogate in the app's own write")
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    key = sorted(k for k in h.rows() if k.startswith("crm:"))[0]  # read-only: nothing pushed
+    pid = h.row(key)["crm_id"]  # type: ignore[index]
+    h.execute("UPDATE contacts SET custom_fields = :v WHERE ref_id = :k", k=key,
+              v='{"Ghi chú": "Hẹn gọi lại \\ud83d"}')
+    h.emulator.agent_update(pid, custom={"Kênh": "Facebook"})
+    r = await h.cycle()
+    assert r.status in ("ok", "partial"), r.notes
+    assert h.row(key)["custom_fields"] == {  # type: ignore[index]
+        "Ghi chú": "Hẹn gọi lại \ud83d", "Kênh": "Facebook"}

@@ -14,9 +14,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
+from sync.mapping_file import parse_mapping
 from sync.store import make_engine
 from sync.store.bulk import MultiValues
-from sync.store.local import _MULTI_ROWS, _insert_new_stmt, _Json, _multi_values
+from sync.store.local import (
+    _MULTI_ROWS,
+    LocalTable,
+    _insert_new_stmt,
+    _Json,
+    _multi_values,
+    ensure_table,
+)
 
 from .test_store_fingerprint import BASE_ROW, Rows
 
@@ -223,4 +231,40 @@ def test_sqlite_json_columns_are_written_by_msgspec_and_read_back_alike(tmp_path
     with engine.connect() as conn:
         back = dict(conn.execute(sa.select(table.c.k, table.c.v)).all())
     assert back == {**values, "old": {"Kênh": "Cửa hàng"}}
+    engine.dispose()
+
+
+def test_insert_new_on_a_commit_as_you_go_connection_is_committed(tmp_path: Path) -> None:
+    """The multi-row insert runs on the driver's cursor; it must still be in SQLAlchemy's
+    transaction, or a caller's commit() finds none and the rows it was told were inserted
+    are rolled back with the connection (found by a code review)."""
+    spec = parse_mapping("table: a_rows\nkey_column: k\nnotes_table: null\n"
+                         "fields:\n  - {field: full_name, column: name}\n")
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        ensure_table(engine, spec)
+        local = LocalTable.for_spec(spec)
+        with engine.connect() as conn:
+            assert local.insert_new(conn, [{"k": "a", "name": "An"}]).keys() == {"a"}
+            conn.commit()
+        with engine.connect() as conn:
+            assert local.count(conn) == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_json_column_keeps_an_escaped_lone_surrogate(tmp_path: Path) -> None:
+    """msgspec refuses a lone surrogate, which JSON text may escape (an app's "\\ud83d"):
+    such a value is written by json.dumps, escaped again, and reads back as it was."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'surrogate.db'}")
+    metadata = sa.MetaData()
+    table = sa.Table("j", metadata, sa.Column("k", sa.Text, primary_key=True),
+                     sa.Column("v", _Json(none_as_null=True)))
+    metadata.create_all(engine)
+    value = {"Ghi chú": "Hẹn gọi lại \ud83d"}
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"k": "a", "v": value}])
+        assert conn.exec_driver_sql("SELECT v FROM j").scalar_one() == json.dumps(value)
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(table.c.v)).scalar_one() == value
     engine.dispose()
