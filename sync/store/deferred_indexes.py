@@ -2,10 +2,10 @@
 
 A first import writes one bookkeeping row per contact, and each row also went into the
 secondary indexes (by status, by CRM id; the partial one on the rows in error takes none of
-them and stays). The CRM ids come in no order, so
-every transaction dirtied pages all over that index and wrote them again to the WAL: keeping
-the indexes up to date cost about 5% of a 100k import on SQLite and on PostgreSQL. Building
-each once at the end, from rows already in place, costs a fraction of that.
+them and stays). The CRM ids come in no order, so every transaction dirtied pages all over
+that index and wrote them again to the WAL: keeping the indexes up to date cost about 5% of
+a 100k import on SQLite and on PostgreSQL. Building each once at the end, from rows already
+in place, costs a fraction of that.
 
 None of them is unique: a table without them answers every query the same, only by reading
 more rows. So they are set aside only when `sync_state` holds no row at all (no tenant's
@@ -34,13 +34,11 @@ def _partial(ix: Index) -> bool:
     return any(ix.dialect_options[d].get("where") is not None for d in ("sqlite", "postgresql"))
 
 
+_ALL_SECONDARY: tuple[Index, ...] = tuple(sorted(
+    (ix for ix in sync_state.indexes if not ix.unique), key=lambda ix: str(ix.name)))
 # Not a partial index (the rows in error): it holds none of an import's rows, so keeping it
 # costs the import nothing, while building it again read the whole table (54 ms at 100k).
-SECONDARY: tuple[Index, ...] = tuple(sorted(
-    (ix for ix in sync_state.indexes if not ix.unique and not _partial(ix)),
-    key=lambda ix: str(ix.name)))
-_ALL_SECONDARY = tuple(sorted((ix for ix in sync_state.indexes if not ix.unique),
-                              key=lambda ix: str(ix.name)))
+SECONDARY = tuple(ix for ix in _ALL_SECONDARY if not _partial(ix))
 # pg_advisory_xact_lock key serialising set_aside and restore across processes
 _LOCK_KEY = 0x63726D5F69647873  # "crm_idxs"
 
