@@ -151,7 +151,7 @@ class WorkerProcess:
             with self._lock:
                 future = self._sent.popleft()
             if self._ended:  # told to exit: each last result may be its last figures
-                _ = self.peak_rss_kb, self.cpu_ms
+                self._read_figures()
             future.set_result(result)
 
     def _fail(self, exc: BaseException) -> None:
@@ -166,14 +166,14 @@ class WorkerProcess:
     def peak_rss_kb(self) -> int:
         """The process's peak RSS so far (Linux: 0 elsewhere), the last one read once it has
         exited (an exited process has no memory to report)."""
-        self._peak_rss_kb = max(self._peak_rss_kb, _peak_rss_kb(self.process.pid))
+        self._read_figures()
         return self._peak_rss_kb
 
     @property
     def cpu_ms(self) -> int:
         """The process's CPU time so far (Linux: 0 elsewhere), the last one read once it is
         gone."""
-        self._cpu_ms = max(self._cpu_ms, _cpu_ms(self.process.pid))
+        self._read_figures()
         return self._cpu_ms
 
     def end_input(self) -> None:
@@ -181,8 +181,13 @@ class WorkerProcess:
         process goes on (close() then finds it gone). Its peak RSS and CPU are read first."""
         if not self._ended:
             self._ended = True
-            _ = self.peak_rss_kb, self.cpu_ms
+            self._read_figures()
             self.jobs.put(None)
+
+    def _read_figures(self) -> None:
+        """Read the peak RSS and CPU now, kept should the process be gone when next asked."""
+        self._peak_rss_kb = max(self._peak_rss_kb, _peak_rss_kb(self.process.pid))
+        self._cpu_ms = max(self._cpu_ms, _cpu_ms(self.process.pid))
 
     def close(self) -> None:
         self.end_input()
