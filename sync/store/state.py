@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -75,6 +76,10 @@ class AgreedRows:
     def agreed_as(self, digest: str) -> tuple[str, str] | None:
         key = self.keys.get(digest)
         return None if key is None else (self.public_ids[digest], key)
+
+
+# agreed_rows' columns: the digest of a row still as agreed, the key, the CRM id, has bookkeeping
+_DIGEST_KEY, _DIGEST_PUBLIC_ID, _STATED = itemgetter(0, 1), itemgetter(0, 2), itemgetter(3)
 
 
 def _upserting(stmt: Any, names: Iterable[str]) -> Any:
@@ -227,18 +232,18 @@ class StateStore(Journal):
             rows = driver_rows(conn, query)
         if not rows:
             return AgreedRows({}, {}, [], int(states or 0))
-        # Column by column, in C: zip() and dict() instead of a Python loop over the rows.
-        digests, row_keys, public_ids, stated = zip(*rows, strict=True)
-        keys = dict(zip(digests, row_keys, strict=True))
-        by_digest = dict(zip(digests, public_ids, strict=True))
+        # In C: dict() of itemgetter pairs, not a Python loop over the rows (nor zip(*rows),
+        # which took as long as both dicts at 100k rows).
+        keys = dict(map(_DIGEST_KEY, rows))
+        by_digest = dict(map(_DIGEST_PUBLIC_ID, rows))
         keys.pop(None, None)
         by_digest.pop(None, None)
-        if len(keys) < len(digests) - digests.count(None):  # a digest two rows hold: parsed
-            for digest, n in Counter(d for d in digests if d is not None).items():
+        unclean = [row[1] for row in rows if row[0] is None]
+        if len(keys) < len(rows) - len(unclean):  # a digest two rows hold: parsed
+            for digest, n in Counter(row[0] for row in rows if row[0] is not None).items():
                 if n > 1:
                     del keys[digest], by_digest[digest]
-        unclean = [k for d, k in zip(digests, row_keys, strict=True) if d is None]
-        return AgreedRows(keys, by_digest, unclean, int(states or 0) - sum(stated))
+        return AgreedRows(keys, by_digest, unclean, int(states or 0) - sum(map(_STATED, rows)))
 
     def keys_by_status(self, status: str) -> list[str]:
         query = (select(sync_state.c.key)
