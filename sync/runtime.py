@@ -84,7 +84,13 @@ def prepare_database(db: Engine, spec: MappingSpec, *, migrate: bool,
                      tenant: str | None = None) -> None:
     """Bring the bookkeeping schema up to date (or refuse) and create or check the table (a
     new one only for a `tenant` with nothing synced yet)."""
-    if not is_up_to_date(db):
+    up_to_date = is_up_to_date(db)  # also the first connection: the server's version is read
+    version = db.dialect.server_version_info or ()
+    if db.dialect.name == "postgresql" and version < (11,):  # hashtextextended: local.py
+        raise StoreError(f"PostgreSQL 11 or later is needed; the server at "
+                         f"{db.url.render_as_string(hide_password=True)} is "
+                         f"{'.'.join(map(str, version)) or 'of an unknown version'}")
+    if not up_to_date:
         if not migrate:
             raise StoreError("the database schema is not up to date: run `crm-sync db upgrade`")
         upgrade(db)

@@ -4,6 +4,7 @@ with optimistic checks so that a row an app changes during a cycle is never over
 from __future__ import annotations
 
 import functools
+import hashlib
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -220,7 +221,7 @@ class LocalTable:
         """A row's fingerprint over `columns`, computed by the database, so that finding the
         rows an app changed reads no row into Python. SQLite: an exact image of the values
         (`json_array`, or `quote()`s joined before SQLite 3.38: unambiguous, and SQLite has no
-        hash function); PostgreSQL: the md5 of the row constructor's text. `salt` (the
+        hash function); PostgreSQL: a 64-bit hash of the row constructor's text. `salt` (the
         mapping's) makes a new mapping see every row anew. `text_columns`: SQLite columns that
         cannot hold a REAL (text_affinity). None for other databases: rows are then always read
         and converted.
@@ -253,8 +254,14 @@ class LocalTable:
                 image = image.op("||")(",").op("||")(sa.func.quote(col))
             return image
         if dialect == "postgresql":
-            return sa.func.md5(sa.literal(salt, sa.Text).op("||")(
-                sa.cast(sa.func.ROW(*cols), sa.Text)), type_=sa.Text)
+            # hashtextextended (PostgreSQL 11+; hash partitioning relies on it staying the
+            # same), seeded with the salt: the no-op cycle's scan of 100k rows took 330 ms in
+            # the server against 393 with md5(salt || text). Unequal to an md5 recorded before:
+            # each row is read and compared once after the upgrade.
+            seed = int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(),
+                                  "big", signed=True)
+            return sa.cast(sa.func.hashtextextended(sa.cast(sa.func.ROW(*cols), sa.Text),
+                                                    sa.literal(seed, sa.BigInteger)), sa.Text)
         return None
 
     def text_affinity(self, engine: Engine) -> frozenset[str]:

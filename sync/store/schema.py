@@ -96,7 +96,7 @@ sync_state = Table(
     Column("base", Text),  # codec JSON of the Fields both sides last agreed on
     Column("base_hash", String(64)),
     # the local row's fingerprint when it last held `base`, computed by the database
-    # (store/local.py: an exact image on SQLite, an md5 on PostgreSQL)
+    # (store/local.py: an exact image on SQLite, a 64-bit hash on PostgreSQL)
     Column("local_hash", Text),
     # codec JSON of the last full Contact seen in the CRM; for a create the CRM has not shown
     # yet (public_id NULL), the earlier send, if it was sent more than once

@@ -523,6 +523,26 @@ async def test_a_changed_mapping_skips_nothing(make_harness: MakeHarness, tmp_pa
     assert_mirrored(h)
 
 
+async def test_fingerprints_of_an_earlier_format_are_read_again_once(
+        make_harness: MakeHarness) -> None:
+    """An upgrade that changes how fingerprints are computed (on PostgreSQL, md5 before, now
+    hashtextextended) leaves every recorded one unequal to the row's: each row is read and
+    compared once, nothing is sent, the new fingerprints are recorded, and the next cycle skips
+    every row again."""
+    h = await imported(make_harness)
+    rows, crm = h.rows(), h.emulator.contacts()
+    h.execute("UPDATE sync_state SET local_hash = 'v0-' || local_hash")
+
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert not write_calls(r.api_calls), r.api_calls
+    assert r.counts["pulled"] == N
+    assert r.counts.get("unchanged", 0) == 0
+    assert not others(r), others(r)
+    assert (h.rows(), h.emulator.contacts()) == (rows, crm)
+    assert_all_unchanged(await h.cycle())
+
+
 # --- the row the engine stamps is the row it wrote -----------------------------------------------
 
 async def test_an_app_row_inserted_under_a_pulled_create_is_not_taken_as_agreed(

@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy import event, inspect, text
 
 from sync.errors import StoreError
+from sync.mapping_file import load_mapping
+from sync.runtime import prepare_database
 from sync.store import make_engine
 from sync.store.migrate import (
     VERSION_TABLE,
@@ -30,6 +32,8 @@ from sync.store.schema import TABLE_NAMES
 from sync.store.state import StateStore
 
 from .conftest import pg_base_url, with_search_path
+
+DEFAULT_MAPPING_FILE = Path(__file__).resolve().parents[2] / "sync" / "mappings" / "default.yaml"
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,5 +199,20 @@ def test_counting_rows_in_error_reads_only_those_rows(tmp_path: Path) -> None:
                 "EXPLAIN QUERY PLAN " + q, p)) for q, p in counts]
         assert all("USING COVERING INDEX" in p or "USING INDEX" in p for p in plans), plans
         assert any("ix_sync_state_tenant_errors" in p for p in plans), plans
+    finally:
+        engine.dispose()
+
+
+def test_a_postgresql_server_older_than_11_is_refused_by_name(fresh_pg_url: str) -> None:
+    """The fingerprint needs hashtextextended (PostgreSQL 11): an older server is refused
+    before anything is written, with its version and the URL without the password."""
+    engine = make_engine(fresh_pg_url)
+    try:
+        with engine.connect():
+            pass  # the dialect reads the server's version on the first connection
+        engine.dialect.server_version_info = (10, 23)
+        with pytest.raises(StoreError, match=r"PostgreSQL 11 or later is needed.* is 10\.23"):
+            prepare_database(engine, load_mapping(DEFAULT_MAPPING_FILE), migrate=True)
+        assert current_revision(engine) is None  # nothing created
     finally:
         engine.dispose()
