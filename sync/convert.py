@@ -31,7 +31,7 @@ from sync.record import (
     Item,
     norm_text,
 )
-from sync.scalars import literal, to_crm_text
+from sync.scalars import literal, round_to_scale, to_crm_text
 from sync.transform import from_crm as canon
 
 __all__ = ["CRM_KEY_PREFIX", "EXTRA_PREFIX", "MAPPING_KEY", "MAX_KEY_LENGTH", "Converter",
@@ -55,15 +55,25 @@ def _digest(*parts: object) -> str:  # 32 bits: compared only against a handful 
 class Converter:
     """Applies one MappingSpec. Build once per cycle; the methods are hot."""
 
-    def __init__(self, spec: MappingSpec):
+    def __init__(self, spec: MappingSpec, scales: Mapping[str, int] | None = None):
+        """`scales`: number columns that keep only so many decimals (an adopted PostgreSQL
+        table's NUMERIC(p,s) or INTEGER, `store.adoption.column_scales`): the CRM's values of
+        their fields are read rounded as the column stores them, so that a pulled row is as
+        agreed and the CRM's decimals are kept until the field is edited locally."""
         self.spec = spec
         self.fields = spec.fields
         self.claimed = spec.claimed_custom
         self.extra_col = spec.custom_fields_column
+        self.scales: dict[str, int] = {
+            f.column: scales[f.column] for f in spec.fields
+            if scales and f.column in scales and f.column_type == "number"}
         # fields whose column may refuse a CRM value: checked on the way in, per contact
         self._fit = frozenset(f.name for f in spec.fields if (
             f.values and f.column_type != "text") or (f.is_list and f.format == "delimited"))
-        sigs = {f.name: _digest(f.name, f.model_dump(exclude={"direction"}))
+        # a column's scale is part of its field's signature: a changed scale re-reads the
+        # CRM's value instead of taking the column's re-rounded one for an edit (rebase)
+        sigs = {f.name: _digest(f.name, f.model_dump(exclude={"direction"}),
+                                *((self.scales[f.column],) if f.column in self.scales else ()))
                 for f in spec.fields}
         if spec.ref_code_column:
             sigs["ref_code"] = _digest("ref_code", spec.ref_code_column)
@@ -71,7 +81,10 @@ class Converter:
             sigs[EXTRA_PREFIX] = _digest(EXTRA_PREFIX, self.extra_col)
         self._sigs = sigs
         self._pull = tuple((f, f.name, _getter(f), _wire_canonical(f) and f.name not in self._fit,
-                            f.name in self._fit) for f in spec.fields)
+                            f.name in self._fit, self.scales.get(f.column))
+                           for f in spec.fields)
+        self._rounded = {name: (get, scale) for f, name, get, _, _, scale in self._pull
+                         if scale is not None}
         # to_column returns a str value of these fields as it is, and None as None: no value
         # map, no list, no phone format to apply, no default to put in
         self._push = tuple((f, f.name, f.column, not f.values and not f.is_list
@@ -179,7 +192,7 @@ class Converter:
         the field's name appended to `unfit`."""
         out: Fields = {MAPPING_KEY: self.signature}
         wire = c.from_wire
-        for f, name, get, wire_canonical, fit in self._pull:
+        for f, name, get, wire_canonical, fit, scale in self._pull:
             value = get(c)
             if wire and wire_canonical:
                 # canonical already (see _WIRE_KINDS); an empty tag set is no value
@@ -187,6 +200,8 @@ class Converter:
                 continue
             try:
                 out[name] = v = canon(f, value)
+                if scale is not None and isinstance(v, float):
+                    out[name] = v = round_to_scale(v, scale)
                 if fit:
                     tf.to_column(f, v)
             except (ValueError, TypeError) as exc:
@@ -244,6 +259,9 @@ class Converter:
             if f.name not in fields:
                 continue
             v = fields[f.name]
+            if previous is not None and f.name in self._rounded and self._rounds_to(
+                    f, previous, v):
+                continue  # the CRM's own decimals, which the column holds rounded: kept
             if f.custom is not None:
                 _set_custom(custom, f.custom, None if v is None else to_crm_text(v))
             elif f.dynamic is not None:
@@ -272,6 +290,14 @@ class Converter:
             custom = [e for e in custom if e.label in self.claimed or e.label in known]
         return replace(c, **changes, custom=tuple(custom), dynamic=dynamic, digest=None,
                        from_wire=False)
+
+    def _rounds_to(self, f: FieldMap, c: Contact, value: FieldValue) -> bool:
+        get, scale = self._rounded[f.name]
+        try:
+            crm = canon(f, get(c))
+        except (ValueError, TypeError):
+            return False
+        return isinstance(crm, float) and round_to_scale(crm, scale) == value
 
 
 # The kind of value the adapter already makes of each standard field when it reads the wire

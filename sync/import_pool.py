@@ -122,7 +122,7 @@ class ImportPool:
             for part in reversed(batch.parts):
                 if part.result is None and part.future.cancel():  # now no worker starts it
                     if self._conv is None:
-                        self._conv = Converter(self._setup.spec)
+                        self._conv = self._setup.converter()
                     part.result = prepare_all(part.items, self._conv, self._setup)
                     self.stolen += 1
                     return True

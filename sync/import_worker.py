@@ -39,7 +39,6 @@ except ImportError:  # Windows: pipes keep their default size
     fcntl = None  # type: ignore[assignment]
 
 from sync.api.adapter import Listed
-from sync.convert import Converter
 from sync.gcpolicy import CYCLE_GEN0_THRESHOLD
 from sync.prepare import ImportSetup, Prepared, prepare_json
 
@@ -245,7 +244,7 @@ def main() -> int:
     setup = read_frame(frames_in)
     if not isinstance(setup, ImportSetup):
         return 0  # the end of stdin: the pool closed before the first batch
-    conv = Converter(setup.spec)
+    conv = setup.converter()
     while isinstance(batch := read_frame(frames_in), list):
         write_frame(frames_out, [prepare_json(raw, digest, conv, setup) for raw, digest in batch])
     return 0

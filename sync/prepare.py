@@ -16,7 +16,7 @@ keeps one implementation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sync import codec
@@ -43,6 +43,11 @@ class ImportSetup:
     policy: Policy
     directions: Mapping[str, Direction]  # the engine's: spec.directions()
     read_only_table: bool  # the engine's: a pull-only table
+    scales: Mapping[str, int] = field(default_factory=dict)  # the converter's
+
+    def converter(self) -> Converter:
+        """The engine's converter, made again (in a worker process)."""
+        return Converter(self.spec, self.scales)
 
 
 class Prepared(NamedTuple):

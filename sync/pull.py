@@ -114,7 +114,8 @@ class Pull:
         if (e.import_workers < 1 or total < e.import_min_contacts or ctx.options.dry_run
                 or not (ctx.no_states and ctx.no_rows)):
             return None
-        setup = ImportSetup(e.conv.spec, e.policy, e.directions, e.read_only_table)
+        setup = ImportSetup(e.conv.spec, e.policy, e.directions, e.read_only_table,
+                            e.conv.scales)
         return PooledImport(self, ImportPool(setup, e.import_workers))
 
     async def _listed(self, items: list[Listed]) -> None:

@@ -23,7 +23,7 @@ from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox
 from sync.settings import Settings
 from sync.store import deferred_indexes, make_engine
-from sync.store.adoption import check_table
+from sync.store.adoption import check_table, column_scales
 from sync.store.checkpoint import background_checkpoints
 from sync.store.local import LocalTable, ensure_table
 from sync.store.lock import TenantLock
@@ -114,12 +114,14 @@ def build_runtime(settings: Settings, *, migrate: bool = True,
     try:
         prepare_database(db, spec, migrate=migrate, tenant=settings.tenant_id)
         notes.ensure_table()
+        scales = column_scales(db, spec)
     except Exception:
         db.dispose()
         raise
     return Runtime(settings=settings, spec=spec, db=db,
                    store=StateStore(db, settings.tenant_id), local=local,
-                   converter=Converter(spec), notes=notes, transport=transport, now=now)
+                   converter=Converter(spec, scales), notes=notes, transport=transport,
+                   now=now)
 
 
 @asynccontextmanager

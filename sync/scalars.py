@@ -16,7 +16,7 @@ import math
 import re
 import unicodedata
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
 from sync.record import (
@@ -63,6 +63,15 @@ def parse_number(value: object) -> float:
     if not math.isfinite(num):
         raise ValueError(f"{value!r} is not a finite number")
     return num
+
+
+def round_to_scale(num: float, scale: int) -> float:
+    """`num` as a NUMERIC column of this scale (INTEGER: 0) holds it: the decimal the float
+    stands for (its shortest form), rounded half away from zero, as PostgreSQL rounds."""
+    exact = Decimal(repr(num))
+    if exact.as_tuple().exponent >= -scale:  # type: ignore[operator]  # finite: an int
+        return num
+    return float(exact.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP))
 
 
 def parse_integer(value: object) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sync.mapping import MappingSpec
 from sync.store.local import column_types
 
-__all__ = ["check_table", "table_warnings"]
+__all__ = ["check_table", "column_scales", "table_warnings"]
 
 # What an existing column's reflected type may be for each mapped type.
 _COMPATIBLE: dict[str, tuple[type[Any], ...]] = {
@@ -71,26 +71,42 @@ def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
     return problems
 
 
+def column_scales(engine: Engine, spec: MappingSpec) -> dict[str, int]:
+    """The number columns of an existing table that keep only so many decimals: PostgreSQL
+    rounds a number to an INTEGER (0) or NUMERIC(p,s) column's scale (SQLite keeps what it is
+    given). The converter reads the CRM's values of their fields rounded the same way."""
+    return {name: scale for name, (scale, _) in _scaled(engine, spec).items()}
+
+
 def table_warnings(engine: Engine, spec: MappingSpec) -> list[str]:
-    """What an existing table would do to some CRM values without a word: PostgreSQL rounds
-    a number to an INTEGER or NUMERIC(p,s) column's scale, and an app's later edit of the
-    row then sends the rounded value back (SQLite keeps what it is given)."""
+    """What an existing table does to some CRM values: a number column that keeps fewer
+    decimals than the CRM's value holds it rounded (`column_scales`); the CRM keeps its own
+    until the field is edited locally, which sends the rounded value."""
+    out = []
+    for name, (scale, col) in _scaled(engine, spec).items():
+        keeps = (f"{scale} decimals" if scale > 0 else "no decimals" if scale == 0
+                 else f"multiples of {10 ** -scale}")
+        out.append(f"table {spec.table!r}: column {name!r} is {col}, which keeps {keeps}: a "
+                   "CRM value with more is stored rounded, and the field is synced at that "
+                   "precision (the CRM keeps its own until the field is edited locally; give "
+                   "the column a larger scale, or make it TEXT, to keep them all)")
+    return out
+
+
+def _scaled(engine: Engine, spec: MappingSpec) -> dict[str, tuple[int, Any]]:
+    """column_scales, with each column's reflected type."""
     found = _reflected(engine, spec.table) if engine.dialect.name == "postgresql" else None
     if found is None:
-        return []
+        return {}
     existing = found[1]
-    out = []
+    out = {}
     for name, kind in column_types(spec).items():
         col = existing[name]["type"] if name in existing else None
         if kind != "number" or col is None or isinstance(col, sa.Float):
             continue
         scale = 0 if isinstance(col, sa.Integer) else getattr(col, "scale", None)
-        if scale is None:  # NUMERIC without a scale keeps every decimal
-            continue
-        keeps = f"{scale} decimals" if scale else "no decimals"
-        out.append(f"table {spec.table!r}: column {name!r} is {col}, which keeps {keeps}: a "
-                   "CRM value with more is stored rounded, and sent back rounded once an app "
-                   "edits that row (give the column a larger scale, or make it TEXT)")
+        if scale is not None:  # NUMERIC without a scale keeps every decimal
+            out[name] = (int(scale), col)
     return out
 
 

@@ -11,6 +11,7 @@ from sync.convert import EXTRA_PREFIX, MAPPING_KEY, Converter, RowError, validat
 from sync.mapping_file import load_mapping, parse_mapping
 from sync.merge import PullUpdate, PushUpdate, plan_contact
 from sync.record import Contact, CustomEntry, DynamicValue, Item
+from sync.scalars import round_to_scale
 
 from .conftest import ERP
 
@@ -227,3 +228,47 @@ def test_rebase_keeps_a_base_the_mapping_still_reads_the_same_way() -> None:
     legacy = {k: v for k, v in base.items() if k != MAPPING_KEY} | {"custom:Màu": "Đỏ"}
     assert erp.rebase(legacy) == {k: v for k, v in base.items() if k != MAPPING_KEY}
     assert erp.rebase(base | {EXTRA_PREFIX + "Gone": None}) == base
+
+
+# --- a number column that keeps only so many decimals (an adopted NUMERIC(p,s), INTEGER) -------
+
+SCALED = OLD + ("  - {custom: Doanh số, column: doanh_so, type: number}\n"
+                "  - {dynamic: dS, field_type: single_text, column: diem, type: number}\n")
+
+
+def test_a_scaled_columns_crm_value_is_read_rounded_and_kept_in_the_crm_when_unchanged(
+        ) -> None:
+    conv = Converter(parse_mapping(SCALED), {"doanh_so": 2, "diem": 0, "ten": 1})
+    assert conv.scales == {"doanh_so": 2, "diem": 0}  # number columns only
+    contact = crm(custom=(CustomEntry("Doanh số", "1234.565"),),
+                  dynamic={"dS": DynamicValue("single_text", ("-2.5",))})
+    fields = conv.remote_fields(contact)
+    assert (fields["custom:Doanh số"], fields["dynamic:dS"]) == (1234.57, -3.0)
+    assert conv.row_values(fields)["doanh_so"] == 1234.57
+    # pushing another field's edit sends the CRM's own decimals back unchanged
+    sent = conv.to_contact("KH-1", fields | {"full_name": "Nguyễn Ánh"}, contact)
+    assert (sent.full_name, sent.custom, sent.dynamic) == (
+        "Nguyễn Ánh", contact.custom, contact.dynamic)
+    # an edit of the number itself is sent
+    sent = conv.to_contact("KH-1", fields | {"custom:Doanh số": 20.5}, contact)
+    assert sent.custom == (CustomEntry("Doanh số", "20.5"),)
+
+
+def test_a_columns_scale_is_part_of_its_fields_signature() -> None:
+    spec = parse_mapping(SCALED)
+    plain, scaled = Converter(spec), Converter(spec, {"doanh_so": 2})
+    assert plain.signature == Converter(spec, {}).signature
+    assert scaled.signature != plain.signature != Converter(spec, {"doanh_so": 1}).signature
+    # the base recorded at two decimals is not read as agreed at one: the CRM's is pulled
+    base = scaled.remote_fields(crm(custom=(CustomEntry("Doanh số", "1.25"),)))
+    assert "custom:Doanh số" not in Converter(spec, {"doanh_so": 1}).rebase(base)
+
+
+@pytest.mark.parametrize(("num", "scale", "held"), [
+    (1234.567, 2, 1234.57), (10.005, 2, 10.01), (-10.005, 2, -10.01), (2.5, 0, 3.0),
+    (-2.5, 0, -3.0), (0.1 + 0.2, 2, 0.3), (99.5, 2, 99.5), (12.0, 0, 12.0), (1e20, 2, 1e20),
+    (1234.5, -2, 1200.0), (1.005, 2, 1.01), (1.00499999, 2, 1.0), (0.0, 3, 0.0)])
+def test_round_to_scale_rounds_the_decimal_a_float_stands_for_half_away_from_zero(
+        num: float, scale: int, held: float) -> None:
+    assert round_to_scale(num, scale) == held
+    assert round_to_scale(held, scale) == held  # what a column holds reads as itself

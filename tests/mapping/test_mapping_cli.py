@@ -190,10 +190,10 @@ def test_a_char_key_column_on_postgresql_is_refused(
 
 def test_a_number_column_that_rounds_on_postgresql_is_warned_of(
         clean_env: Path, monkeypatch: pytest.MonkeyPatch, fresh_pg_url: str) -> None:
-    """PostgreSQL rounds a value to an INTEGER or NUMERIC(p,s) column's scale without a word;
-    an app's later edit of the row then sends the rounded value to the CRM. `check` says so
-    (a warning: the table works), for number fields only, and not for a column that keeps
-    every decimal."""
+    """PostgreSQL rounds a value to an INTEGER or NUMERIC(p,s) column's scale without a word,
+    and the field is then synced at that precision (tests/engine/test_engine_number_scale.py).
+    `check` says so (a warning: the table works), for number fields only, and not for a column
+    that keeps every decimal."""
     db = sa.create_engine(fresh_pg_url)
     with db.begin() as conn:
         conn.execute(sa.text("CREATE TABLE sales (ma TEXT PRIMARY KEY, ten TEXT, "
