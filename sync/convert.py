@@ -70,10 +70,7 @@ class Converter:
         # fields whose column may refuse a CRM value: checked on the way in, per contact
         self._fit = frozenset(f.name for f in spec.fields if (
             f.values and f.column_type != "text") or (f.is_list and f.format == "delimited"))
-        # a column's scale is part of its field's signature: a changed scale re-reads the
-        # CRM's value instead of taking the column's re-rounded one for an edit (rebase)
-        sigs = {f.name: _digest(f.name, f.model_dump(exclude={"direction"}),
-                                *((self.scales[f.column],) if f.column in self.scales else ()))
+        sigs = {f.name: _digest(f.name, f.model_dump(exclude={"direction"}))
                 for f in spec.fields}
         if spec.ref_code_column:
             sigs["ref_code"] = _digest("ref_code", spec.ref_code_column)
@@ -83,7 +80,7 @@ class Converter:
         self._pull = tuple((f, f.name, _getter(f), _wire_canonical(f) and f.name not in self._fit,
                             f.name in self._fit, self.scales.get(f.column))
                            for f in spec.fields)
-        self._rounded = {name: (get, scale) for f, name, get, _, _, scale in self._pull
+        self._rounded = {name: (f, get, scale) for f, name, get, _, _, scale in self._pull
                          if scale is not None}
         # to_column returns a str value of these fields as it is, and None as None: no value
         # map, no list, no phone format to apply, no default to put in
@@ -201,7 +198,7 @@ class Converter:
             try:
                 out[name] = v = canon(f, value)
                 if scale is not None and isinstance(v, float):
-                    out[name] = v = round_to_scale(v, scale)
+                    out[name] = v = _held(f, scale, v)
                 if fit:
                     tf.to_column(f, v)
             except (ValueError, TypeError) as exc:
@@ -241,6 +238,12 @@ class Converter:
             if sig is not None and sig in known and (value is not None
                                                      or not name.startswith(EXTRA_PREFIX)):
                 out[name] = value
+        # a number column that rounds holds the base as rounded now: a base recorded at
+        # another scale (or before scales were read) is compared as the column holds it, so
+        # that neither the column's re-rounding nor the CRM's decimals read as an edit
+        for name, (f, _, scale) in self._rounded.items():
+            if isinstance(value := out.get(name), float):
+                out[name] = _held(f, scale, value)
         return out
 
     # --- canonical -> CRM contact to push -------------------------------------------------------
@@ -292,12 +295,19 @@ class Converter:
                        from_wire=False)
 
     def _rounds_to(self, f: FieldMap, c: Contact, value: FieldValue) -> bool:
-        get, scale = self._rounded[f.name]
+        _, get, scale = self._rounded[f.name]
         try:
             crm = canon(f, get(c))
         except (ValueError, TypeError):
             return False
-        return isinstance(crm, float) and round_to_scale(crm, scale) == value
+        return isinstance(crm, float) and _held(f, scale, crm) == value
+
+
+def _held(f: FieldMap, scale: int, value: float) -> FieldValue:
+    """A number as a column of this scale holds it; the field's default reads as no value,
+    rounded or not (as from_crm reads it)."""
+    held = round_to_scale(value, scale)
+    return None if held == f.canonical_default else held
 
 
 # The kind of value the adapter already makes of each standard field when it reads the wire

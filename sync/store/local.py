@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -74,6 +76,21 @@ class _Json(_AsStored):
         return process
 
 
+class _Number(sa.types.TypeDecorator[float]):
+    """A number column. On PostgreSQL a float is bound as the decimal its repr() spells: an
+    adopted NUMERIC column then holds exactly that, as COPY writes it (a float8 parameter is
+    cast to numeric with 15 significant digits: 12345678901234.57 became ...234.6, which read
+    as an app's edit), and a double precision column the same float as before."""
+
+    impl = sa.Float
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if type(value) is float and dialect.name == "postgresql" and math.isfinite(value):
+            return Decimal(repr(value))
+        return value
+
+
 _MSGSPEC_JSON = frozenset({dict, list, str})
 _json_encode = msgspec.json.Encoder().encode
 
@@ -81,7 +98,7 @@ _json_encode = msgspec.json.Encoder().encode
 _TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
     "text": sa.Text,
     "integer": sa.BigInteger,
-    "number": sa.Float,
+    "number": _Number,
     "date": _Date,
     "boolean": sa.Boolean,
     # None as SQL NULL, as an app writes "no value" (not the JSON text null)

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+import sync.runtime
+
 from .conftest import MakeHarness
 from .helpers import Db, Harness, attrs, write_calls
 
@@ -112,3 +114,76 @@ async def test_a_column_that_rounds_is_the_fields_precision_on_both_sides(
     r = await h.cycle()
     assert r.status == "ok" and not write_calls(r.api_calls), (r.notes, r.api_calls)
     assert r.counts.get("unchanged") == 3, r.counts
+
+
+def adopt_pg(db: Db, columns: str) -> None:
+    if db.kind != "postgresql":
+        pytest.skip("only PostgreSQL's columns round (SQLite keeps what it is given)")
+    engine = sa.create_engine(db.url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE sales (ref_id VARCHAR(255) PRIMARY KEY, "
+                             f"full_name TEXT, {columns})"))
+    engine.dispose()
+
+
+async def test_a_crm_value_that_rounds_to_the_fields_default_is_kept_in_the_crm(
+        make_harness: MakeHarness, db: Db) -> None:
+    """Found by review: the column gives 0 back as the default, no value; read unrounded as
+    0.0, the row looked like an app's clearing of the field, and the CRM's 0.4 was erased."""
+    adopt_pg(db, "doanh_so NUMERIC(12,2), diem INTEGER")
+    h = make_harness({"contacts": 0}, mapping=MAPPING.replace(
+        "column: diem, type: number}", "column: diem, type: number, default: 0}"))
+    h.emulator.agent_create(full_name="Nguyễn Văn An", ref_id="KH-1", custom={"Điểm": "0.4"})
+    r = await h.cycle()
+    assert r.status == "ok" and not write_calls(r.api_calls), (r.notes, r.api_calls)
+    h.update("KH-1", full_name="Nguyễn Văn Ân")
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert r.counts.get("updated_remote") == 1, r.counts
+    assert custom(h, "KH-1") == {"Điểm": "0.4"}
+
+
+async def test_a_value_of_16_or_17_digits_is_stored_as_the_crm_has_it(
+        make_harness: MakeHarness, db: Db) -> None:
+    """Found by review: a float bound as float8 is cast to numeric with 15 significant
+    digits (12345678901234.57 stored as ...234.6), which read as an app's edit and was sent
+    to the CRM; floats are bound as their decimal now (as COPY writes them)."""
+    adopt_pg(db, "doanh_so NUMERIC(20,2), diem INTEGER")
+    h = make_harness({"contacts": 0}, mapping=MAPPING)
+    h.emulator.agent_create(full_name="Nguyễn Văn An", ref_id="KH-1",
+                            custom={"Doanh số": "12345678901234.57"})
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    with h.rt.db.connect() as conn:
+        assert str(conn.execute(sa.text("SELECT doanh_so FROM sales")).scalar()) == \
+            "12345678901234.57"
+    h.update("KH-1", full_name="Nguyễn Văn Ân")
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert custom(h, "KH-1") == {"Doanh số": "12345678901234.57"}
+
+
+@pytest.mark.parametrize("crm_value", ["100.25", "1234.567"],
+                         ids=["base-fits-the-column", "base-recorded-unrounded"])
+async def test_an_app_edit_pending_when_the_scales_are_first_read_is_sent(
+        make_harness: MakeHarness, db: Db, monkeypatch: pytest.MonkeyPatch,
+        crm_value: str) -> None:
+    """Found by review (with the scale in the field's signature then): a crm-sync before this
+    one read no scales, and recorded the CRM's value unrounded; an app's edit made before the
+    upgraded daemon's first cycle was taken for a conflict and, CRM winning, undone. The base
+    is now compared as the column holds it: the edit is the only change, and is sent."""
+    adopt_pg(db, "doanh_so NUMERIC(12,2), diem INTEGER")
+    monkeypatch.setattr(sync.runtime, "column_scales", lambda db, spec: {})
+    h = make_harness({"contacts": 0}, mapping=MAPPING)
+    h.emulator.agent_create(full_name="Nguyễn Văn An", ref_id="KH-1",
+                            custom={"Doanh số": crm_value})
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    h.update("KH-1", doanh_so=250.5)
+    monkeypatch.undo()
+    h.restart()
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert (r.counts.get("conflicts", 0), r.counts.get("updated_remote")) == (0, 1), r.counts
+    assert stored(h, "KH-1")[0] == 250.5
+    assert custom(h, "KH-1") == {"Doanh số": "250.5"}

@@ -254,14 +254,29 @@ def test_a_scaled_columns_crm_value_is_read_rounded_and_kept_in_the_crm_when_unc
     assert sent.custom == (CustomEntry("Doanh số", "20.5"),)
 
 
-def test_a_columns_scale_is_part_of_its_fields_signature() -> None:
+def test_a_base_is_compared_as_the_scaled_column_holds_it() -> None:
+    """A scale is no change of mapping: a base recorded before the scale was read, or at
+    another scale, is read rounded as the column now holds it."""
     spec = parse_mapping(SCALED)
-    plain, scaled = Converter(spec), Converter(spec, {"doanh_so": 2})
-    assert plain.signature == Converter(spec, {}).signature
-    assert scaled.signature != plain.signature != Converter(spec, {"doanh_so": 1}).signature
-    # the base recorded at two decimals is not read as agreed at one: the CRM's is pulled
-    base = scaled.remote_fields(crm(custom=(CustomEntry("Doanh số", "1.25"),)))
-    assert "custom:Doanh số" not in Converter(spec, {"doanh_so": 1}).rebase(base)
+    assert Converter(spec, {"doanh_so": 2}).signature == Converter(spec).signature
+    base = Converter(spec).remote_fields(crm(custom=(CustomEntry("Doanh số", "1234.567"),)))
+    assert Converter(spec, {"doanh_so": 2}).rebase(base)["custom:Doanh số"] == 1234.57
+    assert Converter(spec, {"doanh_so": 1}).rebase(base)["custom:Doanh số"] == 1234.6
+    assert Converter(spec).rebase(base) == base
+
+
+def test_a_crm_value_that_rounds_to_the_fields_default_reads_as_no_value() -> None:
+    """As the column gives it back: else the row read later looks like an app's clearing of
+    the field, which would erase the CRM's value."""
+    conv = Converter(parse_mapping(
+        OLD + "  - {custom: Điểm, column: diem, type: number, default: 0}\n"), {"diem": 0})
+    contact = crm(custom=(CustomEntry("Điểm", "0.4"),))
+    fields = conv.remote_fields(contact)
+    assert fields["custom:Điểm"] is None
+    assert conv.row_fields(conv.row_values(fields))["custom:Điểm"] is None
+    assert conv.rebase(fields | {"custom:Điểm": 0.4})["custom:Điểm"] is None
+    sent = conv.to_contact("KH-1", fields | {"full_name": "Ân"}, contact)
+    assert sent.custom == contact.custom
 
 
 @pytest.mark.parametrize(("num", "scale", "held"), [
