@@ -81,7 +81,7 @@ def column_scales(engine: Engine, spec: MappingSpec) -> dict[str, int]:
 def table_warnings(engine: Engine, spec: MappingSpec) -> list[str]:
     """What an existing table does to some CRM values: a number column that keeps fewer
     decimals than the CRM's value holds it rounded (`column_scales`); the CRM keeps its own
-    until the field is edited locally, which sends the rounded value."""
+    until the field is edited locally, which sends the column's value."""
     out = []
     for name, (scale, col) in _scaled(engine, spec).items():
         keeps = (f"{scale} decimals" if scale > 0 else "no decimals" if scale == 0
