@@ -26,7 +26,15 @@ from typing import Any
 
 import msgspec
 
-from sync.record import Contact, CustomEntry, DynamicValue, Fields, FieldValue, Item
+from sync.record import (
+    Contact,
+    CustomEntry,
+    DynamicValue,
+    Fields,
+    FieldValue,
+    Item,
+    recurring,
+)
 
 __all__ = [
     "contact_dumps", "contact_from_json", "contact_loads", "contact_to_json", "dumps",
@@ -123,7 +131,7 @@ def fields_to_json(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
         if kind in plain:
             continue
         if kind is frozenset:
-            out[key] = {"$set": _sorted_set(value)}  # type: ignore[arg-type]
+            out[key] = {"$set": _sorted_set(value)}
             continue
         try:
             out[key] = value_to_json(value)
@@ -132,20 +140,9 @@ def fields_to_json(fields: Mapping[str, FieldValue]) -> dict[str, Any]:
     return out
 
 
-_SORTED_SETS: dict[frozenset[str], list[str]] = {}
-
-
-def _sorted_set(value: frozenset[str]) -> list[str]:
-    """A set's members sorted, remembered for the few sets that recur in every record (the
-    mapping's signature, common tag sets). Not to be mutated: the list is shared."""
-    try:
-        return _SORTED_SETS[value]
-    except KeyError:
-        pass
-    if len(_SORTED_SETS) >= 256:
-        _SORTED_SETS.clear()
-    out = _SORTED_SETS[value] = sorted(value)
-    return out
+# A set's members sorted, remembered for the few sets that recur in every record (the
+# mapping's signature, common tag sets). Not to be mutated: the list is shared.
+_sorted_set = recurring(sorted, of=frozenset, size=256)
 
 
 def fields_from_json(data: Mapping[str, Any]) -> Fields:

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 # A normalised field value. Lists are tuples, sets are frozensets: everything is hashable.
 FieldValue = str | int | float | bool | date | frozenset[str] | tuple[str, ...] | None
@@ -162,21 +162,23 @@ _T = TypeVar("_T")
 RECURRING_MAX = 4096  # distinct values a `recurring` normaliser remembers (then it starts over)
 
 
-def recurring(norm: Callable[[object], _T]) -> Callable[[object], _T]:
-    """`norm` for texts that recur from contact to contact (labels, kinds, owners): a
-    text seen before is answered from a table, a tenth of the cost of normalising it again.
-    The table holds at most RECURRING_MAX texts and is emptied when full, so a value that
-    never recurs costs a lookup and no memory beyond that."""
-    table: dict[str, _T] = {}
+def recurring(norm: Callable[[Any], _T], *, of: type = str, size: int | None = None
+              ) -> Callable[[Any], _T]:
+    """`norm` for values that recur from contact to contact (labels, kinds, owners; the sets a
+    codec sorts): a value of type `of` seen before is answered from a table, a tenth of the
+    cost of normalising it again; other values are passed to `norm` as they are. The table
+    holds at most `size` (default RECURRING_MAX) values and is emptied when full, so a value
+    that never recurs costs a lookup and no memory beyond that."""
+    table: dict[Any, _T] = {}
 
-    def cached(value: object) -> _T:
-        if type(value) is not str:
+    def cached(value: Any) -> _T:
+        if type(value) is not of:
             return norm(value)
         try:
             return table[value]
         except KeyError:
             pass
-        if len(table) >= RECURRING_MAX:
+        if len(table) >= (size or RECURRING_MAX):
             table.clear()
         out = table[value] = norm(value)
         return out
