@@ -13,7 +13,7 @@ from sync.api.adapter import LayoutField
 from sync.errors import ConfigError
 from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping, locate
-from sync.settings import Settings, unknown_settings
+from sync.settings import Settings, require_api_key, unknown_settings
 from sync.status import safe_url
 from sync.store import make_engine
 from sync.store.adoption import check_table, table_warnings
@@ -22,9 +22,7 @@ from sync.store.state import StateStore
 
 
 def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
-    if not settings.api_key.get_secret_value():
-        raise ConfigError("CRM_SYNC_API_KEY is not set (nor CRM_SYNC_API_KEY_FILE): `sync` "
-                          "could not authenticate")
+    require_api_key(settings, "`sync` could not authenticate")
     done = [f"settings (tenant {settings.tenant_id}, CRM {settings.base_url})"]
     done += [f"warning: {w}" for w in unknown_settings()]
     spec = load_mapping(settings.mapping_file)

@@ -17,7 +17,7 @@ from sync import __version__, logs
 from sync.cycle import CycleOptions, CycleResult, ExitCode
 from sync.errors import AuthError, ConfigError, CrmSyncError, LockBusy
 from sync.notes_cli import notes_app
-from sync.settings import Settings, load_settings
+from sync.settings import Settings, load_settings, require_api_key
 from sync.terminal import console
 
 app = typer.Typer(
@@ -77,6 +77,7 @@ def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> 
     from sync.runtime import build_runtime
 
     settings = _settings()
+    require_api_key(settings, "a cycle cannot reach the CRM without it")
     rt = build_runtime(settings, migrate=True)
     try:
         lock = rt.lock()

@@ -40,7 +40,7 @@ from sync.health import Check, HealthServer, create_app, liveness_check, readine
 from sync.metrics import Metrics
 from sync.notify import notify, watchdog, watchdog_period
 from sync.runtime import Runtime, build_runtime
-from sync.settings import Settings
+from sync.settings import Settings, require_api_key
 from sync.store.state import StateStore
 
 __all__ = ["Daemon", "full_sync_trigger", "run_daemon"]
@@ -55,9 +55,7 @@ ABANDONED = "abandoned: its process stopped before the cycle finished"
 
 
 def run_daemon(settings: Settings) -> int:
-    if not settings.api_key.get_secret_value():
-        raise ConfigError("CRM_SYNC_API_KEY (or CRM_SYNC_API_KEY_FILE) is not set: the daemon "
-                          "cannot reach the CRM without it")
+    require_api_key(settings, "the daemon cannot reach the CRM without it")
     # Logs to stdout (journald, `docker logs`); JSON unless stdout is a terminal.
     logs.configure(settings.log_format, settings.log_level, stream=sys.stdout)
     _route_stdlib_logging(settings.log_level)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -104,17 +104,30 @@ class Settings(BaseSettings):
         return hashlib.sha256(raw.encode()).hexdigest()[:8] if raw else "(none)"
 
 
-def _secret_files(env: dict[str, str]) -> dict[str, Any]:
+def _secret_files(env: Mapping[str, str], dotenv: Mapping[str, str | None]
+                  ) -> dict[str, Any]:
+    """The secrets given as `<NAME>_FILE`, in the environment or in `.env`. As for every
+    setting, the environment wins over `.env`: a `_FILE` there, or the setting itself, hides
+    a `_FILE` in `.env`."""
     found: dict[str, Any] = {}
     for name in SECRET_FILE_SETTINGS:
-        path = env.get(f"{PREFIX}{name}_FILE")
+        var = f"{PREFIX}{name}_FILE"
+        path, where = env.get(var), "in the environment"
+        if not path and f"{PREFIX}{name}" not in env:
+            path, where = dotenv.get(var), "in .env"
         if not path:
             continue
         try:
             found[name.lower()] = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{PREFIX}{name}_FILE: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"{var} ({where}): cannot read {path}: {exc.strerror}") from None
     return found
+
+
+def require_api_key(settings: Settings, why: str) -> None:
+    """ConfigError naming the setting when no API key is given; `why`: what needs it."""
+    if not settings.api_key.get_secret_value():
+        raise ConfigError(f"{PREFIX}API_KEY is not set (nor {PREFIX}API_KEY_FILE): {why}")
 
 
 def unknown_settings(names: Iterable[str] | None = None) -> list[str]:
@@ -136,7 +149,7 @@ def unknown_settings(names: Iterable[str] | None = None) -> list[str]:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings from the environment, `.env`, `*_FILE` secrets and explicit overrides."""
-    values = {**_secret_files(dict(os.environ)), **overrides}
+    values = {**_secret_files(os.environ, dotenv_values(ENV_FILE)), **overrides}
     try:
         return Settings(**values)
     except ValidationError as exc:
@@ -157,6 +170,6 @@ def _where(name: str, field: str, overrides: dict[str, Any]) -> str:
         return " (in the environment)"
     if name in dotenv_values(ENV_FILE):
         return " (in .env)"
-    if f"{name}_FILE" in os.environ:
+    if f"{name}_FILE" in os.environ or f"{name}_FILE" in dotenv_values(ENV_FILE):
         return f" (in the file {name}_FILE names)"
     return ""
