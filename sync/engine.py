@@ -188,7 +188,7 @@ class SyncEngine:
         message = "; ".join(ctx.notes) or None
         if ctx.run_id is not None:
             self.store.finish_run(ctx.run_id, status=status, counts=counts, api_calls=calls,
-                                  message=message)
+                                  message=message, details=extra)
         return CycleResult(
             run_id=ctx.run_id, kind=ctx.options.kind, status=status, counts=counts | extra,
             api_calls=calls, started_at=ctx.now, finished_at=self.now(), notes=tuple(ctx.notes),

@@ -52,6 +52,10 @@ LABELS = {
 }
 
 
+# a run's details every cycle has (not worth a line in `status`)
+_ROUTINE = frozenset({"unchanged"})
+
+
 def print_cycle(console: Console, result: CycleResult, title: str | None = None) -> None:
     head = title or (f"{result.kind} run {result.run_id}" if result.run_id else "dry run")
     console.print(f"[bold]{head}[/]: [{_colour(result.status)}]{result.status}[/] "
@@ -147,8 +151,16 @@ def print_status(console: Console, status: Mapping[str, Any]) -> None:
                      str(r["pulled"]), str(pushed), str(local), str(r["errors"]),
                      str(r["api_calls"]))
     console.print(runs)
+    last = status["runs"][0] if status["runs"] else {}
+    if notable := [f"{n} {LABELS.get(k, k)}" for k, n in (last.get("details") or {}).items()
+                   if k not in _ROUTINE]:
+        console.print(f"run {last['id']} also: " + "; ".join(notable))
     for e in status["errors"]:
         console.print(f"  [red]error[/] {e['key']}: {e['last_error']}")
+    if count := status.get("read_only_edits_count"):
+        console.print(f"read-only contacts with local edits not sent: {count}")
+    for r in status.get("read_only_edits", []):
+        console.print(f"  [yellow]read-only[/] {r['key']}: {r['last_error']}")
     notes = status.get("notes") or {}
     if notes:
         console.print("notes: " + ", ".join(f"{v} {k}" for k, v in notes.items()))

@@ -30,6 +30,7 @@ def collect_status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
         store = StateStore(db, settings.tenant_id)
         spec = load_mapping(settings.mapping_file)
         notes = NotesOutbox(db, settings.tenant_id, spec, LocalTable.for_spec(spec))
+        edit_count, edits = store.read_only_edits(20)
         return {
             "tenant": settings.tenant_id,
             "database": safe_url(settings.database_url),
@@ -39,6 +40,8 @@ def collect_status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             "errors": store.errors(20),
             "rows_in_error": store.count_errors(),
             "conflicts": store.open_conflicts(20),
+            "read_only_edits": edits,
+            "read_only_edits_count": edit_count,
             "notes": notes.counts() if notes.enabled else {},
             "note_problems": notes.problems() if notes.enabled else [],
         }

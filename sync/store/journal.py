@@ -97,17 +97,21 @@ class Journal:
             return int(key[0])
 
     def finish_run(self, run_id: int, *, status: str, counts: Mapping[str, int],
-                   api_calls: Mapping[str, int], message: str | None = None) -> None:
-        """Close a run: its status, counts (keys from RUN_COUNT_COLUMNS), API calls per endpoint."""
+                   api_calls: Mapping[str, int], message: str | None = None,
+                   details: Mapping[str, int] | None = None) -> None:
+        """Close a run: its status, counts (keys from RUN_COUNT_COLUMNS), API calls per
+        endpoint; `details`: its other counts (the non-zero ones are kept)."""
         _check("run status", status, RUN_STATUSES)
         unknown = set(counts) - set(RUN_COUNT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown run counts {sorted(unknown)}; known: {RUN_COUNT_COLUMNS}")
         values: dict[str, Any] = {name: int(n) for name, n in counts.items()}
+        kept = {k: int(v) for k, v in (details or {}).items() if v}
         values.update(
             status=status, finished_at=utcnow(), message=message,
             api_calls=sum(api_calls.values()),
-            api_calls_by_endpoint=dumps({k: int(v) for k, v in api_calls.items()}))
+            api_calls_by_endpoint=dumps({k: int(v) for k, v in api_calls.items()}),
+            details=dumps(kept) if kept else None)
         with self.engine.begin() as conn:
             result = conn.execute(sync_runs.update().where(
                 sync_runs.c.tenant == self.tenant, sync_runs.c.id == run_id).values(values))
@@ -115,14 +119,15 @@ class Journal:
                 raise StoreError(f"no sync run {run_id} for tenant {self.tenant!r}")
 
     def last_runs(self, n: int = 10) -> list[dict[str, Any]]:
-        """The newest runs first, as dicts of their columns (api_calls_by_endpoint decoded)."""
+        """The newest runs first, as dicts of their columns (api_calls_by_endpoint and
+        details decoded)."""
         query = (select(sync_runs).where(sync_runs.c.tenant == self.tenant)
                  .order_by(sync_runs.c.id.desc()).limit(n))
         with self.engine.connect() as conn:
             rows = [dict(row._mapping) for row in conn.execute(query)]
         for row in rows:
-            raw = row["api_calls_by_endpoint"]
-            row["api_calls_by_endpoint"] = loads(raw) if raw else {}
+            for name in ("api_calls_by_endpoint", "details"):
+                row[name] = loads(row[name]) if row[name] else {}
         return rows
 
     # --- conflicts -------------------------------------------------------------------------

@@ -128,6 +128,7 @@ sync_runs = Table(
     _count("api_calls"),
     Column("api_calls_by_endpoint", Text),  # JSON object endpoint -> calls
     Column("message", Text),
+    Column("details", Text),  # JSON object: the run's other non-zero counts (migration 0006)
     Index("ix_sync_runs_tenant_id", "tenant", "id"),
 )
 

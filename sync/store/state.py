@@ -314,6 +314,17 @@ class StateStore(Journal):
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def read_only_edits(self, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """Read-only contacts whose local edits are not sent (their last error says which
+        fields): how many, and the most recently updated."""
+        c = sync_state.c
+        which = and_(c.tenant == self.tenant, c.status == "read_only", c.last_error.is_not(None))
+        query = (select(c.key, c.public_id, c.last_error, c.updated_at).where(which)
+                 .order_by(c.updated_at.desc(), c.key).limit(limit))
+        with self.engine.connect() as conn:
+            count = int(conn.execute(select(func.count()).where(which)).scalar_one())
+            return count, [dict(row._mapping) for row in conn.execute(query)]
+
     def count_errors(self) -> int:
         """How many contacts `errors` lists, without the limit."""
         with self.engine.connect() as conn:

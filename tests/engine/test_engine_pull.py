@@ -4,6 +4,8 @@ order and a page-size cap; a cycle with no changes makes zero write calls."""
 from __future__ import annotations
 
 import gc
+import io
+import json
 import math
 import threading
 from collections.abc import Collection
@@ -11,11 +13,14 @@ from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
+from rich.console import Console
 from sqlalchemy.engine import Connection
 
-from sync.cycle import CycleOptions
+from sync.cycle import COUNTERS, CycleOptions
 from sync.emulator.config import ORDERS
 from sync.gcpolicy import CYCLE_GEN0_THRESHOLD
+from sync.report import print_status
+from sync.status import collect_status
 from sync.store.local import LocalTable
 
 from .conftest import MakeHarness
@@ -305,3 +310,33 @@ async def test_a_crm_edit_next_to_an_apps_escaped_surrogate_is_written(
     assert r.status in ("ok", "partial"), r.notes
     assert h.row(key)["custom_fields"] == {  # type: ignore[index]
         "Ghi chú": "Hẹn gọi lại \ud83d", "Kênh": "Facebook"}
+
+
+async def test_status_shows_read_only_edits_and_the_last_runs_other_counts(
+        make_harness: MakeHarness) -> None:
+    # README: local edits to read-only contacts "are reported in `status`"; before, only the
+    # cycle's own summary said so, and a duplicate refId in the CRM was nowhere in status
+    h = make_harness({"contacts": 30, "seed": 5})
+    await h.cycle()
+    key = sorted(k for k in h.rows() if k.startswith("crm:"))[0]
+    h.update(key, job_title="Sửa ở bảng")
+    taken = sorted(k for k in h.rows() if not k.startswith("crm:"))[0]
+    h.emulator.agent_create(full_name="Bản Sao Trùng Lặp", ref_id=taken, phones=["0911222333"])
+    r = await h.cycle(full=True)
+    assert r.counts["read_only_edits"] == 1 and r.counts["duplicates_in_crm"] == 1, r.counts
+
+    status = collect_status(h.rt.settings)
+    assert status["runs"][0]["details"] == {k: v for k, v in r.counts.items()
+                                            if k not in COUNTERS and v}
+    assert status["read_only_edits_count"] == 1
+    assert [(e["key"], "job_title" in e["last_error"]) for e in status["read_only_edits"]] == [
+        (key, True)]
+    console = Console(file=io.StringIO(), width=200)
+    print_status(console, status)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert f"run {r.run_id} also: " in text
+    assert "1 CRM contacts sharing a refId (reported, not touched)" in text
+    assert "1 local edits to read-only contacts (not sent)" in text
+    assert "read-only contacts with local edits not sent: 1" in text
+    assert f"read-only {key}: local edits to job_title are not sent" in text, text
+    json.dumps(status, default=str)  # `status --json` can write it

@@ -15,7 +15,7 @@ def test_upgrade_from_0001_adds_the_outbox(db_url: str) -> None:
         upgrade(engine, "0001")
         assert not inspect(engine).has_table("note_outbox")
         upgrade(engine)
-        assert current_revision(engine) == head_revision() == "0005"
+        assert current_revision(engine) == head_revision() == "0006"
         assert inspect(engine).has_table(note_outbox.name)
         assert schema_diffs(engine) == []
     finally:
