@@ -328,7 +328,7 @@ class Applier:
             contact = e.conv.to_contact(it.remote.ref_id, push.fields, it.remote)
             async with sem:
                 try:
-                    await e.client.update(contact, before=it.remote)
+                    missed = await e.client.update_checked(contact, it.remote)
                 except RemoteError as exc:
                     self.ctx.counts["updated_remote"] -= 1
                     # the API names no field: name what was sent (a dynamic attribute's code
@@ -337,6 +337,18 @@ class Applier:
                     self.row_error(it.key, it.state, f"{row_failure('update', exc)} (sent: "
                                    f"{sent})", public_id=it.remote.public_id)
                     return
+            if missed:
+                # Recorded as agreed, the next listing would show the CRM's old value against
+                # the value sent, read it as an agent's edit and set the row back: the row's
+                # edit would be lost without a word. Kept as not agreed instead, so it is
+                # sent again (what the CRM did take is agreed then, as both sides hold it).
+                self.ctx.counts["updated_remote"] -= 1
+                self.row_error(it.key, it.state, "the CRM did not take the update of "
+                               f"{', '.join(missed)} (it shows the value from before it): the "
+                               "row keeps its value, sent again next cycle (map a field the CRM "
+                               "never takes `direction: pull` to stop sending it)",
+                               public_id=it.remote.public_id)
+                return
             # The CRM now holds `contact`; its timestamp is unknown until the next listing,
             # and the listed bytes it replaced stay recorded: a listing that lags the update
             # serves them again, and they are then read as `contact` (Pull.chunk).

@@ -45,13 +45,19 @@ when the real service disagrees is a one-line change. The list (README.md repeat
 18. layout_from_wire: the layout payload is a list of {field_code, field_name, field_type,
     is_required, options}; an {"items": [...]} wrapper is tolerated.
 19. Deleted contacts are normally absent from the list; `is_deleted` is kept on the Contact.
+(20 and 21, add-more's dropped items and dynamic attributes, are the applier's: README.md.)
+22. not_taken: update's summary carries fullName, gender, passport, address and note as the CRM
+    now holds them; one it shows as it was before an update that changed it (a server that
+    ignores a field, or takes "" for "leave unchanged") was not taken. Any other value, or a
+    key it leaves out, is taken. UNDOCUMENTED_UPDATE_ATTRS: the documented update body names no
+    job title and no refCode, so they are sent and read back with get when changed.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -631,6 +637,46 @@ def layout_from_wire(payload: Any) -> list[LayoutField]:
 def summary_from_wire(payload: Any) -> dict[str, Any]:
     """update's camelCase summary, passed on as is ({} if it is not an object)."""
     return dict(payload) if isinstance(payload, Mapping) else {}
+
+
+def _summary_gender(text: str) -> str | None:
+    g = _gender_text(text)
+    return GENDER_LABELS.get(g, g) if g else None
+
+
+_UNREAD: Any = object()  # a summary value of another type: never equal to a Contact's
+# [assumed] 22: the summary's texts [doc], each with the Contact attribute and how it is read
+_SUMMARY_TEXTS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
+    "fullName": ("full_name", norm_text), "gender": ("gender", _summary_gender),
+    "passport": ("passport", norm_text), "address": ("address", norm_text),
+    "note": ("note", norm_multiline)}
+UNDOCUMENTED_UPDATE_ATTRS = ("job_title", "ref_code")  # [assumed] 22
+
+
+def not_taken(summary: Mapping[str, Any], sent: Contact, before: Contact) -> list[str]:
+    """[assumed] 22: the attributes an update changed from `before` that its summary shows as
+    `before` has them: the CRM did not take them."""
+    out = []
+    for key, (attr, read) in _SUMMARY_TEXTS.items():
+        old = getattr(before, attr)
+        if key in summary and getattr(sent, attr) != old and _read(read, summary[key]) == old:
+            out.append(attr)
+    return out
+
+
+def shown_as_before(now: Contact, sent: Contact, before: Contact,
+                    attrs: Iterable[str] = UNDOCUMENTED_UPDATE_ATTRS) -> list[str]:
+    """Of these attributes, those an update changed from `before` that `now` (the contact
+    read back) still shows as `before` has them."""
+    return [a for a in attrs
+            if getattr(sent, a) != getattr(before, a) and getattr(now, a) == getattr(before, a)]
+
+
+def _read(read: Callable[[str], Any], value: Any) -> Any:
+    try:
+        return read(value) if isinstance(value, str) else None if value is None else _UNREAD
+    except (TypeError, ValueError):
+        return _UNREAD
 
 
 # --- writing: request bodies and queries ------------------------------------------------------

@@ -203,6 +203,24 @@ class OmiClient:
         payload = await self._request("update", body=adapter.update_body(c, before))
         return adapter.summary_from_wire(payload)
 
+    async def update_checked(self, c: Contact, before: Contact) -> list[str]:
+        """`update` of `c`, changed from the CRM's copy `before`; then the attributes it
+        changed that the CRM did not take ([assumed] 22): those its summary shows as they were,
+        and the job title and refCode (the documented update body names neither), read back
+        with `get` when changed. A read-back that fails (not the key) says nothing: taken."""
+        missed = adapter.not_taken(await self.update(c, before), c, before)
+        if any(getattr(c, a) != getattr(before, a) for a in adapter.UNDOCUMENTED_UPDATE_ATTRS):
+            try:
+                now = await self.get(ref_id=c.ref_id)
+            except AuthError:
+                raise
+            except ApiError as exc:
+                log.warning("omicall.update_not_read_back", error=str(exc))
+                now = None
+            if now is not None:
+                missed += adapter.shown_as_before(now, c, before)
+        return missed
+
     async def delete(self, public_id: str) -> bool:
         """True if deleted now, False if it was already gone (or deleted by a lost earlier try)."""
         try:

@@ -55,6 +55,11 @@ class EmulatorConfig:
     timeout_hang: float = 30.0
     malformed_rate: float = 0.0  # HTTP 200 with a truncated JSON body, no state change
     token_ttl: float = 86400.0  # seconds an access token lives (checked against the current value)
+    # a server whose update takes less than crm-sync sends (the documented update body names
+    # no job_title nor refCode): these body keys are ignored, and with update_ignores_empty a
+    # "" leaves its field as it is; the summary still answers (showing the unchanged values)
+    update_ignores: tuple[str, ...] = ()
+    update_ignores_empty: bool = False
     layout: list[dict[str, Any]] | None = None  # None = DEFAULT_LAYOUT
 
     def __post_init__(self) -> None:

@@ -92,6 +92,10 @@ def update(emu: Emulator, body: Any) -> Payload:
     ref = body.get("refId")
     if not isinstance(ref, str) or not ref.strip():
         raise Invalid(detail="refId is required")
+    ignored, keep_empty = emu.config.update_ignores, emu.config.update_ignores_empty
+    if ignored or keep_empty:
+        body = {k: v for k, v in body.items()
+                if k not in ignored and not (keep_empty and v == "")}
     patch = api_patch(body, emu.layout_by_code)
     patch.pop("ref_id", None)  # refId identifies the contact; it is not changed here
     with emu.lock:

@@ -352,3 +352,33 @@ def test_create_body_round_trip(c: Contact) -> None:
     b = adapter.create_body(c)
     full = {"phones": [], "emails": [], "tags": [], "more_infomation": [], **b}
     assert adapter.contact_from_wire(echo(full)) == replace(c, dynamic={})  # add has no dynamics
+
+
+_BEFORE = Contact(ref_id="KH-1", full_name="Lê Văn A", address="1 Hai Bà Trưng",
+                  gender="male", job_title="Thợ", note=None)
+
+
+@pytest.mark.parametrize(("sent", "summary", "missed"), [
+    (replace(_BEFORE, address="2 Lý Thái Tổ"), {"address": "1 Hai Bà Trưng"}, ["address"]),
+    (replace(_BEFORE, address="2 Lý Thái Tổ"), {"address": " 2 Lý Thái Tổ "}, []),
+    (replace(_BEFORE, address="2 Lý Thái Tổ"), {}, []),  # not shown: taken
+    (replace(_BEFORE, address="2 Lý Thái Tổ"), {"address": "3 Khác"}, []),  # an agent's
+    (replace(_BEFORE, address=None), {"address": "1 Hai Bà Trưng"}, ["address"]),  # a clear
+    (replace(_BEFORE, address=None), {"address": None}, []),
+    (replace(_BEFORE, address=None), {"address": ""}, []),
+    (replace(_BEFORE, gender="female"), {"gender": "Nam"}, ["gender"]),  # the label read
+    (replace(_BEFORE, gender="female"), {"gender": {"x": 1}}, []),  # unreadable: taken
+    (replace(_BEFORE, note="ghi chú"), {"note": None, "address": "1 Hai Bà Trưng"}, ["note"]),
+    (_BEFORE, {"address": "1 Hai Bà Trưng", "fullName": "Lê Văn A"}, []),  # nothing changed
+])
+def test_not_taken_reads_the_update_summary(sent: Contact, summary: dict[str, Any],
+                                            missed: list[str]) -> None:
+    assert adapter.not_taken(summary, sent, _BEFORE) == missed
+
+
+def test_shown_as_before_names_the_changed_attributes_read_back_unchanged() -> None:
+    sent = replace(_BEFORE, job_title="Kỹ sư", ref_code="C9")
+    assert adapter.shown_as_before(_BEFORE, sent, _BEFORE) == ["job_title", "ref_code"]
+    assert adapter.shown_as_before(sent, sent, _BEFORE) == []
+    assert adapter.shown_as_before(replace(_BEFORE, job_title="Khác"), sent, _BEFORE) == [
+        "ref_code"]

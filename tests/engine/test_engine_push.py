@@ -711,3 +711,52 @@ async def test_a_lone_refused_row_is_sent_again_at_most_max_create_attempts_time
     h.update("NEW-0001", full_name="Khách Đã Sửa")
     await h.settle()
     assert first(h.crm()["NEW-0001"], "full_name") == "Khách Đã Sửa"
+
+
+@pytest.mark.parametrize(("field", "value", "knobs"), [
+    # the documented update body names no job title: a server may ignore it (read back: get)
+    ("job_title", "Kỹ sư trưởng", {"update_ignores": ("job_title",)}),
+    # one that ignores a field its summary shows
+    ("address", "12 Lê Lợi, Huế", {"update_ignores": ("address",)}),
+    # one that takes "" for "leave as it is": a cleared field
+    ("address", None, {"update_ignores_empty": True}),
+])
+async def test_an_update_the_crm_does_not_take_is_an_error_never_set_back(
+        make_harness: MakeHarness, field: str, value: str | None,
+        knobs: dict[str, object]) -> None:
+    # before: recorded as agreed, the CRM's old value, listed next, read as an agent's edit
+    # and pulled over the row's: the app's edit lost, every cycle exiting 0
+    h = make_harness({"contacts": 20, "seed": 12, **knobs})
+    await h.cycle()
+    key = next(k for k, r in sorted(h.rows().items())
+               if not k.startswith("crm:") and r[field] and r["phone"])
+    crm_before = first(h.crm()[key], field)
+    h.update(key, **{field: value, "phone": "0912 000 111"})  # the phone is taken
+    for _ in range(3):
+        r = await h.cycle()
+        assert r.counts["errors"] == 1, (r.counts, r.notes)
+        assert h.row(key)[field] == value  # type: ignore[index]
+        state = h.states()[key]
+        assert state.status == "error"
+        assert f"the CRM did not take the update of {field}" in (state.last_error or "")
+        assert first(h.crm()[key], field) == crm_before
+    assert national_phone(first(h.crm()[key], "phone_number")) == "0912000111"
+    assert h.row(key)["phone"] == "0912 000 111"  # type: ignore[index]
+    assert not h.conflicts()
+
+
+async def test_a_job_title_update_is_read_back_once_and_agreed(make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": 20, "seed": 12})
+    await h.cycle()
+    key = next(k for k in sorted(h.rows()) if not k.startswith("crm:"))
+    h.update(key, job_title="Kỹ sư trưởng")
+    r = await h.cycle()
+    assert r.counts["errors"] == 0 and r.counts["updated_remote"] == 1, r.counts
+    assert r.api_calls.get("update") == 1 and r.api_calls.get("get") == 1, r.api_calls
+    assert first(h.crm()[key], "job_title") == "Kỹ sư trưởng"
+    h.update(key, address="12 Lê Lợi, Huế")  # a field update's summary shows: no read-back
+    r = await h.cycle()
+    assert r.api_calls.get("update") == 1 and not r.api_calls.get("get"), r.api_calls
+    r = await h.cycle()
+    assert not write_calls(r.api_calls) and not r.counts["errors"], (r.api_calls, r.counts)
+    assert_mirrored(h)
