@@ -245,18 +245,32 @@ def emulator(
     timeout_rate: Annotated[float, typer.Option(help="Fraction of hung calls.")] = 0.0,
     malformed_rate: Annotated[float, typer.Option(help="Fraction of broken bodies.")] = 0.0,
     token_ttl: Annotated[float, typer.Option(help="Token lifetime in seconds.")] = 86400.0,
+    db: Annotated[str | None, typer.Option(
+        "--db", metavar="PATH",
+        help="Keep the contacts in this SQLite file (loaded at start instead of seeding if it "
+             "holds any, written through on every change). Tokens, pending add-more items, "
+             "notes and stats stay in memory.")] = None,
 ) -> None:
-    """Serve the OMICall emulator (the API contract, in memory) for demos and tests."""
-    from sync.emulator import EmulatorConfig, serve
+    """Serve the OMICall emulator (the API contract; in memory, or its contacts in a SQLite
+    file with --db) for demos and tests."""
+    from sync.emulator import Emulator, EmulatorConfig, serve
 
     logs.configure("auto", "info")
-    config = EmulatorConfig(
-        api_key=api_key, contacts=contacts, seed=seed, page_size_cap=page_size_cap, order=order,
-        add_more_delay=add_more_delay, add_more_drop_rate=add_more_drop_rate, latency=latency,
-        error_500_rate=error_500_rate, rate_429_rate=rate_429_rate, timeout_rate=timeout_rate,
-        malformed_rate=malformed_rate, token_ttl=token_ttl)
-    err.print(f"OMICall emulator on http://{host}:{port} ({contacts} contacts, key {api_key!r})")
-    serve(config, host=host, port=port)
+    try:
+        emu = Emulator(EmulatorConfig(
+            api_key=api_key, contacts=contacts, seed=seed, page_size_cap=page_size_cap,
+            order=order, add_more_delay=add_more_delay, add_more_drop_rate=add_more_drop_rate,
+            latency=latency, error_500_rate=error_500_rate, rate_429_rate=rate_429_rate,
+            timeout_rate=timeout_rate, malformed_rate=malformed_rate, token_ttl=token_ttl,
+            db_path=db))
+    except ValueError as exc:  # a bad knob, or a --db file that cannot be used
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(ExitCode.CONFIG) from None
+    live = sum(1 for _ in emu.store.live())
+    where = f" in {escape(db)}" if db else ""
+    err.print(f"OMICall emulator on http://{host}:{port} ({live} contacts{where}, "
+              f"key {api_key!r})")
+    serve(emu, host=host, port=port)
 
 
 @app.command()

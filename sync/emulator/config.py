@@ -61,6 +61,9 @@ class EmulatorConfig:
     update_ignores: tuple[str, ...] = ()
     update_ignores_empty: bool = False
     layout: list[dict[str, Any]] | None = None  # None = DEFAULT_LAYOUT
+    # SQLite file keeping the contacts (start-up only): loaded if it holds any, else seeded into;
+    # every change written through. None = memory only. Tokens, add-more queue, notes: memory.
+    db_path: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -101,6 +104,8 @@ def checked_knobs(config: EmulatorConfig, knobs: Mapping[str, Any]) -> EmulatorC
         raise ValueError(f"unknown emulator knob(s): {', '.join(unknown)}")
     if "contacts" in knobs and knobs["contacts"] != config.contacts:
         raise ValueError("'contacts' only applies at start-up; add contacts with agent_create")
+    if "db_path" in knobs and knobs["db_path"] != config.db_path:
+        raise ValueError("'db_path' only applies at start-up")
     updated = dataclasses.replace(config, **dict(knobs))  # runs __post_init__ -> _validate
     return updated
 
@@ -119,6 +124,8 @@ def _validate(c: EmulatorConfig) -> None:
         if isinstance(getattr(c, name), bool) or not isinstance(getattr(c, name), int):
             raise ValueError(f"{name} must be an integer, got {getattr(c, name)!r}")
     number("contacts")
+    if c.db_path is not None and (not isinstance(c.db_path, str) or not c.db_path):
+        raise ValueError(f"db_path must be a non-empty string or null, got {c.db_path!r}")
     number("page_size_cap", minimum=1)
     number("default_page_size", minimum=1)
     if c.order not in ORDERS:

@@ -5,6 +5,11 @@ stats...) or over HTTP (admin routes); the /api routes call `operations`. Everyt
 through one re-entrant lock because `EmulatorServer` serves from its own thread while the test
 thread mutates contacts. Pending add-more items are applied lazily, whenever anything looks at
 the data, so no background task is needed and the in-process ASGI transport behaves like HTTP.
+
+With `config.db_path` the contacts are kept in that SQLite file as well (`dbfile.ContactFile`):
+loaded at start if it holds any (no seeding then), else seeded and written in one transaction;
+every change afterwards is written through. Tokens, pending add-more items, notes and stats stay
+in memory. `close()` releases the file.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sync.emulator.config import EmulatorConfig, checked_knobs
@@ -30,6 +36,20 @@ ENDPOINTS: tuple[str, ...] = (
 )
 # The looks of a real token (a JWT) without pretending to be one.
 _TOKEN_PREFIX = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9."
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building (or writing) all the contacts at once: it would rescan
+    the growing heap over and over (~30% of the time at 100k contacts), and contacts hold no
+    reference cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Emulator:
@@ -55,22 +75,44 @@ class Emulator:
         self._custom_keys: dict[str, str] = {}  # more_infomation label -> internal key
         self._last_ms = 0
         self._set_layout()
-        self._seed_contacts()
+        if self.config.db_path is None:
+            self._seed_contacts()
+        else:
+            self._open_file(self.config.db_path)
+
+    def _open_file(self, path: str) -> None:
+        from sync.emulator.dbfile import ContactFile  # only here: no sqlite3 in memory-only runs
+
+        file = ContactFile(path)
+        try:
+            with _gc_paused(), self.lock:
+                stored = file.load()
+                if stored:
+                    self.store.load(stored)
+                    for contact in stored:  # the tenant's custom labels keep their keys
+                        for label, _, key in contact.custom:
+                            self._custom_keys.setdefault(label, key)
+                        self._last_ms = max(self._last_ms, contact.updated_ms)
+                else:
+                    self._seed_contacts()
+                    file.write_all(self.store.by_id.values())
+                self.store.file = file
+        except BaseException:
+            file.close()
+            raise
+
+    def close(self) -> None:
+        """Release the SQLite file, if any (idempotent); changes after this fail."""
+        with self.lock:
+            if self.store.file is not None:
+                self.store.file.close()
 
     def _seed_contacts(self) -> None:
-        # Generated fields are already in patch form and valid: no re-validation. The cyclic GC
-        # is paused meanwhile: it would rescan the growing heap over and over (~30% of the time
-        # at 100k contacts), and contacts hold no reference cycles.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            with self.lock:
-                for s in generate(self.config.contacts, self.config.seed, self.layout()):
-                    self.create(s.fields, by_agent=s.by_agent, created_ms=s.created_ms,
-                                updated_ms=s.updated_ms)
-        finally:
-            if was_enabled:
-                gc.enable()
+        # Generated fields are already in patch form and valid: no re-validation.
+        with _gc_paused(), self.lock:
+            for s in generate(self.config.contacts, self.config.seed, self.layout()):
+                self.create(s.fields, by_agent=s.by_agent, created_ms=s.created_ms,
+                            updated_ms=s.updated_ms)
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -197,7 +239,10 @@ class Emulator:
     def _custom_key(self, label: str) -> str:
         # The tenant registers each custom label once; its key is what data_type shows.
         if label not in self._custom_keys:
-            self._custom_keys[label] = f"label{len(self._custom_keys) + 1}"
+            n, used = len(self._custom_keys) + 1, set(self._custom_keys.values())
+            while f"label{n}" in used:  # only after a reload from a file that lost a label
+                n += 1
+            self._custom_keys[label] = f"label{n}"
         return self._custom_keys[label]
 
     def enqueue(self, patch: Patch) -> None:

@@ -52,6 +52,7 @@ class EmulatorServer:
 
     def __init__(self, config: EmulatorConfig | Emulator | None = None,
                  host: str = "127.0.0.1", port: int = 0) -> None:
+        self._owns_emulator = not isinstance(config, Emulator)  # then stop() closes it
         self.emulator = config if isinstance(config, Emulator) else Emulator(config)
         self.app = create_app(emulator=self.emulator)
         self.host = host
@@ -92,6 +93,8 @@ class EmulatorServer:
             self._thread.join(timeout=10)
             self._thread = None
         self._socket.close()
+        if self._owns_emulator:
+            self.emulator.close()  # releases its SQLite file, if it has one
 
     def __enter__(self) -> EmulatorServer:
         return self.start()
@@ -101,14 +104,15 @@ class EmulatorServer:
         self.stop()
 
 
-def serve(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 8765,
-          *, log_level: str = "info") -> None:
-    """Serve the emulator until interrupted: `crm-sync emulator`.
+def serve(config: EmulatorConfig | Emulator | None = None, host: str = "127.0.0.1",
+          port: int = 8765, *, log_level: str = "info") -> None:
+    """Serve the emulator until interrupted: `crm-sync emulator`. It is closed on the way out
+    (its SQLite file, if any, released).
 
     Ctrl-C (SIGINT) shuts down gracefully and returns. On SIGTERM uvicorn shuts down and then
     re-raises the signal, so the process ends as terminated by SIGTERM (what systemd expects).
     """
-    emulator = Emulator(config)
+    emulator = config if isinstance(config, Emulator) else Emulator(config)
     server = _uvicorn(create_app(emulator=emulator), host, port, log_level)
     try:
         server.run()
@@ -116,3 +120,4 @@ def serve(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: i
         pass
     finally:
         emulator.closing.set()
+        emulator.close()

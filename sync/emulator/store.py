@@ -4,15 +4,21 @@ Built for 100k contacts paged over HTTP: a list order is computed once (O(n log 
 until the data changes (`version`), so a page is an O(page) slice; `get` is an index lookup.
 Deleted contacts stay in the table (details still shows them, with is_deleted true) but leave the
 indexes and the list.
+
+With `file` set (`EmulatorConfig.db_path`), every change is also written through to a SQLite file
+(`ContactFile`): `insert` and `edit` are the only ways a contact changes, and both do it.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync.emulator.model import StoredContact, display_values, matches_keyword, national_phone
+
+if TYPE_CHECKING:
+    from sync.emulator.dbfile import ContactFile
 
 # index name -> how a contact's keys for it are read; lookups use the same normalisation.
 _INDEXED: dict[str, Callable[[StoredContact], Iterable[str]]] = {
@@ -41,6 +47,7 @@ class ContactStore:
         self._seq = 0
         self._index: dict[str, dict[str, str | list[str]]] = {name: {} for name in _INDEXED}
         self._orders: dict[str, tuple[int, list[StoredContact]]] = {}
+        self.file: ContactFile | None = None  # set: every change is written through
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -55,6 +62,18 @@ class ContactStore:
         self.by_id[contact.public_id] = contact
         self._add_to_index(contact)
         self.version += 1
+        if self.file is not None:
+            self.file.upsert(contact)
+
+    def load(self, contacts: list[StoredContact]) -> None:
+        """Insert contacts read back from the file (seq order), not writing them again; the
+        next seq continues after theirs."""
+        for contact in contacts:
+            self.by_id[contact.public_id] = contact
+            if not contact.is_deleted:
+                self._add_to_index(contact)
+            self._seq = max(self._seq, contact.seq)
+        self.version += 1
 
     def edit(self, contact: StoredContact, apply: Callable[[StoredContact], None]) -> None:
         """Change a stored contact through `apply`, keeping indexes and caches right."""
@@ -64,6 +83,8 @@ class ContactStore:
         if not contact.is_deleted:
             self._add_to_index(contact)
         self.version += 1
+        if self.file is not None:
+            self.file.upsert(contact)
 
     def invalidate_wire(self) -> None:
         """Forget every cached response (the layout changed, so dynamic fields render anew)."""
