@@ -50,7 +50,8 @@ when the real service disagrees is a one-line change. The list (README.md repeat
     now holds them; one it shows as it was before an update that changed it (a server that
     ignores a field, or takes "" for "leave unchanged") was not taken. Any other value, or a
     key it leaves out, is taken. UNDOCUMENTED_UPDATE_ATTRS: the documented update body names no
-    job title and no refCode, so they are sent and read back with get when changed.
+    job title and no refCode, so they are sent and read back with get when changed (until the
+    server has shown it takes them).
 """
 
 from __future__ import annotations

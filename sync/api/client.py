@@ -117,6 +117,7 @@ class OmiClient:
             raise AuthError("no OMICall API key given")
         self._key = _Secret(api_key)
         self._token: _Secret | None = None
+        self._takes: set[str] = set()  # update_checked: attributes this server showed it takes
         self._token_lock = asyncio.Lock()
         self._max_retries, self._backoff_base, self._backoff_max = (
             max_retries, backoff_base, backoff_max)
@@ -207,9 +208,13 @@ class OmiClient:
         """`update` of `c`, changed from the CRM's copy `before`; then the attributes it
         changed that the CRM did not take ([assumed] 22): those its summary shows as they were,
         and the job title and refCode (the documented update body names neither), read back
-        with `get` when changed. A read-back that fails (not the key) says nothing: taken."""
+        with `get` when changed, until the server has shown it takes them (a property of the
+        server: one read-back each, not one per update). A read-back that fails (not the key)
+        says nothing: taken."""
         missed = adapter.not_taken(await self.update(c, before), c, before)
-        if any(getattr(c, a) != getattr(before, a) for a in adapter.UNDOCUMENTED_UPDATE_ATTRS):
+        unsure = [a for a in adapter.UNDOCUMENTED_UPDATE_ATTRS
+                  if a not in self._takes and getattr(c, a) != getattr(before, a)]
+        if unsure:
             try:
                 now = await self.get(ref_id=c.ref_id)
             except AuthError:
@@ -218,7 +223,8 @@ class OmiClient:
                 log.warning("omicall.update_not_read_back", error=str(exc))
                 now = None
             if now is not None:
-                missed += adapter.shown_as_before(now, c, before)
+                missed += adapter.shown_as_before(now, c, before, unsure)
+                self._takes.update(a for a in unsure if getattr(now, a) == getattr(c, a))
         return missed
 
     async def delete(self, public_id: str) -> bool:
