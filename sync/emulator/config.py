@@ -139,6 +139,12 @@ def _validate(c: EmulatorConfig) -> None:
         raise ValueError(f"the fault rates ({', '.join(FAULT_RATES)}) must add up to at most 1")
     if not isinstance(c.duplicate_on_resend, bool):
         raise ValueError("duplicate_on_resend must be a boolean")
+    if not isinstance(c.update_ignores_empty, bool):
+        raise ValueError("update_ignores_empty must be a boolean")
+    if (not isinstance(c.update_ignores, tuple | list)
+            or not all(isinstance(k, str) for k in c.update_ignores)):
+        raise ValueError(f"update_ignores must be a list of update body keys, got "
+                         f"{c.update_ignores!r}")
     if c.layout is not None:
         if not isinstance(c.layout, list):
             raise ValueError("layout must be a list of field definitions or null")

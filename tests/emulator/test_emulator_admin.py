@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from sync.emulator import ENDPOINTS, Emulator, EmulatorConfig, EmulatorServer
+from sync.emulator.operations import update
 
 from .helpers import Api, attr, first
 
@@ -113,6 +114,25 @@ def test_configure_rejects_everything_or_nothing() -> None:
         EmulatorConfig(page_size_cap=0)
     with pytest.raises(ValueError):
         EmulatorConfig(layout=[{"field_code": "a", "field_name": "A", "field_type": "select"}])
+    with pytest.raises(ValueError, match="update_ignores must be a list"):
+        EmulatorConfig(update_ignores="job_title")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="update_ignores_empty must be a boolean"):
+        emu.configure(update_ignores_empty="yes")
+    emu.configure(update_ignores=["job_title"])  # as the admin side's JSON gives it
+
+
+def test_an_update_that_ignores_some_fields() -> None:
+    # a server inside the contract whose update takes less than crm-sync sends
+    emu = Emulator(EmulatorConfig(update_ignores=("job_title",), update_ignores_empty=True))
+    pid = emu.agent_create(full_name="Bùi Thảo", ref_id="KH-1", job_title="Thợ",
+                           address="1 Lê Lợi", note="cũ")
+    summary = update(emu, {"refId": "KH-1", "fullName": "Bùi Thảo Mới", "job_title": "Kỹ sư",
+                           "address": "", "note": "mới"})
+    assert (summary["fullName"], summary["address"], summary["note"]) == (
+        "Bùi Thảo Mới", "1 Lê Lợi", "mới")
+    contact = emu.contact(pid)
+    assert contact is not None
+    assert (first(contact, "job_title"), first(contact, "address")) == ("Thợ", "1 Lê Lợi")
 
 
 def test_python_agent_api() -> None:
