@@ -89,6 +89,9 @@ def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> 
             err.print(f"[red]busy:[/] {exc}")
             raise typer.Exit(ExitCode.FAILURE) from None
         try:
+            # holding the lock, a run still `running` is one whose process was killed
+            if not options.dry_run:
+                rt.store.close_abandoned_runs()
             if progress and out.is_terminal:
                 from sync.progress import run_with_progress
                 result = run_with_progress(rt, options, out)

@@ -41,6 +41,7 @@ from sync.metrics import Metrics
 from sync.notify import notify, watchdog, watchdog_period
 from sync.runtime import Runtime, build_runtime
 from sync.settings import Settings, require_api_key
+from sync.store.journal import ABANDONED_RUN
 from sync.store.state import StateStore
 
 __all__ = ["Daemon", "full_sync_trigger", "run_daemon"]
@@ -51,7 +52,7 @@ T = TypeVar("T")
 STOP_GRACE_SECONDS = 4.0  # a running cycle may finish on its own this long after SIGTERM...
 CANCEL_WAIT_SECONDS = 3.0  # ...then it is cancelled and its cleanup gets this long (< 10 s)
 FULL_MISFIRE_GRACE = 3600  # a nightly full reconcile still runs if up to an hour late
-ABANDONED = "abandoned: its process stopped before the cycle finished"
+ABANDONED = ABANDONED_RUN
 
 
 def run_daemon(settings: Settings) -> int:
@@ -311,13 +312,9 @@ class Daemon:
 
 
 def _close_abandoned_runs(store: StateStore) -> None:
-    """Only called while holding the tenant lock: then no cycle of this tenant can be running,
-    so a `running` row is one whose process died (or our own, just cancelled)."""
-    for run in store.last_runs(5):
-        if run["status"] == "running":
-            store.finish_run(run["id"], status="failed", counts={}, api_calls={},
-                             message=ABANDONED)
-            log.warning("run.abandoned_closed", abandoned_run_id=run["id"])
+    """Only called while holding the tenant lock (see StateStore.close_abandoned_runs)."""
+    for run_id in store.close_abandoned_runs():
+        log.warning("run.abandoned_closed", abandoned_run_id=run_id)
 
 
 def _bind_run_ids(store: StateStore) -> None:

@@ -30,7 +30,7 @@ from sync.store.schema import (
     utcnow,
 )
 
-__all__ = ["Journal", "jsonable"]
+__all__ = ["ABANDONED_RUN", "Journal", "jsonable"]
 
 
 def _check(what: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -78,6 +78,9 @@ def _value_of(text: str | None) -> Any:
         return data
 
 
+ABANDONED_RUN = "abandoned: its process stopped before the cycle finished"
+
+
 class Journal:
     """sync_runs, conflicts and tombstones of one tenant."""
 
@@ -117,6 +120,19 @@ class Journal:
                 sync_runs.c.tenant == self.tenant, sync_runs.c.id == run_id).values(values))
             if result.rowcount != 1:
                 raise StoreError(f"no sync run {run_id} for tenant {self.tenant!r}")
+
+    def close_abandoned_runs(self) -> list[int]:
+        """Close every run of this tenant still `running` as failed (ABANDONED_RUN); their
+        ids. Only while holding the tenant's lock: then no cycle of it can be running, so such
+        a run is one whose process died (kill -9, power loss) or was cancelled."""
+        query = select(sync_runs.c.id).where(sync_runs.c.tenant == self.tenant,
+                                              sync_runs.c.status == "running")
+        with self.engine.connect() as conn:
+            ids = [int(i) for i in conn.execute(query.order_by(sync_runs.c.id)).scalars()]
+        for run_id in ids:
+            self.finish_run(run_id, status="failed", counts={}, api_calls={},
+                            message=ABANDONED_RUN)
+        return ids
 
     def last_runs(self, n: int = 10) -> list[dict[str, Any]]:
         """The newest runs first, as dicts of their columns (api_calls_by_endpoint and

@@ -16,6 +16,10 @@ from typer.testing import CliRunner, Result
 
 from sync.cli import app
 from sync.emulator import EmulatorConfig, EmulatorServer
+from sync.settings import load_settings
+from sync.store import make_engine
+from sync.store.journal import ABANDONED_RUN
+from sync.store.state import StateStore
 
 from .conftest import ERP, SHIPPED
 
@@ -416,3 +420,27 @@ def test_check_warns_that_a_mapping_without_the_name_cannot_create(
     monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(path))
     code, out = check()
     assert code == 0 and "warning: the mapping has no full_name" in out, out
+
+
+def test_a_sync_closes_the_runs_a_killed_process_left_running(
+        clean_env: Path, server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `sync` killed with kill -9 leaves its run `running`; only the daemon closed such runs
+    (its last five), so `status` showed the one-shot's for good. The next cycle to hold the
+    lock closes every one, however old; a dry run changes nothing."""
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", server.url)
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "demo-key")
+    try:
+        assert runner.invoke(app, ["sync"]).exit_code == 0
+        settings = load_settings()
+        store = StateStore(make_engine(settings.database_url), settings.tenant_id)
+        killed = [store.start_run("sync") for _ in range(7)]  # older than the daemon's five
+        assert runner.invoke(app, ["sync", "--dry-run"]).exit_code == 0
+        assert [r["status"] for r in store.last_runs(20) if r["id"] in killed] == [
+            "running"] * len(killed)
+        assert runner.invoke(app, ["sync"]).exit_code == 0
+    finally:
+        structlog.reset_defaults()
+    runs = {r["id"]: r for r in store.last_runs(20)}
+    assert [(runs[i]["status"], runs[i]["message"]) for i in killed] == [
+        ("failed", ABANDONED_RUN)] * len(killed)
+    assert not [r for r in runs.values() if r["status"] == "running"]

@@ -255,6 +255,9 @@ def kill_scenario(tmp_path: Path, db_url: str) -> Outcome:
             assert kills == KILLS, f"only {kills} kills in {runs_} runs ({completed})"
             # a killed run's import workers read the end of their stdin and exit
             wait_until(lambda: not import_workers(), 10)
+            # the next run to hold the lock closes every run the kills left `running`
+            run_cli(["sync"], env, tmp_path, "after-the-kills")
+            left_running = sum(r["status"] == "running" for r in rt.store.last_runs(runs_ + 5))
             waited = [p.name for p in sorted(tmp_path.glob("run-*.log"))
                       if "waiting:" in p.read_text(encoding="utf-8", errors="replace")]
 
@@ -268,11 +271,11 @@ def kill_scenario(tmp_path: Path, db_url: str) -> Outcome:
             lost = world.ledger.lost(m, emu)
             resurrected = world.ledger.resurrected(m)
             figs = dict(
-                runs=runs_ + len(final), cli_runs=runs_, kills=kills,
+                runs=runs_ + 1 + len(final), cli_runs=runs_ + 1, kills=kills,
                 kills_by_phase=dict(phases), kills_during_a_pooled_import=pooled_kills,
                 import_workers_left=len(import_workers()),
                 runs_completed_before_their_kill_point=dict(completed),
-                leases_left_by_killed_runs=leases_left,
+                leases_left_by_killed_runs=leases_left, runs_left_running=left_running,
                 runs_that_waited_for_a_lease=len(waited),
                 cycles_to_converge_after_the_kills=len(final), contacts=len(m.rows),
                 **dict(world.counts), pushes_landed_without_base_at_a_kill=len(landed),
@@ -315,6 +318,7 @@ def test_kill9_converges_without_duplicates(outcome: Outcome) -> None:
     assert "1" not in outcome.completed, outcome.completed
     assert outcome.mirror.converged, outcome.mirror.summary()
     assert outcome.figures["schema_diffs_after"] == 0
+    assert outcome.figures["runs_left_running"] == 0
     assert not outcome.mirror.duplicates
     assert not outcome.resurrected, outcome.resurrected
 
