@@ -13,7 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, literal_column, select
 
 from sync.codec import contact_to_json, dumps, loads, value_from_json, value_to_json
 from sync.errors import StoreError
@@ -125,8 +125,10 @@ class Journal:
         """Close every run of this tenant still `running` as failed (ABANDONED_RUN); their
         ids. Only while holding the tenant's lock: then no cycle of it can be running, so such
         a run is one whose process died (kill -9, power loss) or was cancelled."""
+        # the status as a literal, as the partial index's WHERE has it: SQLite uses a partial
+        # index only for a query whose WHERE spells its condition
         query = select(sync_runs.c.id).where(sync_runs.c.tenant == self.tenant,
-                                              sync_runs.c.status == "running")
+                                              sync_runs.c.status == literal_column("'running'"))
         with self.engine.connect() as conn:
             ids = [int(i) for i in conn.execute(query.order_by(sync_runs.c.id)).scalars()]
         for run_id in ids:

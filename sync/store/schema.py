@@ -130,6 +130,9 @@ sync_runs = Table(
     Column("message", Text),
     Column("details", Text),  # JSON object: the run's other non-zero counts (migration 0006)
     Index("ix_sync_runs_tenant_id", "tenant", "id"),
+    # the runs still `running` (close_abandoned_runs, each cycle): runs are never pruned
+    Index("ix_sync_runs_running", "tenant", sqlite_where=text("status = 'running'"),
+          postgresql_where=text("status = 'running'")),
 )
 
 conflicts = Table(
