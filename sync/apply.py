@@ -112,11 +112,14 @@ class Applier:
         row's fingerprint."""
         if self.ctx.options.dry_run:
             return
+        # a read-only contact agreed again: its unsent edit was undone
+        error = None if state.status == "read_only" else state.last_error
         if remote is None:
-            self._queued[state.key] = state.replace(local_hash=row_hash)
+            self._queued[state.key] = state.replace(local_hash=row_hash, last_error=error)
         else:
             self._queued[state.key] = state.replace(
-                remote=remote, remote_updated_ms=remote.updated_ms, local_hash=row_hash)
+                remote=remote, remote_updated_ms=remote.updated_ms, local_hash=row_hash,
+                last_error=error)
 
     def flush_queued(self, conn: Any) -> None:
         if self._queued:
@@ -343,10 +346,13 @@ class Applier:
                 # edit would be lost without a word. Kept as not agreed instead, so it is
                 # sent again (what the CRM did take is agreed then, as both sides hold it).
                 self.ctx.counts["updated_remote"] -= 1
-                self.row_error(it.key, it.state, "the CRM did not take the update of "
-                               f"{', '.join(missed)} (it shows the value from before it): the "
-                               "row keeps its value, sent again next cycle (map a field the CRM "
-                               "never takes `direction: pull` to stop sending it)",
+                why: dict[str, list[str]] = {}
+                for attr, reason in missed.items():
+                    why.setdefault(reason, []).append(attr)
+                self.row_error(it.key, it.state, "the update did not reach the CRM in full: "
+                               + "; ".join(f"{', '.join(attrs)} {reason}"
+                                           for reason, attrs in why.items())
+                               + ". The row keeps its values (sent again next cycle)",
                                public_id=it.remote.public_id)
                 return
             # The CRM now holds `contact`; its timestamp is unknown until the next listing,

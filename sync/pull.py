@@ -194,8 +194,10 @@ class Pull:
                     if state.local_hash != row_hash:
                         applier.refresh(state, None, row_hash)
                 elif (state.remote_updated_ms != remote.updated_ms
-                      or state.local_hash != row_hash or state.remote_hash != remote.digest):
-                    # unmapped CRM data moved on / the row's fingerprint for next time
+                      or state.local_hash != row_hash or state.remote_hash != remote.digest
+                      or (state.status == "read_only" and state.last_error is not None)):
+                    # unmapped CRM data moved on / the row's fingerprint for next time / a
+                    # read-only contact's unsent edit undone (its error no longer holds)
                     applier.refresh(state, remote, row_hash)
                 if fix_id:
                     items.append(ChunkItem(key, remote, state, row, local_f, remote_f, None))
@@ -272,7 +274,9 @@ class Pull:
                 or state.remote_hash is None or state.remote_hash != remote.digest
                 or state.remote is None or state.base is None):
             return None
-        if state.status in AGREED_STATUSES:
+        if state.status in AGREED_STATUSES or state.status == "error":
+            # in error after the update (a later push the CRM did not take in full, say): the
+            # version sent is still the one the CRM holds
             known = state.remote
         elif state.status == "pushing":
             known = self.e.conv.to_contact(state.ref_id or remote.ref_id, state.base,

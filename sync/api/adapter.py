@@ -652,6 +652,27 @@ _SUMMARY_TEXTS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
     "passport": ("passport", norm_text), "address": ("address", norm_text),
     "note": ("note", norm_multiline)}
 UNDOCUMENTED_UPDATE_ATTRS = ("job_title", "ref_code")  # [assumed] 22
+# why a changed attribute did not reach the CRM (OmiClient.update_checked)
+NOT_TAKEN = "not taken (the CRM shows the value from before the update)"
+CANNOT_CLEAR = ("cannot be cleared through the API (an update leaves a field it does not send "
+                "as it is): give it a value, or clear it in the CRM")
+NOT_READ_BACK = "not confirmed (reading the contact back failed)"
+# the update body's scalar attributes, and those a "" clears ([assumed] 13)
+_SCALAR_ATTRS = ("ref_code", "job_title", "note", "birthday", "gender", "passport", "address",
+                 "owner_email")
+
+
+def update_changes(c: Contact, before: Contact) -> list[str]:
+    """The Contact attributes an update of `c` against `before` changes."""
+    return [a for a in ("full_name", "phones", *_UPDATE_ATTRS.values())
+            if getattr(c, a) != getattr(before, a)]
+
+
+def not_clearable(c: Contact, before: Contact) -> list[str]:
+    """The attributes `c` clears that an update cannot: a scalar sent as "" only if it is in
+    CLEARABLE_TEXT_FIELDS, and left as it is when absent ([assumed] 13)."""
+    return [a for a in _SCALAR_ATTRS if a not in CLEARABLE_TEXT_FIELDS
+            and getattr(c, a) is None and getattr(before, a) is not None]
 
 
 def not_taken(summary: Mapping[str, Any], sent: Contact, before: Contact) -> list[str]:

@@ -204,28 +204,43 @@ class OmiClient:
         payload = await self._request("update", body=adapter.update_body(c, before))
         return adapter.summary_from_wire(payload)
 
-    async def update_checked(self, c: Contact, before: Contact) -> list[str]:
+    async def update_checked(self, c: Contact, before: Contact) -> dict[str, str]:
         """`update` of `c`, changed from the CRM's copy `before`; then the attributes it
-        changed that the CRM did not take ([assumed] 22): those its summary shows as they were,
-        and the job title and refCode (the documented update body names neither), read back
-        with `get` when changed, until the server has shown it takes them (a property of the
-        server: one read-back each, not one per update). A read-back that fails (not the key)
-        says nothing: taken."""
-        missed = adapter.not_taken(await self.update(c, before), c, before)
+        changed that did not reach the CRM, each with why ([assumed] 22; {} when all did):
+
+        - a clear the update cannot express (adapter.not_clearable; no call is made if that
+          is all there is to send);
+        - one its summary shows as it was;
+        - the job title and refCode (the documented update body names neither), read back
+          with `get` when changed: a value until the server has shown it takes them (a
+          property of the server), a clear every time; a read-back that fails confirms
+          nothing."""
+        out = dict.fromkeys(adapter.not_clearable(c, before), adapter.CANNOT_CLEAR)
+        if not [a for a in adapter.update_changes(c, before) if a not in out]:
+            return out
+        summary = await self.update(c, before)
+        out.update((a, adapter.NOT_TAKEN) for a in adapter.not_taken(summary, c, before)
+                   if a not in out)
         unsure = [a for a in adapter.UNDOCUMENTED_UPDATE_ATTRS
-                  if a not in self._takes and getattr(c, a) != getattr(before, a)]
-        if unsure:
-            try:
-                now = await self.get(ref_id=c.ref_id)
-            except AuthError:
-                raise
-            except ApiError as exc:
-                log.warning("omicall.update_not_read_back", error=str(exc))
-                now = None
-            if now is not None:
-                missed += adapter.shown_as_before(now, c, before, unsure)
-                self._takes.update(a for a in unsure if getattr(now, a) == getattr(c, a))
-        return missed
+                  if a not in out and getattr(c, a) != getattr(before, a)
+                  and (a not in self._takes or getattr(c, a) is None)]
+        if not unsure:
+            return out
+        try:
+            now = await self.get(ref_id=c.ref_id)
+        except AuthError:
+            raise
+        except ApiError as exc:
+            log.warning("omicall.update_not_read_back", error=str(exc))
+            now = None
+        if now is None:
+            out.update(dict.fromkeys(unsure, adapter.NOT_READ_BACK))
+            return out
+        out.update(dict.fromkeys(adapter.shown_as_before(now, c, before, unsure),
+                                 adapter.NOT_TAKEN))
+        self._takes.update(a for a in unsure
+                           if getattr(c, a) is not None and getattr(now, a) == getattr(c, a))
+        return out
 
     async def delete(self, public_id: str) -> bool:
         """True if deleted now, False if it was already gone (or deleted by a lost earlier try)."""

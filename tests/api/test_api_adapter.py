@@ -382,3 +382,15 @@ def test_shown_as_before_names_the_changed_attributes_read_back_unchanged() -> N
     assert adapter.shown_as_before(sent, sent, _BEFORE) == []
     assert adapter.shown_as_before(replace(_BEFORE, job_title="Khác"), sent, _BEFORE) == [
         "ref_code"]
+
+
+def test_not_clearable_names_the_clears_an_update_cannot_send() -> None:
+    before = replace(_BEFORE, ref_code="C1", birthday=date(1990, 1, 2), owner_email="a@b.vn",
+                     passport="B123")
+    cleared = replace(before, ref_code=None, birthday=None, gender=None, owner_email=None,
+                      job_title=None, passport=None, address=None)
+    assert adapter.not_clearable(cleared, before) == ["ref_code", "birthday", "gender",
+                                                      "owner_email"]
+    assert adapter.not_clearable(before, before) == []
+    assert adapter.update_changes(cleared, before) == [
+        "ref_code", "job_title", "birthday", "gender", "passport", "address", "owner_email"]

@@ -340,3 +340,20 @@ async def test_status_shows_read_only_edits_and_the_last_runs_other_counts(
     assert "read-only contacts with local edits not sent: 1" in text
     assert f"read-only {key}: local edits to job_title are not sent" in text, text
     json.dumps(status, default=str)  # `status --json` can write it
+
+
+async def test_a_read_only_edit_undone_leaves_status(make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": 30, "seed": 5})
+    await h.cycle()
+    key = sorted(k for k in h.rows() if k.startswith("crm:"))[0]
+    old = h.row(key)["job_title"]  # type: ignore[index]
+    h.update(key, job_title="Sửa ở bảng")
+    r = await h.cycle()
+    assert r.counts["read_only_edits"] == 1
+    assert collect_status(h.rt.settings)["read_only_edits_count"] == 1
+    h.update(key, job_title=old)  # the app undoes its edit: nothing is unsent any more
+    for _ in range(2):
+        r = await h.cycle()
+        assert not r.counts.get("read_only_edits"), r.counts
+    assert collect_status(h.rt.settings)["read_only_edits_count"] == 0
+    assert h.states()[key].last_error is None
