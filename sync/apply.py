@@ -331,7 +331,7 @@ class Applier:
             contact = e.conv.to_contact(it.remote.ref_id, push.fields, it.remote)
             async with sem:
                 try:
-                    missed = await e.client.update_checked(contact, it.remote)
+                    check = await e.client.update_checked(contact, it.remote)
                 except RemoteError as exc:
                     self.ctx.counts["updated_remote"] -= 1
                     # the API names no field: name what was sent (a dynamic attribute's code
@@ -340,7 +340,12 @@ class Applier:
                     self.row_error(it.key, it.state, f"{row_failure('update', exc)} (sent: "
                                    f"{sent})", public_id=it.remote.public_id)
                     return
-            if missed:
+            if check.not_sent:  # the CRM keeps its values, which the next listing brings back
+                self.ctx.counts["clears_not_sent"] += 1
+                log.warning("push.clear_not_sent", key=it.key, fields=list(check.not_sent),
+                            detail="an update cannot clear them: the CRM keeps its values")
+                contact = replace(contact, **{a: getattr(it.remote, a) for a in check.not_sent})
+            if missed := check.missed:
                 # Recorded as agreed, the next listing would show the CRM's old value against
                 # the value sent, read it as an agent's edit and set the row back: the row's
                 # edit would be lost without a word. Kept as not agreed instead, so it is

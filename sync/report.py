@@ -40,6 +40,7 @@ LABELS = {
     "custom_labels_ignored": "rows with custom fields in the JSON column that a column holds "
                              "(ignored there; see the log)",
     "read_only_edits": "local edits to read-only contacts (not sent)",
+    "clears_not_sent": "rows clearing a field no update can clear (the CRM's value comes back)",
     "skipped_changed_during_cycle": "rows changed by an app during the cycle (next cycle)",
     "unlisted_edits_not_found": "edited rows the CRM did not return (left to a full cycle)",
     "notes_sent": "notes sent to agents (add-note)",

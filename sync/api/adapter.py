@@ -654,8 +654,6 @@ _SUMMARY_TEXTS: Mapping[str, tuple[str, Callable[[str], Any]]] = {
 UNDOCUMENTED_UPDATE_ATTRS = ("job_title", "ref_code")  # [assumed] 22
 # why a changed attribute did not reach the CRM (OmiClient.update_checked)
 NOT_TAKEN = "not taken (the CRM shows the value from before the update)"
-CANNOT_CLEAR = ("cannot be cleared through the API (an update leaves a field it does not send "
-                "as it is): give it a value, or clear it in the CRM")
 NOT_READ_BACK = "not confirmed (reading the contact back failed)"
 # the update body's scalar attributes, and those a "" clears ([assumed] 13)
 _SCALAR_ATTRS = ("ref_code", "job_title", "note", "birthday", "gender", "passport", "address",

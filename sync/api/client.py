@@ -106,6 +106,15 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+@dataclass(frozen=True, slots=True)
+class UpdateCheck:
+    """What `OmiClient.update_checked` found: attributes that did not reach the CRM, with why,
+    and clears no update can send (the CRM keeps its value)."""
+
+    missed: dict[str, str]
+    not_sent: tuple[str, ...] = ()
+
+
 class OmiClient:
     """`async with OmiClient(base_url, api_key) as c:` then call the endpoint methods."""
 
@@ -204,28 +213,29 @@ class OmiClient:
         payload = await self._request("update", body=adapter.update_body(c, before))
         return adapter.summary_from_wire(payload)
 
-    async def update_checked(self, c: Contact, before: Contact) -> dict[str, str]:
-        """`update` of `c`, changed from the CRM's copy `before`; then the attributes it
-        changed that did not reach the CRM, each with why ([assumed] 22; {} when all did):
+    async def update_checked(self, c: Contact, before: Contact) -> UpdateCheck:
+        """`update` of `c`, changed from the CRM's copy `before` ([assumed] 22):
 
-        - a clear the update cannot express (adapter.not_clearable; no call is made if that
-          is all there is to send);
-        - one its summary shows as it was;
-        - the job title and refCode (the documented update body names neither), read back
-          with `get` when changed: a value until the server has shown it takes them (a
-          property of the server), a clear every time; a read-back that fails confirms
-          nothing."""
-        out = dict.fromkeys(adapter.not_clearable(c, before), adapter.CANNOT_CLEAR)
-        if not [a for a in adapter.update_changes(c, before) if a not in out]:
-            return out
+        - `not_sent`: clears the update cannot express (adapter.not_clearable): the CRM keeps
+          its value (no call is made if that is all there is to send);
+        - `missed`: the other changed attributes that did not reach the CRM, each with why:
+          one its summary shows as it was; the job title and refCode (the documented update
+          body names neither), read back with `get` when changed: a value until the server
+          has shown it takes them (a property of the server), a clear every time; a
+          read-back that fails confirms nothing."""
+        not_sent = tuple(adapter.not_clearable(c, before))
+        missed: dict[str, str] = {}
+        if not [a for a in adapter.update_changes(c, before) if a not in not_sent]:
+            return UpdateCheck(missed, not_sent)
         summary = await self.update(c, before)
-        out.update((a, adapter.NOT_TAKEN) for a in adapter.not_taken(summary, c, before)
-                   if a not in out)
+        missed.update((a, adapter.NOT_TAKEN) for a in adapter.not_taken(summary, c, before)
+                      if a not in not_sent)
         unsure = [a for a in adapter.UNDOCUMENTED_UPDATE_ATTRS
-                  if a not in out and getattr(c, a) != getattr(before, a)
+                  if a not in missed and a not in not_sent
+                  and getattr(c, a) != getattr(before, a)
                   and (a not in self._takes or getattr(c, a) is None)]
         if not unsure:
-            return out
+            return UpdateCheck(missed, not_sent)
         try:
             now = await self.get(ref_id=c.ref_id)
         except AuthError:
@@ -234,13 +244,13 @@ class OmiClient:
             log.warning("omicall.update_not_read_back", error=str(exc))
             now = None
         if now is None:
-            out.update(dict.fromkeys(unsure, adapter.NOT_READ_BACK))
-            return out
-        out.update(dict.fromkeys(adapter.shown_as_before(now, c, before, unsure),
-                                 adapter.NOT_TAKEN))
+            missed.update(dict.fromkeys(unsure, adapter.NOT_READ_BACK))
+            return UpdateCheck(missed, not_sent)
+        missed.update(dict.fromkeys(adapter.shown_as_before(now, c, before, unsure),
+                                    adapter.NOT_TAKEN))
         self._takes.update(a for a in unsure
                            if getattr(c, a) is not None and getattr(now, a) == getattr(c, a))
-        return out
+        return UpdateCheck(missed, not_sent)
 
     async def delete(self, public_id: str) -> bool:
         """True if deleted now, False if it was already gone (or deleted by a lost earlier try)."""
