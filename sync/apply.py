@@ -340,6 +340,8 @@ class Applier:
                     self.row_error(it.key, it.state, f"{row_failure('update', exc)} (sent: "
                                    f"{sent})", public_id=it.remote.public_id)
                     return
+            if not check.sent:  # only clears no update can send: none was made
+                self.ctx.counts["updated_remote"] -= 1
             if check.not_sent:  # the CRM keeps its values, which the next listing brings back
                 self.ctx.counts["clears_not_sent"] += 1
                 log.warning("push.clear_not_sent", key=it.key, fields=list(check.not_sent),

@@ -655,9 +655,6 @@ UNDOCUMENTED_UPDATE_ATTRS = ("job_title", "ref_code")  # [assumed] 22
 # why a changed attribute did not reach the CRM (OmiClient.update_checked)
 NOT_TAKEN = "not taken (the CRM shows the value from before the update)"
 NOT_READ_BACK = "not confirmed (reading the contact back failed)"
-# the update body's scalar attributes, and those a "" clears ([assumed] 13)
-_SCALAR_ATTRS = ("ref_code", "job_title", "note", "birthday", "gender", "passport", "address",
-                 "owner_email")
 
 
 def update_changes(c: Contact, before: Contact) -> list[str]:
@@ -668,8 +665,9 @@ def update_changes(c: Contact, before: Contact) -> list[str]:
 
 def not_clearable(c: Contact, before: Contact) -> list[str]:
     """The attributes `c` clears that an update cannot: a scalar sent as "" only if it is in
-    CLEARABLE_TEXT_FIELDS, and left as it is when absent ([assumed] 13)."""
-    return [a for a in _SCALAR_ATTRS if a not in CLEARABLE_TEXT_FIELDS
+    CLEARABLE_TEXT_FIELDS, and left as it is when absent ([assumed] 13). (A list is sent
+    whole, so an empty one clears; only a scalar is ever None.)"""
+    return [a for a in _UPDATE_ATTRS.values() if a not in CLEARABLE_TEXT_FIELDS
             and getattr(c, a) is None and getattr(before, a) is not None]
 
 

@@ -113,6 +113,7 @@ class UpdateCheck:
 
     missed: dict[str, str]
     not_sent: tuple[str, ...] = ()
+    sent: bool = True  # False: nothing else was to be sent, so no update was made
 
 
 class OmiClient:
@@ -224,15 +225,13 @@ class OmiClient:
           has shown it takes them (a property of the server), a clear every time; a
           read-back that fails confirms nothing."""
         not_sent = tuple(adapter.not_clearable(c, before))
-        missed: dict[str, str] = {}
-        if not [a for a in adapter.update_changes(c, before) if a not in not_sent]:
-            return UpdateCheck(missed, not_sent)
+        if all(a in not_sent for a in adapter.update_changes(c, before)):
+            return UpdateCheck({}, not_sent, sent=False)
         summary = await self.update(c, before)
-        missed.update((a, adapter.NOT_TAKEN) for a in adapter.not_taken(summary, c, before)
-                      if a not in not_sent)
+        missed = {a: adapter.NOT_TAKEN for a in adapter.not_taken(summary, c, before)
+                  if a not in not_sent}
         unsure = [a for a in adapter.UNDOCUMENTED_UPDATE_ATTRS
-                  if a not in missed and a not in not_sent
-                  and getattr(c, a) != getattr(before, a)
+                  if a not in not_sent and getattr(c, a) != getattr(before, a)
                   and (a not in self._takes or getattr(c, a) is None)]
         if not unsure:
             return UpdateCheck(missed, not_sent)

@@ -780,12 +780,13 @@ async def test_a_clear_no_update_can_send_is_counted_and_the_crms_value_kept(
     h.update(key, **{column: None})
     r = await h.cycle()
     assert r.counts["clears_not_sent"] == 1 and not r.counts["errors"], r.counts
-    assert not write_calls(r.api_calls), r.api_calls
+    assert not write_calls(r.api_calls) and not r.counts["updated_remote"], r.api_calls
     r = await h.cycle()
     assert h.row(key)[column] == kept  # type: ignore[index]
     h.update(key, **{column: None, "address": "12 Lê Lợi, Huế"})  # with another change: sent
     r = await h.cycle()
     assert r.api_calls.get("update") == 1 and r.counts["clears_not_sent"] == 1, r.api_calls
+    assert r.counts["updated_remote"] == 1, r.counts
     assert not r.counts["errors"], r.counts
     await h.settle()
     assert first(h.crm()[key], "address") == "12 Lê Lợi, Huế"
