@@ -41,7 +41,6 @@ from sync.metrics import Metrics
 from sync.notify import notify, watchdog, watchdog_period
 from sync.runtime import Runtime, build_runtime
 from sync.settings import Settings, require_api_key
-from sync.store.journal import ABANDONED_RUN
 from sync.store.state import StateStore
 
 __all__ = ["Daemon", "full_sync_trigger", "run_daemon"]
@@ -52,7 +51,6 @@ T = TypeVar("T")
 STOP_GRACE_SECONDS = 4.0  # a running cycle may finish on its own this long after SIGTERM...
 CANCEL_WAIT_SECONDS = 3.0  # ...then it is cancelled and its cleanup gets this long (< 10 s)
 FULL_MISFIRE_GRACE = 3600  # a nightly full reconcile still runs if up to an hour late
-ABANDONED = ABANDONED_RUN
 
 
 def run_daemon(settings: Settings) -> int:
@@ -266,7 +264,7 @@ class Daemon:
         self.metrics.lock_held.set(1)
         finished = False
         try:
-            _close_abandoned_runs(rt.store)  # left `running` by a holder that was killed
+            rt.store.close_abandoned_runs()  # left `running` by a holder that was killed
             with structlog.contextvars.bound_contextvars(kind=kind):
                 result = await rt.cycle(CycleOptions(full=kind == "full", kind=kind))
             finished = True
@@ -275,7 +273,7 @@ class Daemon:
             structlog.contextvars.unbind_contextvars("run_id")
             if not finished:  # raised or cancelled: its run row must not stay `running`
                 with suppress(Exception):
-                    _close_abandoned_runs(rt.store)
+                    rt.store.close_abandoned_runs()
             try:
                 lock.release()
             except SQLAlchemyError as exc:  # PostgreSQL frees it with the connection anyway
@@ -309,12 +307,6 @@ class Daemon:
     def readiness(self) -> Check:
         return readiness_check(None if self.rt is None else self.rt.db, self.settings,
                                stopping=self._stopping, role=self.role)
-
-
-def _close_abandoned_runs(store: StateStore) -> None:
-    """Only called while holding the tenant lock (see StateStore.close_abandoned_runs)."""
-    for run_id in store.close_abandoned_runs():
-        log.warning("run.abandoned_closed", abandoned_run_id=run_id)
 
 
 def _bind_run_ids(store: StateStore) -> None:

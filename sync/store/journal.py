@@ -13,6 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, Engine, func, literal_column, select
 
 from sync.codec import contact_to_json, dumps, loads, value_from_json, value_to_json
@@ -79,6 +80,7 @@ def _value_of(text: str | None) -> Any:
 
 
 ABANDONED_RUN = "abandoned: its process stopped before the cycle finished"
+log = structlog.get_logger("crm_sync.store")
 
 
 class Journal:
@@ -134,6 +136,7 @@ class Journal:
         for run_id in ids:
             self.finish_run(run_id, status="failed", counts={}, api_calls={},
                             message=ABANDONED_RUN)
+            log.warning("run.abandoned_closed", abandoned_run_id=run_id)
         return ids
 
     def last_runs(self, n: int = 10) -> list[dict[str, Any]]:

@@ -16,12 +16,13 @@ import structlog
 from sqlalchemy.exc import OperationalError
 
 from sync import daemon as daemon_module
-from sync.daemon import ABANDONED, Daemon, run_daemon
+from sync.daemon import Daemon, run_daemon
 from sync.emulator import EmulatorServer
 from sync.errors import ConfigError
 from sync.runtime import Runtime, build_runtime
 from sync.settings import Settings, load_settings
 from sync.store import make_engine
+from sync.store.journal import ABANDONED_RUN
 from sync.store.lock import TenantLock
 
 from .conftest import API_KEY, CANCELLED, settings_for
@@ -225,7 +226,7 @@ async def test_stop_during_a_cycle_cancels_it_closes_its_run_and_releases_the_lo
         runs = rt.store.last_runs(5)
         # closed by the engine as it was cancelled, or else by the daemon's own clean-up
         assert runs and runs[0]["status"] == "failed"
-        assert runs[0]["message"] in (CANCELLED, ABANDONED)
+        assert runs[0]["message"] in (CANCELLED, ABANDONED_RUN)
         TenantLock(rt.db, settings.tenant_id).acquire(wait=False)  # released
     finally:
         rt.close()

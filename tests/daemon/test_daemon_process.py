@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from sync.daemon import ABANDONED
 from sync.emulator import EmulatorConfig, EmulatorServer
 from sync.runtime import build_runtime
 from sync.store import make_engine
+from sync.store.journal import ABANDONED_RUN
 from sync.store.lock import TenantLock
 from sync.store.schema import sync_lease, sync_runs
 
@@ -157,7 +157,7 @@ def test_sigterm_during_a_cycle(emulator: EmulatorServer, sqlite_url: str, spawn
     assert code == 0 and took < 10
     last = runs(sqlite_url, tenant)[-1]
     # closed by the engine as it was cancelled, or else by the daemon's own clean-up
-    assert last["status"] == "failed" and last["message"] in (CANCELLED, ABANDONED)
+    assert last["status"] == "failed" and last["message"] in (CANCELLED, ABANDONED_RUN)
     engine = make_engine(sqlite_url)
     try:
         with engine.connect() as conn:
@@ -252,7 +252,7 @@ def test_ha_takeover_after_kill_9(pg_url: str, spawn: Spawn) -> None:
 
         first = wait_for(taken_over, 3 * interval, what="the survivor's cycle")
         takeover = (first["started_at"] - killed_at).total_seconds()
-        abandoned = [r for r in runs(pg_url, tenant) if r["message"] == ABANDONED]
+        abandoned = [r for r in runs(pg_url, tenant) if r["message"] == ABANDONED_RUN]
         wait_for(lambda: all(server.emulator.find_by_ref_id(ref) for ref in refs),
                  3 * interval, what="local rows pushed")
         server.emulator.flush_pending()
