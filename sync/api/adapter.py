@@ -7,9 +7,12 @@ when the real service disagrees is a one-line change. The list (README.md repeat
  1. TOKEN_REJECTED_STATUSES: HTTP 401 means the access token was refused (re-auth and retry; the
     client renews a token refused again up to 4 times a call).
  2. TOKEN_REJECTED_CODES: a -9999 `api_key_invalid` / `api_key_is_required` from any endpoint but
-    auth means the same (the documented examples answer HTTP 200 even on failure). On auth,
-    key_refused: a -9999 whose code names the key or credentials is a refused key; any other
-    (`system_busy`, a message-less failure) is a fault worth retrying.
+    auth means the same (the documented examples answer HTTP 200 even on failure). A -9999
+    whose code names the token or says unauthorized (`token_expired`, `Invalid token`, ...)
+    may mean it too: the token is renewed as on a 401, and if the renewed ones are answered
+    the same, the answer is taken as it is (a RemoteError). On auth, key_refused: a -9999
+    whose code names the key or credentials is a refused key; any other (`system_busy`, a
+    message-less failure) is a fault worth retrying.
  3. RATE_LIMITED_STATUS, retry_after_seconds: HTTP 429 with `Retry-After` in seconds.
  4. is_transient_status: 5xx (and 408) are transient; their body may be HTML or empty.
  5. MALFORMED_IS_TRANSIENT: a body that does not decode as JSON is retriable (the contract's faults
@@ -132,7 +135,15 @@ _label, _gender_text, _owner = recurring(norm_text), recurring(norm_gender), rec
 
 
 class TokenRejected(ApiError):
-    """Internal signal: the access token was refused. The client re-authenticates once."""
+    """Internal signal: the access token was refused. The client re-authenticates once.
+
+    `code`: the -9999 code, when only its words suggest the token ([assumed] 2): if renewed
+    tokens are answered the same, the client raises RemoteError(code), the answer as it is."""
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None,
+                 code: str | None = None):
+        super().__init__(message, endpoint=endpoint, status=status)
+        self.code = code
 
 
 class Listed(NamedTuple):
@@ -274,6 +285,9 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 # [assumed] 2: on auth, a code naming the key or the credentials refuses the key
 _KEY_REFUSED = re.compile(r".*(api_?key|credential|unauthori[sz]ed|forbidden|denied).*")
+# [assumed] 2: elsewhere, a code naming the token or saying unauthorized may refuse the token
+# (not "forbidden" or "denied": a contact an agent may not touch is no token's fault)
+_TOKEN_REFUSED = re.compile(r".*(token|unauthori[sz]ed|unauthenticated).*")
 
 
 def _code(message: str) -> str:
@@ -328,6 +342,9 @@ def parse_envelope(status: int, body: bytes, endpoint: str, *,
         if message in TOKEN_REJECTED_CODES:
             raise TokenRejected(f"access token rejected ({message})", endpoint=endpoint,
                                 status=status)
+        if _TOKEN_REFUSED.fullmatch(_code(message)):
+            raise TokenRejected(f"access token rejected? ({message})", endpoint=endpoint,
+                                status=status, code=message)
         raise RemoteError(message, endpoint=endpoint, status=status)  # [assumed] 6: any code
     raise ProtocolError(f"{endpoint}: not an OMICall envelope (HTTP {status})",
                         endpoint=endpoint, status=status)

@@ -359,7 +359,9 @@ class OmiClient:
                 token = await self._unsent(call, self._renew_token(token))
         try:
             return await self._send(call, token)
-        except TokenRejected:
+        except TokenRejected as exc:
+            if exc.code is not None:  # only its words named the token: the answer as it is
+                raise RemoteError(exc.code, endpoint=call.endpoint, status=exc.status) from None
             raise AuthError(f"access token refused right after re-authenticating "
                             f"({_RENEWALS} times)", endpoint=call.endpoint, status=401) from None
 
@@ -435,7 +437,7 @@ class OmiClient:
         """`exc` without the key or a token in its message (or its -9999 code), which the
         server's own words may carry: it goes on to logs, `sync_runs` and the terminal."""
         exc.args = tuple(self._scrub(a, token) if isinstance(a, str) else a for a in exc.args)
-        if isinstance(exc, RemoteError):
+        if isinstance(exc, RemoteError | TokenRejected) and exc.code is not None:
             exc.code = self._scrub(exc.code, token)
         return exc.with_traceback(None)  # the decoder's frames hold the body as it came
 

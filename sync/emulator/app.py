@@ -97,7 +97,7 @@ def _api_route(path: str, method: str, name: str, operation: Operation, *,
         if fault is not None:
             return fault_response(fault, emu.config, failure)
         if auth and (problem := emu.token_problem(_bearer(request))):
-            return _json(failure(problem), 401)
+            return _json(failure(problem), emu.config.token_refused_status)
         try:
             data = None if body == "none" else await _decode(request, body == "required")
             return _json(envelope(operation(emu, request, data)))

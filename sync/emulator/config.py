@@ -55,6 +55,9 @@ class EmulatorConfig:
     timeout_hang: float = 30.0
     malformed_rate: float = 0.0  # HTTP 200 with a truncated JSON body, no state change
     token_ttl: float = 86400.0  # seconds an access token lives (checked against the current value)
+    # the HTTP status of a refused token's answer (-9999 token_expired / unauthorized in the
+    # body either way): 401 as the contract assumes, or 200 as its examples answer failures
+    token_refused_status: int = 401
     # a server whose update takes less than crm-sync sends (the documented update body names
     # no job_title nor refCode): these body keys are ignored, and with update_ignores_empty a
     # "" leaves its field as it is; the summary still answers (showing the unchanged values)
@@ -133,6 +136,9 @@ def _validate(c: EmulatorConfig) -> None:
     for name in ("add_more_delay", "latency", "retry_after", "timeout_hang"):
         number(name)
     number("token_ttl")
+    if c.token_refused_status not in (200, 401) or isinstance(c.token_refused_status, bool):
+        raise ValueError(f"token_refused_status must be 200 or 401, got "
+                         f"{c.token_refused_status!r}")
     for name in ("add_more_drop_rate", *FAULT_RATES):
         number(name, maximum=1.0)
     if sum(getattr(c, name) for name in FAULT_RATES) > 1.0 + 1e-9:

@@ -186,6 +186,17 @@ def test_envelope_success_and_failures() -> None:
     with pytest.raises(TokenRejected):
         adapter.parse_envelope(200, body({"status_code": -9999, "message": "api_key_invalid"}),
                                "list")
+    with pytest.raises(TokenRejected) as documented:
+        adapter.parse_envelope(200, body({"status_code": -9999, "message": "api_key_invalid"}),
+                               "list")
+    assert documented.value.code is None  # refused again and again: a refused key
+    with pytest.raises(TokenRejected) as worded:
+        adapter.parse_envelope(200, body({"status_code": -9999, "message": "Token is expired"}),
+                               "update")
+    assert worded.value.code == "Token is expired"  # refused again and again: the answer
+    with pytest.raises(RemoteError):
+        adapter.parse_envelope(200, body({"status_code": -9999, "message": "access_denied"}),
+                               "update")
     with pytest.raises(TokenRejected):
         adapter.parse_envelope(401, b"", "list")
     with pytest.raises(AuthError):

@@ -85,6 +85,42 @@ async def test_minus_9999_api_key_code_is_treated_like_401() -> None:
     assert c.calls == {"auth": 2, "layout": 2}
 
 
+@pytest.mark.parametrize("code", ["token_expired", "Invalid token", "Unauthorized",
+                                  "access_token_invalid"])
+async def test_a_minus_9999_naming_the_token_renews_it(code: str) -> None:
+    """A server that reports an expired token in the body (HTTP 200, -9999) instead of a 401:
+    the token is renewed and the call sent again, as on a 401."""
+    fake = FakeOmi(contacts=3)
+    fake.on("list", failure(code))
+    async with make_client(fake) as c:
+        page = await c.list_page(1, 10)
+    assert len(page.items) == 3
+    assert c.calls == {"auth": 2, "list": 2}
+
+
+async def test_a_minus_9999_naming_the_token_that_stays_is_the_answer_not_a_refused_key() -> None:
+    """The same words after every renewal are the server's answer to this call (say, about
+    this contact): a RemoteError with its code, which a push records as the row's error, not
+    an AuthError, which would stop every cycle."""
+    fake = FakeOmi()
+    fake.on("update", *[failure("contact_locked_by_token_owner")] * 5)
+    async with make_client(fake) as c:
+        with pytest.raises(RemoteError) as exc:
+            await c.update(NEW)
+    assert exc.value.code == "contact_locked_by_token_owner"
+    assert c.calls == {"auth": 5, "update": 5}  # four renewals, as on a 401
+
+
+@pytest.mark.parametrize("code", ["permission_denied", "forbidden", "contact_not_found"])
+async def test_other_minus_9999_codes_are_answers_at_once(code: str) -> None:
+    fake = FakeOmi()
+    fake.on("update", failure(code))
+    async with make_client(fake) as c:
+        with pytest.raises(RemoteError) as exc:
+            await c.update(NEW)
+    assert exc.value.code == code and c.calls == {"auth": 1, "update": 1}
+
+
 async def test_concurrent_requests_share_one_auth() -> None:
     fake = FakeOmi(contacts=5, delay=0.01)
     async with make_client(fake) as c:
@@ -275,7 +311,7 @@ async def test_a_delete_refused_for_no_stated_reason_is_done_if_the_contact_is_g
     assert c.calls["delete"] == 1 and c.calls["details"] == 1
 
 
-@pytest.mark.parametrize("code", ["system_busy", "token_expired", ""])
+@pytest.mark.parametrize("code", ["system_busy", "request_invalid", ""])
 async def test_a_delete_refused_while_the_contact_is_live_is_an_error(code: str) -> None:
     fake = FakeOmi()  # details answers a live contact
     fake.on("delete", failure(code))
@@ -283,6 +319,25 @@ async def test_a_delete_refused_while_the_contact_is_live_is_an_error(code: str)
         with pytest.raises(RemoteError):
             await c.delete("pid00001")
     assert c.calls["delete"] == 1 and c.calls["details"] == 1
+
+
+async def test_a_delete_refused_for_its_token_in_the_body_is_sent_again() -> None:
+    fake = FakeOmi()
+    fake.on("delete", failure("token_expired"))
+    async with make_client(fake) as c:
+        assert await c.delete("pid00001") is True
+    assert c.calls == {"auth": 2, "delete": 2}
+
+
+async def test_a_delete_refused_for_its_token_every_time_is_looked_up() -> None:
+    """Refused the same way after every renewal: the answer as it is, so the delete is not
+    taken for done while the contact is live."""
+    fake = FakeOmi()
+    fake.on("delete", *[failure("token_expired")] * 5)
+    async with make_client(fake) as c:
+        with pytest.raises(RemoteError, match="token_expired"):
+            await c.delete("pid00001")
+    assert c.calls == {"auth": 5, "delete": 5, "details": 1}
 
 
 async def test_bodies_and_paths_on_the_wire() -> None:

@@ -82,8 +82,12 @@ async def test_creates_are_not_resent_after_a_server_fault() -> None:
     assert emu.stats()["add_more"] == 1 and emu.stats()["layout"] == 6
 
 
-async def test_token_expiring_mid_run_reauthenticates() -> None:
-    client, emu = in_process(EmulatorConfig(contacts=60, page_size_cap=20, token_ttl=0.05))
+@pytest.mark.parametrize("status", [401, 200])
+async def test_token_expiring_mid_run_reauthenticates(status: int) -> None:
+    """Refused with a 401, or with HTTP 200 and -9999 token_expired / unauthorized in the
+    body, as the documented examples answer every failure."""
+    client, emu = in_process(EmulatorConfig(contacts=60, page_size_cap=20, token_ttl=0.05,
+                                            token_refused_status=status))
     async with client:
         await client.list_page(1, 20)
         await asyncio.sleep(0.06)  # the token expires
@@ -146,10 +150,12 @@ async def test_write_round_trips() -> None:
         assert await client.delete(created.public_id) is False
 
 
-async def test_over_real_http_with_faults_timeouts_and_expiring_tokens() -> None:
+@pytest.mark.parametrize("refused", [401, 200])
+async def test_over_real_http_with_faults_timeouts_and_expiring_tokens(refused: int) -> None:
     config = EmulatorConfig(contacts=100, page_size_cap=37, seed=3, error_500_rate=0.1,
                             rate_429_rate=0.1, retry_after=0.01, timeout_rate=0.1,
-                            timeout_hang=2.0, malformed_rate=0.1, token_ttl=0.3)
+                            timeout_hang=2.0, malformed_rate=0.1, token_ttl=0.3,
+                            token_refused_status=refused)
     expected = [contact_from_wire(w) for w in Emulator(replace(
         config, error_500_rate=0, rate_429_rate=0, timeout_rate=0, malformed_rate=0)).contacts()]
     with EmulatorServer(config) as srv:

@@ -119,6 +119,8 @@ def test_configure_rejects_everything_or_nothing() -> None:
     with pytest.raises(ValueError, match="update_ignores_empty must be a boolean"):
         emu.configure(update_ignores_empty="yes")
     emu.configure(update_ignores=["job_title"])  # as the admin side's JSON gives it
+    with pytest.raises(ValueError, match="token_refused_status must be 200 or 401"):
+        emu.configure(token_refused_status=403)
 
 
 def test_an_update_that_ignores_some_fields() -> None:

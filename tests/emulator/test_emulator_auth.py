@@ -49,6 +49,21 @@ async def test_token_expires_after_token_ttl(make_api: MakeApi, clock: FakeClock
     await api.page()
 
 
+async def test_a_refused_token_can_be_answered_with_http_200(make_api: MakeApi,
+                                                              clock: FakeClock) -> None:
+    """token_refused_status=200: the documented examples' way with failures (-9999 in an HTTP
+    200), for a client that must read the body to learn its token was refused."""
+    api = await make_api(token_ttl=60, token_refused_status=200)
+    await api.login()
+    clock.advance(60)
+    response = await api.call("POST", "/api/contacts/list")
+    assert response.status_code == 200
+    assert response.json()["status_code"] == FAIL
+    assert response.json()["message"] == "token_expired"
+    no_token = await api.call("POST", "/api/contacts/list", auth=False)
+    assert no_token.status_code == 200 and no_token.json()["message"] == "unauthorized"
+
+
 async def test_lowering_token_ttl_at_runtime_expires_live_tokens(api: Api) -> None:
     await api.login()
     api.emulator.configure(token_ttl=0)

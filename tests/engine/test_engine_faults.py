@@ -13,10 +13,12 @@ FAULTS = {"error_500_rate": 0.1, "rate_429_rate": 0.05, "malformed_rate": 0.02,
 
 
 @pytest.mark.slow
-async def test_cycles_converge_under_faults_and_short_tokens(make_harness: MakeHarness) -> None:
+@pytest.mark.parametrize("refused", [401, 200])  # 200: -9999 token_expired in the body
+async def test_cycles_converge_under_faults_and_short_tokens(make_harness: MakeHarness,
+                                                             refused: int) -> None:
     transport = Hooked()
     h = make_harness({"contacts": 120, "seed": 41, "page_size_cap": 20, "add_more_delay": 0.05,
-                      "duplicate_on_resend": True, **FAULTS},
+                      "duplicate_on_resend": True, "token_refused_status": refused, **FAULTS},
                      max_retries=12, backoff_max=0.05, pending_recheck_seconds=0.1,
                      max_delete_fraction=0.2, batch_size=7, transport=transport)
     await h.settle(full=True, max_cycles=30)
