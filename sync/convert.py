@@ -77,6 +77,7 @@ class Converter:
         if self.extra_col:
             sigs[EXTRA_PREFIX] = _digest(EXTRA_PREFIX, self.extra_col)
         self._sigs = sigs
+        self._mapped = frozenset(sigs) - {EXTRA_PREFIX}
         self._pull = tuple((f, f.name, _getter(f), _wire_canonical(f) and f.name not in self._fit,
                             f.name in self._fit, self.scales.get(f.column))
                            for f in spec.fields)
@@ -245,6 +246,11 @@ class Converter:
             if isinstance(value := out.get(name), float):
                 out[name] = _held(f, scale, value)
         return out
+
+    def unagreed(self, base: Fields) -> frozenset[str]:
+        """The mapped fields `rebase`'s result holds no agreed value for (mapped, re-pointed
+        or re-typed since it was agreed): the merge takes the CRM's (`merge_fields`)."""
+        return self._mapped - base.keys()
 
     # --- canonical -> CRM contact to push -------------------------------------------------------
 

@@ -106,7 +106,8 @@ class LocalWalk:
                         applier.row_error(key, state, str(exc))
                         continue
                     plan = plan_contact(key, state.base, local_f, remote_f, policy=e.policy,
-                                        directions=e.directions, read_only=True)
+                                        directions=e.directions, read_only=True,
+                                        unagreed=e.conv.unagreed(state.base))
                     edits.append(ChunkItem(key, known, state, row, local_f, remote_f, plan))
             if edits:
                 await applier.apply_chunk(edits)

@@ -8,7 +8,7 @@ that the contact was never synced; for `remote` that its deletion in the CRM was
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -84,10 +84,15 @@ def merge_fields(
     policy: Policy = Policy.REMOTE_WINS,
     directions: Mapping[str, Direction] | None = None,
     local_is_newer: bool | None = None,
+    unagreed: Collection[str] = (),
 ) -> FieldMerge:
     """Merge per field. A field missing from a version counts as None in that version.
 
     `local_is_newer` decides `newest_wins` conflicts; None (unknown) lets the CRM win.
+    `unagreed`: fields the base holds no agreed value for (mapped, re-pointed or re-typed
+    since): the CRM's value is taken whatever the policy, unless the field is push-only, and
+    a local value it replaces is recorded as a conflict the CRM won. Such a column may hold
+    what it held before the field was unmapped: stale, never to be sent over the CRM's.
     """
     base = base or {}
     directions = directions or {}
@@ -100,6 +105,10 @@ def merge_fields(
         direction = directions.get(name, Direction.BOTH)
         if lv == rv:
             merged[name] = lv
+        elif name in unagreed and direction is not Direction.PUSH:
+            merged[name] = to_local[name] = rv
+            if lv is not None:
+                conflicts.append(Conflict(name, None, lv, rv, "remote"))
         elif direction is Direction.PULL or (direction is Direction.BOTH and lv == b):
             merged[name] = to_local[name] = rv
         elif direction is Direction.PUSH or rv == b:
@@ -226,8 +235,10 @@ def plan_contact(
     directions: Mapping[str, Direction] | None = None,
     local_is_newer: bool | None = None,
     read_only: bool = False,
+    unagreed: Collection[str] = (),
 ) -> ContactPlan:
-    """Decide what to do with one contact. See the module docstring for what None means."""
+    """Decide what to do with one contact. See the module docstring for what None means, and
+    `merge_fields` for `unagreed`."""
     acts: list[Action] = []
     if local is None and remote is None:
         if base is not None:
@@ -265,7 +276,7 @@ def plan_contact(
             acts.append(RecordConflicts(key, (Conflict(DELETED, None, None, DELETED, "manual"),)))
     else:
         acts += _plan_both(key, base, local, remote, policy, directions, local_is_newer,
-                           read_only)
+                           read_only, unagreed)
     return ContactPlan(key, tuple(acts))
 
 
@@ -278,9 +289,10 @@ def _plan_both(
     directions: Mapping[str, Direction] | None,
     local_is_newer: bool | None,
     read_only: bool,
+    unagreed: Collection[str],
 ) -> list[Action]:
     m = merge_fields(base, local, remote, policy=policy, directions=directions,
-                     local_is_newer=local_is_newer)
+                     local_is_newer=local_is_newer, unagreed=unagreed)
     acts: list[Action] = []
     merged = m.merged
     if read_only and m.to_remote:

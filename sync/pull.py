@@ -205,7 +205,7 @@ class Pull:
             plan = plan_contact(
                 key, base, local_f, remote_f, policy=e.policy, directions=e.directions,
                 local_is_newer=self._local_is_newer(row, remote), read_only=remote.ref_id is None
-                or e.read_only_table)
+                or e.read_only_table, unagreed=() if base is None else e.conv.unagreed(base))
             items.append(ChunkItem(key, remote, state, row, local_f, remote_f, plan))
         await applier.apply_chunk(items)
 

@@ -534,6 +534,49 @@ def test_none_field_vs_missing_field_is_no_change_when_both_present() -> None:
     assert not any(isinstance(a, PullUpdate | PushUpdate | RecordConflicts) for a in plan.actions)
 
 
+# --- a field with no agreed value (mapped, re-pointed or re-typed since) ------------------------
+
+JOB = "job_title"
+
+
+@pytest.mark.parametrize("policy", list(Policy))
+@pytest.mark.parametrize("remote_value", [None, "Kế toán trưởng"])
+def test_an_unagreed_field_takes_the_crms_value_whatever_the_policy(
+        policy: Policy, remote_value: str | None) -> None:
+    """A column mapped again holds what it held before it was unmapped: stale. The CRM's
+    value is taken (even an agent's clear), and the column's is recorded, never pushed."""
+    base = {k: v for k, v in BASE.items() if k != JOB}  # rebased: no agreed job title
+    local = {**BASE, JOB: "Kế toán"}
+    remote = {**BASE, JOB: remote_value}
+    m = merge_fields(base, local, remote, policy=policy, unagreed={JOB})
+    assert m.to_local == {JOB: remote_value} and m.to_remote == {}
+    assert m.merged[JOB] == remote_value
+    assert m.conflicts == (Conflict(JOB, None, "Kế toán", remote_value, "remote"),)
+    plan = plan_contact(K, base, local, remote, policy=policy, unagreed={JOB})
+    assert not any(isinstance(a, PushUpdate) for a in plan.actions)
+
+
+def test_an_unagreed_field_an_empty_column_takes_records_nothing() -> None:
+    base = {k: v for k, v in BASE.items() if k != JOB}
+    m = merge_fields(base, {**BASE, JOB: None}, {**BASE, JOB: "Thợ xây"}, unagreed={JOB})
+    assert m.to_local == {JOB: "Thợ xây"} and not m.conflicts and not m.to_remote
+
+
+def test_an_unagreed_push_only_field_is_sent_from_the_table() -> None:
+    base = {k: v for k, v in BASE.items() if k != JOB}
+    m = merge_fields(base, {**BASE, JOB: "Kế toán"}, {**BASE, JOB: None}, unagreed={JOB},
+                     directions={JOB: Direction.PUSH})
+    assert m.to_remote == {JOB: "Kế toán"} and not m.to_local and not m.conflicts
+
+
+def test_without_unagreed_a_missing_base_field_merges_as_none() -> None:
+    """A base that never held the field (not named unagreed): as before, a local value
+    against an empty CRM is a local edit, sent."""
+    base = {k: v for k, v in BASE.items() if k != JOB}
+    m = merge_fields(base, {**BASE, JOB: "Kế toán"}, {**BASE, JOB: None})
+    assert m.to_remote == {JOB: "Kế toán"} and not m.to_local
+
+
 # --- a push never sends the CRM a value it should not get -------------------------------------
 
 def test_push_update_keeps_crm_value_of_manual_conflict_field() -> None:

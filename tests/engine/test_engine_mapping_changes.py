@@ -1,0 +1,73 @@
+"""The mapping file changed between cycles (a field removed, then mapped again), with edits
+made in the CRM while the field was not mapped.
+
+README ("Changing a mapping"): a field added or whose mapping changed "is taken from the CRM at
+the next sync, like a new one"; "the next sync fills the column from the CRM for every contact".
+A column that was unmapped for a while holds what it held when it was unmapped: stale. It must
+not be sent over what agents did in the CRM meanwhile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from sync.runtime import build_runtime
+from sync.settings import default_mapping_file
+
+from .conftest import MakeHarness
+from .helpers import Harness, first, write_calls
+
+DEFAULT = default_mapping_file().read_text(encoding="utf-8")
+WITHOUT_JOB_TITLE = DEFAULT.replace("  - {field: job_title, column: job_title}\n", "")
+
+
+def use_mapping(h: Harness, text: str, tmp_path: Path, name: str) -> None:
+    """The operator edits the mapping file and restarts crm-sync."""
+    assert text != DEFAULT or name == "default"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    settings = h.rt.settings.model_copy(update={"mapping_file": path})
+    h.rt.close()
+    h.rt = build_runtime(settings, transport=h.rt.transport)
+
+
+def job_title(h: Harness, key: str) -> str | None:
+    """The column as the app reads it, mapped or not."""
+    with h.rt.db.connect() as conn:
+        return conn.execute(sa.text("SELECT job_title FROM contacts WHERE ref_id = :k"),
+                            {"k": key}).scalar_one()
+
+
+@pytest.mark.parametrize("policy,agent_value", [("remote_wins", None),
+                                                ("local_wins", None),
+                                                ("local_wins", "Kế toán trưởng")],
+                         ids=["remote_wins-cleared", "local_wins-cleared", "local_wins-edited"])
+async def test_a_field_mapped_again_is_taken_from_the_crm_not_from_its_stale_column(
+        make_harness: MakeHarness, tmp_path: Path, policy: str,
+        agent_value: str | None) -> None:
+    assert WITHOUT_JOB_TITLE != DEFAULT
+    h = make_harness({"contacts": 0}, conflict_policy=policy)
+    pid = h.emulator.agent_create(full_name="Nguyễn Văn An", ref_id="KH-1",
+                                  job_title="Kế toán", note="n1")
+    r = await h.cycle()
+    assert r.status == "ok" and job_title(h, "KH-1") == "Kế toán"
+
+    # job_title is taken out of the mapping for a while
+    use_mapping(h, WITHOUT_JOB_TITLE, tmp_path, "without-job-title")
+    # meanwhile an agent changes (or clears) the job title
+    h.emulator.agent_update(pid, job_title=agent_value)
+    r = await h.cycle()
+    assert r.status == "ok", r.notes
+    assert job_title(h, "KH-1") == "Kế toán"  # not mapped: left alone (README)
+
+    # job_title is mapped again: the next sync fills the column from the CRM
+    use_mapping(h, DEFAULT, tmp_path, "default")
+    r = await h.cycle()
+    wire = h.crm()["KH-1"]
+    assert first(wire, "job_title") == agent_value, (
+        "the stale column overwrote the agent's job title in the CRM", r.api_calls)
+    assert job_title(h, "KH-1") == agent_value
+    assert not write_calls(r.api_calls), r.api_calls
