@@ -285,9 +285,14 @@ class Applier:
         if now_row is None:
             return False
         try:
-            return self.e.conv.row_fields(now_row) == it.local
+            now = self.e.conv.row_fields(now_row)
         except ValueError:
             return False
+        # as the merge reads versions: a field missing from one counts as None (a plan made
+        # from the agreed base holds `custom_fields:<label>: None` for a label removed since,
+        # which the row, read back, does not name at all)
+        local = it.local or {}
+        return all(now.get(k) == local.get(k) for k in now.keys() | local.keys())
 
     def _crm_id(self, remote: Contact) -> dict[str, Any]:
         col = self.spec.crm_id_column

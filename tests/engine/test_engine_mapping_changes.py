@@ -71,3 +71,39 @@ async def test_a_field_mapped_again_is_taken_from_the_crm_not_from_its_stale_col
         "the stale column overwrote the agent's job title in the CRM", r.api_calls)
     assert job_title(h, "KH-1") == agent_value
     assert not write_calls(r.api_calls), r.api_calls
+
+
+WITH_KENH = DEFAULT.replace("  - {field: owner_email, column: owner_email}\n",
+                            "  - {field: owner_email, column: owner_email}\n"
+                            "  - {custom: Kênh, column: kenh}\n")
+
+
+async def test_a_custom_field_moved_to_a_column_the_app_filled_first_is_not_stuck(
+        make_harness: MakeHarness, tmp_path: Path) -> None:
+    """README, "Changing a mapping": moving a custom field from the JSON column to a column of
+    its own works like adding a field. An engineer who fills the new column from the JSON
+    first (so that the app sees the values at once) leaves the rows as agreed: no action, so
+    the agreed base keeps `custom_fields:Kênh`, which the row no longer gives (a claimed label
+    is ignored in the JSON). The next time the contact changes in the CRM, the row read as the
+    base no longer matches the row re-read under lock: "changed by an app during the cycle",
+    every cycle, and the agent's edit never reaches the table."""
+    assert WITH_KENH != DEFAULT
+    h = make_harness({"contacts": 0})
+    pid = h.emulator.agent_create(full_name="Nguyễn Văn An", ref_id="KH-1", note="n1",
+                                  custom={"Kênh": "Zalo"})
+    r = await h.cycle()
+    assert r.status == "ok" and h.row("KH-1")["custom_fields"] == {"Kênh": "Zalo"}
+
+    # the operator adds the column, fills it from the JSON, and maps the label to it
+    h.execute("ALTER TABLE contacts ADD COLUMN kenh TEXT")
+    h.execute("UPDATE contacts SET kenh = 'Zalo' WHERE ref_id = 'KH-1'")
+    use_mapping(h, WITH_KENH, tmp_path, "with-kenh")
+    r = await h.cycle()
+    assert r.status == "ok" and not write_calls(r.api_calls), (r.notes, r.api_calls)
+
+    # an agent edits the contact's note: it reaches the table within a few cycles
+    h.emulator.agent_update(pid, note="n2")
+    for _ in range(3):
+        r = await h.cycle()
+    assert r.counts.get("skipped_changed_during_cycle", 0) == 0, r.counts
+    assert h.row("KH-1")["note"] == "n2"
