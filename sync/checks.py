@@ -13,6 +13,7 @@ from sync.api.adapter import LayoutField
 from sync.errors import ConfigError
 from sync.mapping import MappingSpec
 from sync.mapping_file import load_mapping, locate
+from sync.notes import NotesOutbox
 from sync.settings import Settings, require_api_key, unknown_settings
 from sync.status import safe_url
 from sync.store import make_engine
@@ -40,6 +41,9 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
         problems = check_table(db, spec)
         if not problems:
             _refuse_another_tenants_table(db, settings, spec)
+            if sa.inspect(db).has_table("note_outbox"):  # else the first cycle makes it
+                NotesOutbox(db, settings.tenant_id, spec, LocalTable.for_spec(spec)
+                            ).refuse_shared()
             StateStore(db, settings.tenant_id).refuse_new_table(spec.table)
             done += [f"warning: {w}" for w in table_warnings(db, spec)]
     except ConfigError:

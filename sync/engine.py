@@ -133,6 +133,8 @@ class SyncEngine:
         return result
 
     async def _steps(self, ctx: CycleContext) -> None:
+        if self.notes:  # before anything is written
+            self.notes.refuse_shared()
         if not ctx.options.dry_run:  # a first import's end could not put them back
             deferred_indexes.restore_if_aside(self.store)
         applier = Applier(self, ctx)

@@ -7,7 +7,9 @@ the answer then makes it `sent`, `pending` again (NotSent or 429: it certainly n
 become `unknown` at the next cycle's `recover()`. `unknown` rows are never re-sent on their own:
 only `crm-sync notes resend`, after someone has looked in the CRM, puts them back to `pending`.
 
-Bookkeeping lives in `note_outbox` (tenant, note_id); a local note without a row there is new.
+Bookkeeping lives in `note_outbox` (tenant, notes table, note id); a local note without a row
+there is new. A notes table another tenant sends from is refused (`refuse_shared`): its notes
+would reach two CRMs, each to whichever of its contacts has the note's refId.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class NotesOutbox:
     def __init__(self, db: Engine, tenant: str, spec: MappingSpec, local: LocalTable) -> None:
         self.db, self.tenant, self.spec, self.local = db, tenant, spec, local
         self.table = build_notes_table(spec.notes_table) if spec.notes_table else None
+        # this tenant's outbox rows of this notes table
+        self._mine = sa.and_(_o.tenant == tenant, _o.notes_table == (spec.notes_table or ""))
         phone_cols = [f.column for f in spec.fields if f.field == "phone"]
         self.phone_column: str | None = phone_cols[0] if phone_cols else None
 
@@ -73,6 +77,7 @@ class NotesOutbox:
         """Create the notes table when absent; otherwise check it has the columns push reads."""
         if self.table is None:
             return
+        self._adopt_unnamed()
         insp = sa.inspect(self.db)
         if not insp.has_table(self.table.name):
             self.table.metadata.create_all(self.db, checkfirst=True)
@@ -89,13 +94,42 @@ class NotesOutbox:
             if "AUTOINCREMENT" not in ddl.upper():  # a reused id looks already handled
                 log.warning("notes.ids_may_be_reused", table=self.table.name)
 
+    def _adopt_unnamed(self) -> None:
+        """Outbox rows written before they named their notes table (migration 0007) are this
+        tenant's notes table's: the one it had then, as far as can be known."""
+        assert self.table is not None
+        with self.db.begin() as conn:
+            n = conn.execute(note_outbox.update().where(
+                _o.tenant == self.tenant, _o.notes_table == "").values(
+                notes_table=self.table.name)).rowcount
+        if n:
+            log.info("notes.outbox_rows_named", notes=n, notes_table=self.table.name,
+                     tenant=self.tenant)
+
+    def refuse_shared(self) -> None:
+        """ConfigError if another tenant sends notes from this tenant's notes table: each
+        note would reach both CRMs (a second tenant's mapping copied from the first, with
+        only `table:` changed)."""
+        if self.table is None:
+            return
+        query = (sa.select(_o.tenant).where(_o.notes_table == self.table.name,
+                                            _o.tenant != self.tenant).limit(1))
+        with self.db.connect() as conn:
+            other = conn.scalar(query)
+        if other is not None:
+            raise errors.ConfigError(
+                f"the notes table {self.table.name!r} holds the notes tenant {other!r} sends "
+                f"to its CRM: tenant {self.tenant!r} needs a notes table of its own (the "
+                "mapping's notes_table), else each note reaches both CRMs; if the tenant was "
+                f"renamed, set CRM_SYNC_TENANT={other}")
+
     def recover(self) -> int:
         """Rows left `in_flight` (a crash between send and record) become `unknown`."""
         if self.table is None:
             return 0
         with self.db.begin() as conn:
             n = conn.execute(note_outbox.update().where(
-                _o.tenant == self.tenant, _o.status == "in_flight").values(
+                self._mine, _o.status == "in_flight").values(
                 status="unknown", updated_at=utcnow(),
                 last_error="interrupted between sending and recording the answer: it may or "
                            "may not have reached the CRM")).rowcount
@@ -168,7 +202,7 @@ class NotesOutbox:
     def _joined(self) -> sa.Join:
         """The local notes with their outbox rows (none: never looked at)."""
         assert self.table is not None
-        return self.table.outerjoin(note_outbox, sa.and_(_o.tenant == self.tenant,
+        return self.table.outerjoin(note_outbox, sa.and_(self._mine,
                                                          _o.note_id == self.table.c.id))
 
     def _resolve(self, conn: Connection, rows: Sequence[dict[str, Any]]
@@ -230,12 +264,13 @@ class NotesOutbox:
         before the call). A row taken meanwhile by another push aborts the transaction."""
         now = utcnow()
         known = {int(r["id"]) for r in rows if r["status"] is not None}
-        fresh = [{"tenant": self.tenant, "note_id": i, "created_at": now, "updated_at": now,
-                  "status": "in_flight", "phone": good[i].phone, "attempts": 1,
-                  "last_error": None} for i in good if i not in known]
-        fresh += [{"tenant": self.tenant, "note_id": i, "created_at": now, "updated_at": now,
-                   "status": "failed", "phone": None, "attempts": 0, "last_error": why}
-                  for i, why in bad.items() if i not in known]
+        table = self.table.name if self.table is not None else ""
+        fresh = [{"tenant": self.tenant, "notes_table": table, "note_id": i, "created_at": now,
+                  "updated_at": now, "status": "in_flight", "phone": good[i].phone,
+                  "attempts": 1, "last_error": None} for i in good if i not in known]
+        fresh += [{"tenant": self.tenant, "notes_table": table, "note_id": i, "created_at": now,
+                   "updated_at": now, "status": "failed", "phone": None, "attempts": 0,
+                   "last_error": why} for i, why in bad.items() if i not in known]
         if fresh:
             conn.execute(note_outbox.insert(), fresh)  # the primary key forbids a double take
         again = [i for i in good if i in known]
@@ -248,7 +283,7 @@ class NotesOutbox:
             if not ids:
                 continue
             done = conn.execute(note_outbox.update().where(
-                _o.tenant == self.tenant, _o.note_id.in_(ids), _o.status == "pending")
+                self._mine, _o.note_id.in_(ids), _o.status == "pending")
                 .values(updated_at=now, **values)).rowcount
             if done != len(ids):
                 raise errors.StoreError("notes outbox: rows changed under this push (another push "
@@ -260,7 +295,7 @@ class NotesOutbox:
                                   **({"sent_at": now} if status == "sent" else {})}
         with self.db.begin() as conn:
             conn.execute(note_outbox.update().where(
-                _o.tenant == self.tenant, _o.note_id.in_(ids), _o.status == "in_flight")
+                self._mine, _o.note_id.in_(ids), _o.status == "in_flight")
                 .values(values))
         log.info("notes.batch", status=status, notes=len(ids), tenant=self.tenant, error=error)
 
@@ -269,7 +304,7 @@ class NotesOutbox:
     def counts(self) -> dict[str, int]:
         """pending (including notes never looked at), in_flight, sent, failed, unknown."""
         out = dict.fromkeys(NOTE_STATUSES, 0)
-        query = (sa.select(_o.status, sa.func.count()).where(_o.tenant == self.tenant)
+        query = (sa.select(_o.status, sa.func.count()).where(self._mine)
                  .group_by(_o.status))
         with self.db.connect() as conn:
             out.update({str(s): int(n) for s, n in conn.execute(query)})
@@ -282,7 +317,7 @@ class NotesOutbox:
         """Notes failed or unknown, newest change first, with their last error."""
         query = (sa.select(*(_o[c] for c in ("note_id", "status", "phone", "attempts",
                                              "last_error", "updated_at")))
-                 .where(_o.tenant == self.tenant, _o.status.in_(("failed", "unknown")))
+                 .where(self._mine, _o.status.in_(("failed", "unknown")))
                  .order_by(_o.updated_at.desc(), _o.note_id).limit(limit))
         with self.db.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
@@ -290,14 +325,14 @@ class NotesOutbox:
     def resend_unknown(self, *, dry_run: bool, ids: Collection[int] | None = None) -> list[int]:
         """Unknown notes (all, or those of `ids`) back to pending, so the next cycle sends them
         again; returns their ids. A dry run only lists them."""
-        query = sa.select(_o.note_id).where(_o.tenant == self.tenant, _o.status == "unknown")
+        query = sa.select(_o.note_id).where(self._mine, _o.status == "unknown")
         if ids is not None:
             query = query.where(_o.note_id.in_(list(ids)))
         with self.db.begin() as conn:
             found = sorted(int(i) for i in conn.scalars(query.order_by(_o.note_id)))
             if found and not dry_run:
                 conn.execute(note_outbox.update().where(
-                    _o.tenant == self.tenant, _o.status == "unknown", _o.note_id.in_(found))
+                    self._mine, _o.status == "unknown", _o.note_id.in_(found))
                     .values(status="pending", updated_at=utcnow()))
                 log.warning("notes.resend", notes=len(found), tenant=self.tenant)
         return found

@@ -179,6 +179,10 @@ sync_lease = Table(
 note_outbox = Table(
     "note_outbox", metadata,
     _tenant(),
+    # the local notes table the note is in: ids are only unique within one (a notes table
+    # the mapping points to anew starts from 1 again); '' for rows an earlier version wrote,
+    # which NotesOutbox.ensure_table gives the tenant's notes table of now
+    Column("notes_table", String(255), nullable=False, server_default=""),
     Column("note_id", BigInteger, nullable=False),  # the local notes table's id
     Column("status", String(20), nullable=False),  # one of NOTE_STATUSES
     Column("phone", Text),  # the normalised phone it was (to be) sent to
@@ -187,7 +191,7 @@ note_outbox = Table(
     Column("sent_at", UtcDateTime()),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
-    PrimaryKeyConstraint("tenant", "note_id", name="pk_note_outbox"),
+    PrimaryKeyConstraint("tenant", "notes_table", "note_id", name="pk_note_outbox"),
     Index("ix_note_outbox_tenant_status", "tenant", "status"),
 )
 

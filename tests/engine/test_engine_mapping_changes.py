@@ -107,3 +107,27 @@ async def test_a_custom_field_moved_to_a_column_the_app_filled_first_is_not_stuc
         r = await h.cycle()
     assert r.counts.get("skipped_changed_during_cycle", 0) == 0, r.counts
     assert h.row("KH-1")["note"] == "n2"
+
+
+async def test_notes_in_a_new_notes_table_are_sent(make_harness: MakeHarness,
+                                                   tmp_path: Path) -> None:
+    """The mapping's `notes_table` pointed at a new table (renamed for a new app version, or
+    dropped and made again: its ids start at 1 again). `note_outbox` is keyed by (tenant,
+    note id) only, so the new table's notes whose ids the old table's sent notes had are
+    taken as sent: never delivered, and `notes status` counts them as sent."""
+    h = make_harness({"contacts": 4, "seed": 41})
+    assert (await h.cycle()).status == "ok"
+    key = next(k for k in h.rows() if not k.startswith("crm:"))
+    for text in ("cũ 1", "cũ 2"):
+        h.execute("INSERT INTO contact_notes (ref_id, content) VALUES (:k, :c)", k=key, c=text)
+    await h.cycle()
+    assert sorted(n["content"] for n in h.emulator.notes) == ["cũ 1", "cũ 2"]
+
+    use_mapping(h, DEFAULT.replace("notes_table: contact_notes ", "notes_table: ghi_chu_moi "),
+                tmp_path, "new-notes-table")
+    await h.cycle()  # creates the new notes table
+    for text in ("mới 1", "mới 2", "mới 3"):
+        h.execute("INSERT INTO ghi_chu_moi (ref_id, content) VALUES (:k, :c)", k=key, c=text)
+    await h.cycle()
+    assert sorted(n["content"] for n in h.emulator.notes) == [
+        "cũ 1", "cũ 2", "mới 1", "mới 2", "mới 3"]

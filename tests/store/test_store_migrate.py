@@ -61,7 +61,7 @@ def test_scripts_are_found_in_the_package() -> None:
     location = Path(script_location())
     assert (location / "env.py").is_file()
     assert any(p.name.endswith(".py") for p in (location / "versions").iterdir())
-    assert head_revision() == "0006"
+    assert head_revision() == "0007"
 
 
 def test_sqlite_upgrade_from_url_creates_the_directory(tmp_path: Path) -> None:
