@@ -153,7 +153,12 @@ class Applier:
         if ctx.options.dry_run:
             for it in items:
                 if it.plan:
-                    ctx.plan.extend(it.plan.actions)
+                    # a deletion waits for the delete guard, as in a real cycle: the plan
+                    # gets it from Deletions.apply if the guard lets it through
+                    ctx.plan.extend(a for a in it.plan.actions if not isinstance(a, PushDelete))
+                    ctx.deletes += [PendingDelete(it.key, it.remote.public_id, it.state, None,
+                                                  None, "local", it.remote)
+                                    for a in it.plan.actions if isinstance(a, PushDelete)]
                     self._count(it.plan.actions)
             return
         counts, deletes, queued = Counter(ctx.counts), len(ctx.deletes), self.queued_mark()

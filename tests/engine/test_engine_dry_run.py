@@ -55,3 +55,22 @@ async def test_dry_run_plans_both_directions_and_changes_nothing(
     assert write_calls(real.api_calls) == {"add_more": 1, "update": 1, "delete": 1}
     assert (real.counts["updated_local"], real.counts["created_local"],
             real.counts["deleted_local"]) == (1, 1, 1)
+
+
+async def test_a_dry_run_says_what_the_delete_guard_will_do(make_harness: MakeHarness) -> None:
+    """README: `--dry-run` prints the plan of the next cycle. With more rows deleted from the
+    table than CRM_SYNC_MAX_DELETE_FRACTION allows, the real cycle refuses every one of them
+    (status refused, exit 1); the dry run listed them all as deletions in the CRM, status ok,
+    exit 0: an operator checking the plan is told the opposite of what will happen."""
+    h = make_harness({"contacts": 40, "seed": 52}, max_delete_fraction=0.1)
+    assert (await h.cycle()).status == "ok"
+    keys = sorted(k for k in h.rows() if not k.startswith("crm:"))[:12]
+    h.delete(*keys)
+
+    dry = await h.cycle(dry_run=True)
+    real = await h.cycle()
+    assert real.status == "refused" and real.exit_code == 1 and not real.counts["deleted_remote"]
+    deletes = [a for a in dry.plan if isinstance(a, PushDelete)]
+    assert (dry.status, dry.exit_code) == (real.status, real.exit_code), (
+        dry.status, len(deletes), dry.notes)
+    assert not deletes, f"the dry run lists {len(deletes)} deletions the cycle refuses"
