@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from sync.api.client import OmiClient
 from sync.apply import Applier
@@ -124,7 +125,7 @@ class SyncEngine:
             # the API key refused (not a token refused mid-cycle: that is the server's doing)
             ctx.config_failure = isinstance(exc, ConfigError) or (
                 isinstance(exc, AuthError) and exc.endpoint in ("", "auth"))
-            ctx.notes.insert(0, f"{type(exc).__name__}: {exc}")
+            ctx.notes.insert(0, _failure(exc))
             log_.error("cycle.failed", error=ctx.notes[0])
         result = self._finish(ctx, status, calls_before)
         log_.info("cycle.end", status=result.status, duration_s=round(result.duration_s, 3),
@@ -226,3 +227,19 @@ class SyncEngine:
         base = self.conv.rebase(state.base)
         return state if base == state.base else state.replace(base=base)
 
+
+def _failure(exc: Exception) -> str:
+    """What failed a cycle, in one line: a database error as the database said it, with the
+    start of the statement (SQLAlchemy's own text spans the whole statement, often a page of
+    it), and a hint when it names the schema (a mapped column dropped while crm-sync runs)."""
+    if not isinstance(exc, DBAPIError) or exc.orig is None:
+        return f"{type(exc).__name__}: {exc}"
+    said = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    statement = " ".join(str(exc.statement or "").split())
+    if len(statement) > 160:
+        statement = statement[:160] + "..."
+    text = f"{type(exc).__name__}: {said} [SQL: {statement}]"
+    if any(w in said.lower() for w in ("no such column", "no such table", "does not exist",
+                                       "undefinedcolumn", "undefinedtable")):
+        text += " (the table no longer fits the mapping? `crm-sync check` says what differs)"
+    return text

@@ -131,3 +131,22 @@ async def test_notes_in_a_new_notes_table_are_sent(make_harness: MakeHarness,
     await h.cycle()
     assert sorted(n["content"] for n in h.emulator.notes) == [
         "cũ 1", "cũ 2", "mới 1", "mới 2", "mới 3"]
+
+
+async def test_a_mapped_column_dropped_while_running_fails_the_cycle_in_one_line(
+        make_harness: MakeHarness) -> None:
+    """A running daemon does not read the table's shape again: a mapped column dropped under
+    it fails each cycle. The failure says so in one line (the database's words, the start of
+    the statement, a pointer to `check`), without the statement's parameters: customers'
+    data, bound in an insert or update, which goes on to logs, sync_runs and the terminal."""
+    h = make_harness({"contacts": 30, "seed": 53})
+    assert (await h.cycle()).status == "ok"
+    key = next(k for k in h.rows() if not k.startswith("crm:"))
+    h.update(key, full_name="Tên Riêng Của Ứng Dụng")
+    h.execute("ALTER TABLE contacts DROP COLUMN job_title")
+    r = await h.cycle()
+    assert r.status == "failed"
+    note = r.notes[0]
+    assert "no such column" in note or "does not exist" in note, note
+    assert "crm-sync check" in note and "\n" not in note and len(note) < 400, note
+    assert "Tên Riêng" not in note and "parameters" not in note.lower(), note
