@@ -157,6 +157,9 @@ class LocalWalk:
                 due.append((state, local_f))
         found: list[Contact] = []
         existing_ones = await look_up(e, [state for state, _ in due])
+        ours_deleted = e.store.deleted_here_since(None, [
+            c.public_id for c in existing_ones
+            if isinstance(c, Contact) and c.is_deleted and c.public_id])
         for (state, local_f), existing in zip(due, existing_ones, strict=True):
             if isinstance(existing, str):  # asked again next cycle, with the attempts as they
                 # were (row_error counts one)
@@ -164,11 +167,14 @@ class LocalWalk:
                                   existing, keep_status=True)
             elif existing is not None and (
                     not existing.is_deleted
-                    or _created_since(existing, state.pending_since or ctx.now)):
+                    or (_created_since(existing, state.pending_since or ctx.now)
+                        and existing.public_id not in ours_deleted)):
                 # A deleted contact created after our add-more is ours, deleted by an agent
                 # since: bound like a live one, so the deletion reaches the table as any CRM
-                # deletion does (not undone by a re-send). An older one is another contact
-                # that once had this refId: the create is sent again.
+                # deletion does (not undone by a re-send). An older one, or one crm-sync
+                # deleted itself (a row an app deleted, then inserted again with its refId, a
+                # few minutes on: within the clock's allowance), is another contact that
+                # once had this refId: the create is sent again.
                 found.append(existing)
             elif state.attempts >= MAX_CREATE_ATTEMPTS:  # given up: a row in error, once
                 applier.row_error(state.key, state.replace(attempts=state.attempts - 1),

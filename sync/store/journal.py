@@ -226,14 +226,17 @@ class Journal:
         if records:
             conn.execute(tombstones.insert(), records)
 
-    def deleted_here_since(self, since: datetime, public_ids: Collection[str]) -> set[str]:
+    def deleted_here_since(self, since: datetime | None, public_ids: Collection[str]
+                           ) -> set[str]:
         """Of these CRM ids, those of contacts crm-sync deleted in the CRM (their row deleted
-        by an app) since `since`."""
+        by an app) since `since` (None: ever)."""
         if not public_ids:
             return set()
         query = select(tombstones.c.public_id).where(
             tombstones.c.tenant == self.tenant, tombstones.c.side == "local",
-            tombstones.c.deleted_at >= since, tombstones.c.public_id.in_(list(public_ids)))
+            tombstones.c.public_id.in_(list(public_ids)))
+        if since is not None:
+            query = query.where(tombstones.c.deleted_at >= since)
         with self.engine.connect() as conn:
             return set(conn.scalars(query))
 

@@ -839,3 +839,58 @@ async def test_a_row_in_error_after_an_update_keeps_the_lagging_listing_read_as_
         assert h.row(key)["address"] == "12 Lê Lợi, Huế", r.counts  # type: ignore[index]
         assert h.row(key)["job_title"] == "Kỹ sư trưởng"  # type: ignore[index]
     assert first(h.crm()[key], "address") == "12 Lê Lợi, Huế"
+
+
+async def test_a_refid_reused_minutes_after_its_contact_was_deleted_is_not_bound_to_it(
+        make_harness: MakeHarness) -> None:
+    """An app deletes a row (crm-sync deletes its contact in the CRM), then inserts a row
+    with the same refId again a little later; the CRM drops that add-more item (the contract
+    allows it) and its `get?ref_id=` answers the earlier, deleted contact (is_deleted true).
+    That contact was created by crm-sync minutes before and deleted by crm-sync itself: it is
+    not the re-create. The row must keep the app's new values and be sent again; before, the
+    row was overwritten with the deleted contact's old values, bound to it, and the next full
+    cycle deleted the row as "deleted in the CRM" (the app's insert never reached the CRM)."""
+    gone: dict[str, str] = {}
+
+    async def hook(ex: Exchange, send: Send) -> httpx.Response:
+        response = await send()
+        ref = ex.params.get("ref_id")
+        if ex.path.endswith("/contacts/get") and ref in gone and response.json()["payload"] is None:
+            # a server whose get also answers a deleted contact: the earlier one
+            data = response.json()
+            data["payload"] = await _details(gone[ref])
+            return httpx.Response(200, json=data, request=response.request)
+        return response
+
+    async def _details(public_id: str) -> dict:
+        async with httpx.AsyncClient(base_url=h.server.url) as c:
+            token = (await c.get("/api/auth", params={"apiKey": "demo-key"})).json()
+            r = await c.get(f"/api/contacts/details/{public_id}", headers={
+                "Authorization": "Bearer " + token["payload"]["access_token"]})
+            return r.json()["payload"]
+
+    transport = Hooked(hook)
+    h = make_harness({"contacts": 5, "seed": 91}, transport=transport)
+    row = app_rows("REUSE", 1)[0]
+    h.insert(row)
+    await h.settle()
+    first_id = h.states()["REUSE-0001"].public_id
+    assert first_id and len(h.crm_by_ref("REUSE-0001")) == 1
+
+    h.delete("REUSE-0001")
+    await h.settle()
+    assert h.crm_by_ref("REUSE-0001") == []
+    gone["REUSE-0001"] = first_id
+
+    h.emulator.config.add_more_drop_rate = 1.0  # the re-create is dropped
+    h.insert({**row, "full_name": "Khách mới cùng mã", "phone": "0933111222"})
+    await h.cycle()
+    sends = len(transport.calls("add-more"))
+    await asyncio.sleep(0.6)  # past pending_recheck_seconds: the lookup before a re-send
+    await h.cycle()
+    await h.cycle(full=True)
+
+    assert h.row("REUSE-0001") is not None, "the app's re-inserted row was deleted"
+    assert h.row("REUSE-0001")["full_name"] == "Khách mới cùng mã"
+    assert h.states()["REUSE-0001"].public_id != first_id
+    assert len(transport.calls("add-more")) > sends  # sent again, after the lookup
