@@ -674,6 +674,17 @@ NOT_TAKEN = "not taken (the CRM shows the value from before the update)"
 NOT_READ_BACK = "not confirmed (reading the contact back failed)"
 
 
+def taken_by_another(summary: Any, before: Contact) -> str | None:
+    """[assumed] 22: the publicId update's summary names [doc], when it is not the contact
+    `before` is: update finds a contact by refId alone, and the CRM applied it to another one
+    with that refId (an agent's duplicate). None when it is the one, or names none."""
+    public_id = summary.get("publicId") if isinstance(summary, Mapping) else None
+    if isinstance(public_id, str) and public_id and before.public_id \
+            and public_id != before.public_id:
+        return public_id
+    return None
+
+
 def update_changes(c: Contact, before: Contact) -> list[str]:
     """The Contact attributes an update of `c` against `before` changes."""
     return [a for a in ("full_name", "phones", *_UPDATE_ATTRS.values())

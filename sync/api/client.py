@@ -220,7 +220,9 @@ class OmiClient:
         - `not_sent`: clears the update cannot express (adapter.not_clearable): the CRM keeps
           its value (no call is made if that is all there is to send);
         - `missed`: the other changed attributes that did not reach the CRM, each with why:
-          one its summary shows as it was; the job title and refCode (the documented update
+          all of them when the summary names another contact (the update found an agent's
+          duplicate by the refId); one its summary shows as it was; the job title and refCode
+          (the documented update
           body names neither), read back with `get` when changed: a value until the server
           has shown it takes them (a property of the server), a clear every time; a
           read-back that fails confirms nothing."""
@@ -228,6 +230,11 @@ class OmiClient:
         if all(a in not_sent for a in adapter.update_changes(c, before)):
             return UpdateCheck({}, not_sent, sent=False)
         summary = await self.update(c, before)
+        if (other := adapter.taken_by_another(summary, before)) is not None:
+            why = (f"taken by another contact with this refId (publicId {other}, an agent's "
+                   "duplicate?), not by this one: merge the two in the CRM")
+            return UpdateCheck({a: why for a in adapter.update_changes(c, before)
+                                if a not in not_sent}, not_sent)
         missed = {a: adapter.NOT_TAKEN for a in adapter.not_taken(summary, c, before)
                   if a not in not_sent}
         unsure = [a for a in adapter.UNDOCUMENTED_UPDATE_ATTRS

@@ -405,3 +405,13 @@ def test_not_clearable_names_the_clears_an_update_cannot_send() -> None:
     assert adapter.not_clearable(before, before) == []
     assert adapter.update_changes(cleared, before) == [
         "ref_code", "job_title", "birthday", "gender", "passport", "address", "owner_email"]
+
+
+def test_an_update_summary_naming_another_contact_is_told() -> None:
+    before = Contact(ref_id="KH-1", public_id="p-1", full_name="An")
+    assert adapter.taken_by_another({"publicId": "p-1"}, before) is None
+    assert adapter.taken_by_another({"publicId": "p-2"}, before) == "p-2"
+    assert adapter.taken_by_another({"fullName": "An"}, before) is None  # names none
+    assert adapter.taken_by_another(None, before) is None
+    assert adapter.taken_by_another({"publicId": "p-2"},
+                                    Contact(ref_id="KH-1", full_name="An")) is None

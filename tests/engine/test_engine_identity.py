@@ -260,3 +260,45 @@ async def test_an_update_whose_answer_is_lost_while_the_listing_lags_keeps_the_a
     assert h.row(key)["job_title"] == "Trưởng phòng kinh doanh"  # type: ignore[index]
     assert first(h.crm()[key], "job_title") == "Trưởng phòng kinh doanh"
     assert_mirrored(h)
+
+
+async def test_an_update_the_crm_applies_to_a_duplicate_is_not_taken_as_done(
+        make_harness: MakeHarness) -> None:
+    """An agent makes a second contact with a row's refId; update identifies a contact only
+    by refId, and this server applies it to the NEWEST contact with that refId (the contract
+    does not say which one). The app's edit then lands on the duplicate (whose publicId the
+    update's summary names) while the contact the row follows keeps its old value. Before:
+    the update was recorded as agreed, the next full cycle read the old value as the CRM's
+    and set the row back: the app's edit lost from the table, the duplicate changed, exit 0."""
+    from sync.emulator.model import summary
+    from sync.emulator.parse import api_patch
+
+    async def newest(ex: Exchange, send: Send) -> httpx.Response:
+        if ex.path.endswith("/contacts/update"):
+            emu = h.emulator
+            with emu.lock:
+                found = emu.store.find("ref_id", ex.body["refId"])
+                if len(found) > 1:
+                    patch = api_patch(ex.body, emu.layout_by_code)
+                    patch.pop("ref_id", None)
+                    emu.edit(found[-1], patch, by_agent=False)
+                    return httpx.Response(200, json={"status_code": 9999,
+                                                     "payload": summary(found[-1])})
+        return await send()
+
+    h = make_harness({"contacts": 20, "seed": 82}, transport=Hooked(newest))
+    await h.settle()
+    original = h.emulator.contacts()[5]
+    key, pid = original["ref_id"], original["public_id"]
+    h.emulator.agent_create(full_name="Bản Sao Trùng Lặp", ref_id=key, phones=["0911222333"])
+    await h.settle(full=True)
+
+    h.update(key, address="12 Lê Lợi, Huế")
+    codes = [(await h.cycle()).exit_code for _ in range(2)]
+    codes.append((await h.cycle(full=True)).exit_code)
+    codes.append((await h.cycle(full=True)).exit_code)
+
+    dup = [c for c in h.emulator.find_by_ref_id(key) if c["public_id"] != pid]
+    assert h.row(key)["address"] == "12 Lê Lợi, Huế", (  # type: ignore[index]
+        f"the app's edit was set back (exit codes {codes}); the duplicate got it: "
+        f"{[first(c, 'address') for c in dup]}")
