@@ -222,10 +222,9 @@ class OmiClient:
         - `missed`: the other changed attributes that did not reach the CRM, each with why:
           all of them when the summary names another contact (the update found an agent's
           duplicate by the refId); one its summary shows as it was; the job title and refCode
-          (the documented update
-          body names neither), read back with `get` when changed: a value until the server
-          has shown it takes them (a property of the server), a clear every time; a
-          read-back that fails confirms nothing."""
+          (the documented update body names neither), read back with `get` when changed: a
+          value until the server has shown it takes them (a property of the server), a clear
+          every time; a read-back that fails confirms nothing."""
         not_sent = tuple(adapter.not_clearable(c, before))
         if all(a in not_sent for a in adapter.update_changes(c, before)):
             return UpdateCheck({}, not_sent, sent=False)

@@ -616,15 +616,20 @@ def versions(draw: st.DrawFn, with_directions: bool = True) -> dict[str, Any]:
     if draw(st.booleans()) and local is not None and remote is None and base is not None:
         remote = dict(local)  # both sides made the same edit
     _, policy, newer = draw(st.sampled_from(POLICIES))
+    # fields whose mapping changed since the base was agreed: the rebased base lacks them
+    unagreed = frozenset(draw(st.lists(st.sampled_from(FIELDS), max_size=2))
+                         if base is not None else ())
+    if base is not None:
+        base = {k: v for k, v in base.items() if k not in unagreed}
     return dict(base=base, local=local, remote=remote, policy=policy, local_is_newer=newer,
-                read_only=draw(st.booleans()),
+                read_only=draw(st.booleans()), unagreed=unagreed,
                 directions=draw(DIRECTIONS) if with_directions else {})
 
 
 def plan_of(v: dict[str, Any]) -> ContactPlan:
     return plan_contact(K, v["base"], v["local"], v["remote"], policy=v["policy"],
                         directions=v["directions"], local_is_newer=v["local_is_newer"],
-                        read_only=v["read_only"])
+                        read_only=v["read_only"], unagreed=v.get("unagreed", ()))
 
 
 DROPPED = "dropped"
