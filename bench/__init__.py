@@ -12,6 +12,8 @@ Modules:
     floor.py     the floor: the same pages fetched and JSON-decoded with plain httpx
     sync_run.py  crm-sync's scenarios: full pull, no-op cycle, push; phase timers
     peers.py     the naive hand-written script and dlt's rest_api source
+    soak.py      the daemon's memory over hundreds of cycles (`python -m bench.soak`), with
+                 edits on both sides between cycles; a tracemalloc diff on request
 
 Results and the machine they were measured on: docs/benchmarks.md.
 """
