@@ -157,9 +157,52 @@ def ensure_table(engine: Engine, spec: MappingSpec) -> sa.Table:
 @functools.lru_cache(maxsize=16)
 def _literal_image(image: sa.ColumnElement[str], dialect: sa.Dialect) -> sa.ColumnElement[str]:
     """`image` with its constants written in, compiled once per engine rather than per chunk
-    (half a millisecond on SQLite). Keyed by identity: an engine keeps one image."""
+    (half a millisecond on SQLite). Keyed by identity: LocalTable.fingerprint gives the same
+    image object for the same table and arguments, in every cycle."""
     text = image.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     return sa.literal_column(str(text), sa.Text)
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(table: sa.Table, dialect: str, columns: tuple[str, ...], salt: str,
+                 text_columns: frozenset[str], blobs: bool, json: bool
+                 ) -> sa.ColumnElement[str] | None:
+    """LocalTable.fingerprint, built once for each set of arguments (`json`: SQLite has
+    json_array, 3.38+)."""
+    cols = [table.c[c] for c in columns]
+    if dialect == "sqlite" and json:
+        # JSON is built in from 3.38: one call, types kept ([1] is not ["1"]). A REAL
+        # goes in as [its quote()] (JSON writes 15 digits, quote() as many as it takes to
+        # round-trip), and so does a BLOB (JSON cannot hold one): a nested array, which
+        # no TEXT value can look like. A column that holds no REAL tests for BLOB only,
+        # which yields the same image for a third less work; without `blobs`, it is
+        # passed as it is.
+        def value(c: sa.Column[Any]) -> sa.ColumnElement[Any]:
+            if c.name in text_columns:
+                if not blobs:
+                    return c
+                test = sa.func.typeof(c) == "blob"
+            else:
+                test = sa.func.typeof(c).in_(("real", "blob") if blobs else ("real",))
+            return sa.case((test, sa.func.json_array(sa.func.quote(c))), else_=c)
+
+        return sa.func.json_array(sa.literal(salt, sa.Text), *map(value, cols),
+                                  type_=sa.Text)
+    if dialect == "sqlite":
+        image: sa.ColumnElement[str] = sa.literal(salt, sa.Text)
+        for col in cols:
+            image = image.op("||")(",").op("||")(sa.func.quote(col))
+        return image
+    if dialect == "postgresql":
+        # hashtextextended (PostgreSQL 11+; hash partitioning relies on it staying the
+        # same), seeded with the salt: the no-op cycle's scan of 100k rows took 330 ms in
+        # the server against 393 with md5(salt || text). Unequal to an md5 recorded before:
+        # each row is read and compared once after the upgrade.
+        seed = int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(),
+                              "big", signed=True)
+        return sa.cast(sa.func.hashtextextended(sa.cast(sa.func.ROW(*cols), sa.Text),
+                                                sa.literal(seed, sa.BigInteger)), sa.Text)
+    return None
 
 
 # Rows per multi-row INSERT: SQLite takes at most 32,766 parameters in one statement.
@@ -245,41 +288,13 @@ class LocalTable:
 
         `blobs=False`: on SQLite 3.38+, the same image of every row that holds no BLOB, and an
         error ("JSON cannot hold BLOB values") on a row that does, for less work: the
-        change-detection pass tries it first (`StateStore.agreed_rows`)."""
-        cols = [self.table.c[c] for c in columns]
-        if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 38):
-            # JSON is built in from 3.38: one call, types kept ([1] is not ["1"]). A REAL
-            # goes in as [its quote()] (JSON writes 15 digits, quote() as many as it takes to
-            # round-trip), and so does a BLOB (JSON cannot hold one): a nested array, which
-            # no TEXT value can look like. A column that holds no REAL tests for BLOB only,
-            # which yields the same image for a third less work; without `blobs`, it is
-            # passed as it is.
-            def value(c: sa.Column[Any]) -> sa.ColumnElement[Any]:
-                if c.name in text_columns:
-                    if not blobs:
-                        return c
-                    test = sa.func.typeof(c) == "blob"
-                else:
-                    test = sa.func.typeof(c).in_(("real", "blob") if blobs else ("real",))
-                return sa.case((test, sa.func.json_array(sa.func.quote(c))), else_=c)
+        change-detection pass tries it first (`StateStore.agreed_rows`).
 
-            return sa.func.json_array(sa.literal(salt, sa.Text), *map(value, cols),
-                                      type_=sa.Text)
-        if dialect == "sqlite":
-            image: sa.ColumnElement[str] = sa.literal(salt, sa.Text)
-            for col in cols:
-                image = image.op("||")(",").op("||")(sa.func.quote(col))
-            return image
-        if dialect == "postgresql":
-            # hashtextextended (PostgreSQL 11+; hash partitioning relies on it staying the
-            # same), seeded with the salt: the no-op cycle's scan of 100k rows took 330 ms in
-            # the server against 393 with md5(salt || text). Unequal to an md5 recorded before:
-            # each row is read and compared once after the upgrade.
-            seed = int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(),
-                                  "big", signed=True)
-            return sa.cast(sa.func.hashtextextended(sa.cast(sa.func.ROW(*cols), sa.Text),
-                                                    sa.literal(seed, sa.BigInteger)), sa.Text)
-        return None
+        The same arguments give the same expression object, so that the caches keyed by it
+        (`_literal_image`, `_multi_values`, `_staged`) hit from one cycle to the next: the
+        daemon builds a SyncEngine, and so asks for its fingerprints, every cycle."""
+        return _fingerprint(self.table, dialect, tuple(columns), salt, frozenset(text_columns),
+                            blobs, sqlite3.sqlite_version_info >= (3, 38))
 
     def text_affinity(self, engine: Engine) -> frozenset[str]:
         """SQLite: the table's columns of TEXT affinity, which hold no REAL (SQLite stores a

@@ -286,6 +286,22 @@ def test_fingerprint_only_covers_the_given_columns_and_the_salt(rows: Rows) -> N
     assert not any(sig in before for sig in rows.conv.signature)
 
 
+def test_fingerprint_is_one_object_for_the_same_arguments(rows: Rows) -> None:
+    """The daemon builds a SyncEngine, and so asks for the fingerprints, every cycle. The
+    caches keyed by the image (its literal RETURNING form, the multi-row INSERTs compiled
+    with it) must hit from one cycle to the next: with a new image object per cycle they
+    missed every time and each held up to 32 dead cycles' images and statements."""
+    assert rows.fingerprint() is rows.fingerprint()
+    assert rows.fingerprint(salt="x") is rows.fingerprint(salt="x")
+    assert rows.fingerprint(salt="x") is not rows.fingerprint()
+    assert rows.fingerprint(rows.conv.row_columns[:-1]) is not rows.fingerprint()
+    # another table of the same mapping (a new Runtime) gets an image of its own
+    other = LocalTable.for_spec(rows.spec)
+    assert other.fingerprint(rows.kind, rows.conv.row_columns, rows.conv.row_salt,
+                             text_columns=rows.local.text_affinity(rows.engine)
+                             ) is not rows.fingerprint()
+
+
 def _real_numbers_differ(r: Rows) -> None:
     """Two numbers the converter reads as different values (so a change to send) must not
     share a fingerprint: else a quick cycle skips the edit."""
