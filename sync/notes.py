@@ -64,8 +64,11 @@ class NotesOutbox:
     def __init__(self, db: Engine, tenant: str, spec: MappingSpec, local: LocalTable) -> None:
         self.db, self.tenant, self.spec, self.local = db, tenant, spec, local
         self.table = build_notes_table(spec.notes_table) if spec.notes_table else None
-        # this tenant's outbox rows of this notes table
-        self._mine = sa.and_(_o.tenant == tenant, _o.notes_table == (spec.notes_table or ""))
+        # this tenant's outbox rows of this notes table, and those written before rows named
+        # their table (migration 0007), until ensure_table names them: a `status` or `notes`
+        # command run before any cycle reads them as this table's
+        self._mine = sa.and_(_o.tenant == tenant,
+                             _o.notes_table.in_(sorted({spec.notes_table or "", ""})))
         phone_cols = [f.column for f in spec.fields if f.field == "phone"]
         self.phone_column: str | None = phone_cols[0] if phone_cols else None
 

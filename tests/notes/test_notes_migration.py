@@ -52,6 +52,8 @@ def test_outbox_rows_from_before_0007_stay_with_the_tenants_notes_table(db_url: 
                 {"t": now})
         upgrade(engine)
         assert schema_diffs(engine) == []
+        counts = outbox.counts()  # as `status` reads them before any cycle
+        assert (counts["sent"], counts["unknown"], counts["pending"]) == (1, 1, 1)
         outbox.ensure_table()
         counts = outbox.counts()
         assert (counts["sent"], counts["unknown"], counts["pending"]) == (1, 1, 1)
