@@ -34,6 +34,7 @@ from sync.merge import (
     ReadOnlyEdit,
     RecordConflicts,
     SaveBase,
+    same_fields,
 )
 from sync.record import DYNAMIC_PREFIX, Contact, Fields
 from sync.store.state import AGREED_STATUSES, SyncState
@@ -293,11 +294,10 @@ class Applier:
             now = self.e.conv.row_fields(now_row)
         except ValueError:
             return False
-        # as the merge reads versions: a field missing from one counts as None (a plan made
-        # from the agreed base holds `custom_fields:<label>: None` for a label removed since,
-        # which the row, read back, does not name at all)
-        local = it.local or {}
-        return all(now.get(k) == local.get(k) for k in now.keys() | local.keys())
+        # as the merge reads versions (a plan made from the agreed base holds
+        # `custom_fields:<label>: None` for a label removed since, which the row, read back,
+        # does not name at all)
+        return same_fields(now, it.local or {})
 
     def _crm_id(self, remote: Contact) -> dict[str, Any]:
         col = self.spec.crm_id_column

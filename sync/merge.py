@@ -61,7 +61,7 @@ class FieldMerge:
         return any(c.resolution == "manual" for c in self.conflicts)
 
 
-def _same(a: Fields, b: Fields) -> bool:
+def same_fields(a: Fields, b: Fields) -> bool:
     """Equal as `merge_fields` reads them: a field missing from a version counts as None."""
     return all(a.get(k) == b.get(k) for k in a.keys() | b.keys())
 
@@ -249,7 +249,7 @@ def plan_contact(
             acts += [PullCreate(key, remote), SaveBase(key, remote)]
         elif read_only:  # pull-only: the CRM keeps its contact, and the mirror gets it back
             acts += [ReadOnlyEdit(key, ("(row deleted)",)), PullCreate(key, remote)]
-        elif _same(remote, base):
+        elif same_fields(remote, base):
             acts.append(PushDelete(key))
         else:  # deleted here, edited there: recorded whoever wins
             won: Resolution = ("local" if policy is Policy.LOCAL_WINS
@@ -264,7 +264,7 @@ def plan_contact(
             if read_only:
                 return ContactPlan(key)
             acts += [PushCreate(key, local), SaveBase(key, local)]
-        elif _same(local, base):
+        elif same_fields(local, base):
             acts.append(LocalDelete(key))
         elif policy in (Policy.REMOTE_WINS, Policy.NEWEST_WINS):
             acts += [LocalDelete(key), RecordConflicts(
@@ -308,7 +308,7 @@ def _plan_both(
         acts.append(PushUpdate(key, sent, frozenset(m.to_remote)))
     if m.conflicts:
         acts.append(RecordConflicts(key, m.conflicts))
-    if base is None or not _same(merged, base):
+    if base is None or not same_fields(merged, base):
         acts.append(SaveBase(key, merged))
     return acts
 
