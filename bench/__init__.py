@@ -14,6 +14,9 @@ Modules:
     peers.py     the naive hand-written script and dlt's rest_api source
     soak.py      the daemon's memory over hundreds of cycles (`python -m bench.soak`), with
                  edits on both sides between cycles; a tracemalloc diff on request
+    soak_child.py    its measured process: `crm-sync run`'s daemon, a cycle per order
+    soak_edits.py    its changes to both sides between cycles
+    soak_figures.py  its growth figures, tables and tracemalloc diffs
 
 Results and the machine they were measured on: docs/benchmarks.md.
 """
