@@ -193,6 +193,9 @@ note_outbox = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant", "notes_table", "note_id", name="pk_note_outbox"),
     Index("ix_note_outbox_tenant_status", "tenant", "status"),
+    # each cycle asks whether another tenant sends from its notes table (refuse_shared): an
+    # index read, not a scan of every note ever sent
+    Index("ix_note_outbox_notes_table_tenant", "notes_table", "tenant"),
 )
 
 TABLE_NAMES: frozenset[str] = frozenset(metadata.tables)

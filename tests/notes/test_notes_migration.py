@@ -4,8 +4,10 @@ each row's notes table."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox
@@ -61,5 +63,27 @@ def test_outbox_rows_from_before_0007_stay_with_the_tenants_notes_table(db_url: 
             named = dict(conn.execute(text(
                 "SELECT tenant, notes_table FROM note_outbox WHERE note_id = 1")).all())
         assert named == {"acme": outbox.table.name, "other": ""}  # another tenant's: its own
+    finally:
+        engine.dispose()
+
+
+def test_asking_for_another_tenant_on_the_notes_table_reads_an_index(tmp_path: Path) -> None:
+    """NotesOutbox.refuse_shared runs every cycle, and the outbox keeps every note ever sent:
+    the question is answered from an index, not by reading the table (SQLite's plan)."""
+    url = f"sqlite:///{tmp_path}/plan.db"
+    upgrade(url)
+    engine = make_engine(url)
+    seen: list[tuple[str, Any]] = []
+    try:
+        spec = load_mapping(default_mapping_file())
+        outbox = NotesOutbox(engine, "acme", spec, LocalTable.for_spec(spec))
+        event.listen(engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, params, *_: seen.append((statement, params)))
+        outbox.refuse_shared()
+        [(query, params)] = [(q, p) for q, p in seen if "note_outbox" in q]
+        with engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + query, params))
+        assert "USING COVERING INDEX ix_note_outbox_notes_table_tenant" in plan, plan
     finally:
         engine.dispose()

@@ -29,9 +29,12 @@ def upgrade() -> None:
                                    server_default=""))
         batch.drop_constraint("pk_note_outbox", type_="primary")
         batch.create_primary_key("pk_note_outbox", ["tenant", "notes_table", "note_id"])
+    # NotesOutbox.refuse_shared, each cycle: another tenant on this notes table?
+    op.create_index("ix_note_outbox_notes_table_tenant", "note_outbox", ["notes_table", "tenant"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_note_outbox_notes_table_tenant", table_name="note_outbox")
     with op.batch_alter_table("note_outbox") as batch:
         batch.drop_constraint("pk_note_outbox", type_="primary")
         batch.create_primary_key("pk_note_outbox", ["tenant", "note_id"])
