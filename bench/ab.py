@@ -17,7 +17,7 @@ checkout imports its mirror too, then N contacts spread over the listing are edi
 emulator (once, for both), and every measured cycle runs on a fresh copy of its checkout's
 mirror (SQLite's backup API, or a PostgreSQL database made from it as a template), so each
 pulls the same N edits. Prints every wall time
-(and, for no-ops, the change detection), the medians and their ratio.
+and CPU time (and, for no-ops, the change detection), the medians and their ratios.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
     checkouts = {"base": opts.base.resolve(), "this": ROOT}
     emu = Emulator(opts.size, opts.page_size, workdir, opts.order)
     walls: dict[str, list[float]] = {"base": [], "this": []}
+    cpus: dict[str, list[float]] = {"base": [], "this": []}  # the child's and its workers'
     detection: dict[str, list[float]] = {"base": [], "this": []}
     prints: dict[str, str] = {}
     databases: list[str] = []
@@ -100,7 +101,8 @@ def main(argv: list[str]) -> int:
                 if r is None:
                     return 1
                 walls[label].append(r["wall_s"])
-                line = f"{name:<8} {r['wall_s']:8.2f} s"
+                cpus[label].append(r.get("child_cpu_s", float("nan")))
+                line = f"{name:<8} {r['wall_s']:8.2f} s   CPU {cpus[label][-1]:6.2f} s"
                 if opts.noop:
                     detection[label].append(r.get("change_detection_s", float("nan")))
                     line += f"   change detection {detection[label][-1]:.3f} s"
@@ -113,6 +115,10 @@ def main(argv: list[str]) -> int:
             else "first pull")
     print(f"\n{what}, median of {opts.runs}: base {base:.2f} s (sync/ {prints['base']}), "
           f"this {this:.2f} s (sync/ {prints['this']}); this / base = {this / base:.3f}")
+    # CPU (the cycle's process and its import workers, setup included) is steadier than wall
+    # time when the VM's neighbours come and go
+    b, t = statistics.median(cpus["base"]), statistics.median(cpus["this"])
+    print(f"CPU, median: base {b:.2f} s, this {t:.2f} s; this / base = {t / b:.3f}")
     if opts.noop:
         b, t = statistics.median(detection["base"]), statistics.median(detection["this"])
         print(f"change detection, median: base {b:.3f} s, this {t:.3f} s; "
