@@ -27,7 +27,7 @@ __all__ = ["CHECKPOINT_INTERVAL_S", "background_checkpoints"]
 log = structlog.get_logger("crm_sync.store")
 
 # About 2-5 MB of WAL between checkpoints during an import: well under the commits' own
-# threshold (store.SQLITE_WAL_AUTOCHECKPOINT_PAGES, ~40 MB), so they seldom reach it.
+# threshold (store.SQLITE_WAL_AUTOCHECKPOINT_BYTES, 40 MB), so they seldom reach it.
 CHECKPOINT_INTERVAL_S = 0.25
 JOIN_TIMEOUT_S = 2.0
 

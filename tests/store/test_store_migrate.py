@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -148,7 +149,23 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
-            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_000
+            # a file it creates: 16 KB pages, a checkpoint every 40 MB of WAL
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 16384
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 2560
+    finally:
+        engine.dispose()
+
+
+def test_an_existing_sqlite_file_keeps_its_page_size(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as app:  # the app's own file, made with SQLite's defaults
+        app.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_240
     finally:
         engine.dispose()
 
