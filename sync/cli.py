@@ -101,7 +101,10 @@ def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> 
             lock.release()
     finally:
         rt.close()
-    if options.dry_run:
+    if options.dry_run and result.status == "failed":
+        # an empty plan here is no verdict: the cycle stopped before comparing the sides
+        out.print("No plan: the dry run failed before it could compare both sides (below).")
+    elif options.dry_run:
         print_plan(out, result.plan)
     print_cycle(out, result)
     return result

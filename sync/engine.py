@@ -39,7 +39,7 @@ from sync.cycle import (
     RunStatus,
 )
 from sync.deletions import Deletions
-from sync.errors import AuthError, ConfigError
+from sync.errors import AuthError, ConfigError, NotSent
 from sync.local_walk import LocalWalk
 from sync.merge import Policy
 from sync.notes import NotesOutbox
@@ -231,7 +231,13 @@ class SyncEngine:
 def _failure(exc: Exception) -> str:
     """What failed a cycle, in one line: a database error as the database said it, with the
     start of the statement (SQLAlchemy's own text spans the whole statement, often a page of
-    it), and a hint when it names the schema (a mapped column dropped while crm-sync runs)."""
+    it), and a hint when it names the schema (a mapped column dropped while crm-sync runs).
+    A refused key, or a CRM that cannot be reached at all, names the setting to look at."""
+    if isinstance(exc, AuthError) and exc.endpoint in ("", "auth"):
+        return f"{type(exc).__name__}: {exc} (check CRM_SYNC_API_KEY)"
+    if isinstance(exc, NotSent) and exc.endpoint == "auth":
+        return (f"{type(exc).__name__}: {exc} (is CRM_SYNC_BASE_URL right, and the CRM "
+                "reachable from here?)")
     if not isinstance(exc, DBAPIError) or exc.orig is None:
         return f"{type(exc).__name__}: {exc}"
     said = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]

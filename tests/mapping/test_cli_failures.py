@@ -1,0 +1,70 @@
+"""What `sync` says when a cycle cannot start: a new user's first mistakes (a wrong key, a
+base URL that does not answer) named by the setting to fix, and a dry run that failed never
+passed off as a plan with nothing to do."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+
+from sync.cli import app
+from sync.emulator import EmulatorConfig, EmulatorServer
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(api_key="demo-key", contacts=3)) as srv:
+        yield srv
+
+
+def sync(*args: str) -> tuple[int, str]:
+    try:
+        result = runner.invoke(app, ["sync", *args])
+    finally:  # the command pointed structlog at the runner's stream, now closed
+        structlog.reset_defaults()
+    return result.exit_code, re.sub(r"\s+", " ", result.output)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nobody listens there once the socket is closed
+
+
+def test_a_dry_run_refused_by_the_crm_shows_no_plan(
+        clean_env: Path, server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: "Nothing to do: both sides agree." above the failure
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", server.url)
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "not-the-key")
+    code, out = sync("--dry-run")
+    assert code == 2, out
+    assert "Nothing to do" not in out and "Plan" not in out, out
+    assert "No plan: the dry run failed" in out, out
+    assert "check CRM_SYNC_API_KEY" in out and "not-the-key" not in out, out
+
+
+def test_a_dry_run_that_works_still_prints_its_plan(
+        clean_env: Path, server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", server.url)
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "demo-key")
+    code, out = sync("--dry-run")
+    assert code == 0, out
+    assert "Plan (nothing applied)" in out and "3 insert (CRM -> table)" in out, out
+    assert "No plan" not in out, out
+
+
+def test_a_base_url_nobody_answers_names_the_setting(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("CRM_SYNC_MAX_RETRIES", "0")
+    code, out = sync()
+    assert code == 1, out
+    assert "ConnectError" in out and "is CRM_SYNC_BASE_URL right" in out, out
