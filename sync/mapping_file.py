@@ -8,6 +8,7 @@ twice in one mapping is an error (plain PyYAML keeps the last one silently).
 from __future__ import annotations
 
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,10 @@ def parse_mapping(text: str, file: str = "<mapping>") -> MappingSpec:
     except yaml.YAMLError as exc:
         raise MappingError(f"YAML error: {exc}", file=file) from None
     if data is None:
-        raise MappingError("the mapping file is empty: start from mappings/default.yaml",
-                           file=file, line=1)
+        # the packaged copy: a pip-installed crm-sync has no mappings/ folder of the repository
+        default = resources.files("sync") / "mappings" / "default.yaml"
+        raise MappingError(f"the mapping file is empty: start from the default mapping, "
+                           f"{default}", file=file, line=1)
     if not isinstance(data, dict):
         raise MappingError("the top level must be a mapping of keys (table, fields, ...)",
                            file=file, line=1)

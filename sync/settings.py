@@ -95,7 +95,8 @@ class Settings(BaseSettings):
         """Names this CRM tenant in the bookkeeping tables and the lock."""
         if self.tenant:
             return self.tenant
-        return urlsplit(self.base_url).netloc[:64]
+        # host[:port] as written; never a user:password@ the URL may carry (it is stored)
+        return urlsplit(self.base_url).netloc.rpartition("@")[2][:64]
 
     @property
     def api_key_fingerprint(self) -> str:

@@ -177,8 +177,11 @@ def test_directions_follow_the_table() -> None:
 @pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
 def test_an_empty_file_is_refused(text: str) -> None:
     # it read as a table with no field at all, which a sync then created
-    with pytest.raises(MappingError, match="the mapping file is empty"):
+    with pytest.raises(MappingError, match="the mapping file is empty") as caught:
         parse_mapping(text, "m.yaml")
+    # it named mappings/default.yaml, a folder a pip-installed crm-sync does not have
+    start_from = str(caught.value).rsplit("start from the default mapping, ", 1)[1]
+    assert Path(start_from).is_file() and start_from.endswith("default.yaml")
 
 
 def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:

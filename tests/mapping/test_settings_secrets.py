@@ -75,3 +75,14 @@ def test_a_cycle_without_an_api_key_names_the_setting(
     assert "CRM_SYNC_API_KEY is not set (nor CRM_SYNC_API_KEY_FILE)" in result.output, \
         result.output
     assert not (clean_env / "check.db").exists()  # refused before touching the database
+
+
+@pytest.mark.parametrize(("url", "tenant"), [
+    ("https://api.omicall.example", "api.omicall.example"),
+    ("http://127.0.0.1:8080", "127.0.0.1:8080"),  # host and port, as README says
+    ("https://ops:s3cret@api.omicall.example", "api.omicall.example"),
+])
+def test_the_default_tenant_is_the_base_urls_host_never_its_credentials(
+        clean_env: Path, url: str, tenant: str) -> None:
+    # the tenant is stored in every bookkeeping row and shown by `status`
+    assert load_settings(base_url=url, api_key="k").tenant_id == tenant
