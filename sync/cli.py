@@ -31,6 +31,19 @@ out = console()
 err = console(stderr=True)
 T = TypeVar("T")
 
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        out.print(f"crm-sync {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """The app's own options, before any command."""
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -103,6 +103,8 @@ def _api_route(path: str, method: str, name: str, operation: Operation, *,
             return _json(envelope(operation(emu, request, data)))
         except Invalid as refusal:
             return _json(failure(refusal.code))
+        except ClientDisconnect:  # gone mid-body (a daemon stopped): nothing to answer
+            return Response(status_code=499)
 
     return Route(path, endpoint, methods=[method], name=f"api_{name}")
 

@@ -66,3 +66,29 @@ def test_serve_blocks_until_interrupted() -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
+
+
+def test_a_client_gone_mid_body_is_not_a_server_error() -> None:
+    """A daemon stopped while sending a list request: the server logged ClientDisconnect's
+    whole traceback (an uncaught exception in the app), as if it had failed."""
+    import asyncio
+
+    from sync.emulator.app import create_app
+
+    app = create_app(EmulatorConfig(contacts=1, api_key="k"))
+    token = app.state.emulator.issue_token()
+    scope = {"type": "http", "method": "POST", "path": "/api/contacts/list",
+             "query_string": b"page=1&size=10", "root_path": "", "scheme": "http",
+             "server": ("127.0.0.1", 80), "http_version": "1.1",
+             "headers": [(b"authorization", f"Bearer {token}".encode()),
+                         (b"content-type", b"application/json")]}
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499

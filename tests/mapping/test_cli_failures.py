@@ -68,3 +68,11 @@ def test_a_base_url_nobody_answers_names_the_setting(
     code, out = sync()
     assert code == 1, out
     assert "ConnectError" in out and "is CRM_SYNC_BASE_URL right" in out, out
+
+
+def test_version_is_an_option_too() -> None:
+    # `crm-sync --version` was refused ("No such option"); only `crm-sync version` worked
+    from sync import __version__
+    for args in (["--version"], ["version"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0 and result.output == f"crm-sync {__version__}\n", args
