@@ -148,8 +148,10 @@ def resync(no_wait: NoWait = False) -> None:
 
 @app.command()
 def run() -> None:
-    """Run the daemon: a cycle now, then every CRM_SYNC_INTERVAL_SECONDS, and a full
-    reconcile on CRM_SYNC_FULL_SYNC_CRON; health and metrics on CRM_SYNC_HEALTH_PORT."""
+    """Run the daemon: a cycle now and every interval, a full reconcile on a schedule.
+
+    Cycles every CRM_SYNC_INTERVAL_SECONDS, a full reconcile on CRM_SYNC_FULL_SYNC_CRON;
+    health and metrics on CRM_SYNC_HEALTH_PORT."""
     from sync.daemon import run_daemon
 
     code = _guarded(lambda: run_daemon(_settings()))
@@ -163,8 +165,9 @@ def health(
     live: Annotated[bool, typer.Option("--live", help="Probe /healthz only.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 3.0,
 ) -> None:
-    """Probe a running daemon's /healthz and /readyz (for container HEALTHCHECKs): exit 0 when
-    healthy, 1 otherwise (never 2: Docker reserves it)."""
+    """Probe a running daemon's /healthz and /readyz (for container HEALTHCHECKs).
+
+    Exit 0 when healthy, 1 otherwise (never 2: Docker reserves it)."""
     from sync.health import probe, probe_url
 
     if url is None:
@@ -270,8 +273,9 @@ def emulator(
              "holds any, written through on every change). Tokens, pending add-more items, "
              "notes and stats stay in memory.")] = None,
 ) -> None:
-    """Serve the OMICall emulator (the API contract; in memory, or its contacts in a SQLite
-    file with --db) for demos and tests."""
+    """Serve the OMICall emulator (the API contract) for demos and tests.
+
+    Its contacts live in memory, or in a SQLite file with --db."""
     from sync.emulator import Emulator, EmulatorConfig, serve
 
     logs.configure("auto", "info")
@@ -297,8 +301,10 @@ def demo(
     contacts: Annotated[int, typer.Option(help="Sample contacts in the emulator.")] = 60,
     database: Annotated[str, typer.Option(help="SQLite file for the demo.")] = "crm-sync-demo.db",
 ) -> None:
-    """Start the emulator with sample Vietnamese contacts and run real sync cycles into a
-    fresh local SQLite file, printing what happens."""
+    """Run real sync cycles against the emulator into a fresh SQLite file, telling the story.
+
+    The emulator starts with sample Vietnamese contacts; the local table goes into the
+    --database file."""
     from sync.demo import run_demo
 
     logs.configure("console", "warning")
@@ -314,5 +320,9 @@ def version() -> None:
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside Typer's own handling, which exits 130 without a word
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # Ctrl-C; a cycle writes one transaction a chunk: each is whole
+            err.print("interrupted: nothing is left half-applied; the next cycle carries on")
+        raise

@@ -26,8 +26,9 @@ from sync.terminal import console
 
 notes_app = typer.Typer(
     no_args_is_help=True,
-    help="The notes outbox: rows of the local notes table sent to CRM agents (add-note), at "
-         "most once. Notes whose fate is unknown are only re-sent by `notes resend`.")
+    help="The notes outbox: local notes sent to CRM agents (add-note), at most once.\n\n"
+         "Rows of the local notes table go out once; notes whose fate is unknown are only "
+         "re-sent by `notes resend`.")
 out = console()
 err = console(stderr=True)
 T = TypeVar("T")
@@ -62,8 +63,9 @@ def _guarded(fn: Callable[[], T]) -> T:
 @notes_app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
            ) -> None:
-    """Notes pending, in flight, sent, failed and unknown, with the latest problems. Exits 3
-    when some notes failed or are unknown."""
+    """Notes pending, in flight, sent, failed and unknown, with the latest problems.
+
+    Exits 3 when some notes failed or are unknown."""
     def go() -> tuple[dict[str, int], list[dict[str, object]]]:
         with _outbox() as box:
             return box.counts(), box.problems()
@@ -92,8 +94,9 @@ def resend(
     ids: Annotated[list[int] | None, typer.Option(
         "--id", help="Only this note id (repeatable); default: every unknown note.")] = None,
 ) -> None:
-    """Put notes whose fate is unknown back to pending: the next cycle sends them again. A note
-    that did reach the CRM before will then show twice there."""
+    """Put notes whose fate is unknown back to pending: the next cycle sends them again.
+
+    A note that did reach the CRM before will then show twice there."""
     def go() -> list[int]:
         with _outbox() as box:
             return box.resend_unknown(dry_run=dry_run, ids=ids)

@@ -143,8 +143,8 @@ def print_status(console: Console, status: Mapping[str, Any]) -> None:
     console.print(f"open conflicts: {status['open_conflicts']}   rows in error: "
                   f"{status['rows_in_error']}   pending creates: "
                   f"{states.get('pending_create', 0)}")
-    runs = Table("run", "kind", "started", "status", "pulled", "pushed", "pulled in", "errors",
-                 "api calls", title="last runs")
+    runs = Table("run", "kind", "started", "status", "CRM contacts read", "CRM writes",
+                 "rows written", "errors", "api calls", title="last runs")
     for r in status["runs"]:
         pushed = r["created_remote"] + r["updated_remote"] + r["deleted_remote"]
         local = r["created_local"] + r["updated_local"] + r["deleted_local"]
@@ -153,6 +153,8 @@ def print_status(console: Console, status: Mapping[str, Any]) -> None:
                      str(r["api_calls"]))
     console.print(runs)
     last = status["runs"][0] if status["runs"] else {}
+    if last.get("status") in ("failed", "refused") and last.get("message"):
+        console.print(f"run {last['id']} {last['status']}: {last['message']}")
     if notable := [f"{n} {LABELS.get(k, k)}" for k, n in (last.get("details") or {}).items()
                    if k not in _ROUTINE]:
         console.print(f"run {last['id']} also: " + "; ".join(notable))

@@ -76,3 +76,41 @@ def test_version_is_an_option_too() -> None:
     for args in (["--version"], ["version"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and result.output == f"crm-sync {__version__}\n", args
+
+
+def test_status_says_why_the_last_run_failed(
+        clean_env: Path, server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # it showed `failed` alone: the reason was only in `status --json`
+    monkeypatch.setenv("CRM_SYNC_BASE_URL", server.url)
+    monkeypatch.setenv("CRM_SYNC_API_KEY", "not-the-key")
+    assert sync()[0] == 2
+    try:
+        result = runner.invoke(app, ["status"])
+    finally:
+        structlog.reset_defaults()
+    out = re.sub(r"\s+", " ", result.output)
+    assert result.exit_code == 0, out
+    assert re.search(r"run \d+ failed: AuthError: OMICall refused the API key .*"
+                     r"check CRM_SYNC_API_KEY", out), out
+
+
+def test_ctrl_c_says_what_it_left(clean_env: Path) -> None:
+    # Typer turns Ctrl-C into exit 130 without a word
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    with EmulatorServer(EmulatorConfig(api_key="demo-key", contacts=3, latency=5.0)) as slow:
+        env = {**os.environ, "CRM_SYNC_BASE_URL": slow.url, "CRM_SYNC_API_KEY": "demo-key"}
+        proc = subprocess.Popen([sys.executable, "-m", "sync", "sync"], env=env, cwd=clean_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while slow.emulator.stats().get("auth", 0) == 0:  # the cycle waits on the CRM
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: nothing is left half-applied" in stderr, stderr
