@@ -88,6 +88,7 @@ NoWait = Annotated[bool, typer.Option("--no-wait", help="Exit 1 at once if anoth
 def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> CycleResult:
     from sync.report import print_cycle, print_plan
     from sync.runtime import build_runtime
+    from sync.store.lock import describe_holder
 
     settings = _settings()
     require_api_key(settings, "a cycle cannot reach the CRM without it")
@@ -97,7 +98,7 @@ def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> 
         try:
             lock.acquire(wait=not no_wait, timeout=settings.lock_wait_seconds,
                          on_wait=lambda holder: err.print(
-                             f"waiting: another sync holds the lock ({holder})"))
+                             f"waiting: another sync holds the lock ({describe_holder(holder)})"))
         except LockBusy as exc:
             err.print(f"[red]busy:[/] {exc}")
             raise typer.Exit(ExitCode.FAILURE) from None

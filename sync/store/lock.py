@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sync.errors import LockBusy, StoreError
 from sync.store.schema import sync_lease, utcnow
 
-__all__ = ["TenantLock", "advisory_key", "default_holder"]
+__all__ = ["TenantLock", "advisory_key", "default_holder", "describe_holder"]
 
 
 def _pid_namespace() -> str:
@@ -45,6 +45,15 @@ def _pid_namespace() -> str:
 def default_holder() -> str:
     """`host:pid@pidns`: the namespace tells apart containers that share a hostname (a pod)."""
     return f"{socket.gethostname()}:{os.getpid()}@{_pid_namespace()}"
+
+
+def describe_holder(holder: str) -> str:
+    """A holder as a person reads it: `process 10897 on host vm` (the raw form if it is not
+    one of ours: another version may write another)."""
+    who = holder.split(" #", 1)[0]
+    host, _, rest = who.rpartition(":")
+    pid = rest.partition("@")[0]
+    return f"process {pid} on host {host}" if host and pid.isdigit() else holder
 
 
 def _dead_here(holder: str) -> bool:
@@ -116,7 +125,8 @@ class TenantLock:
             now = time.monotonic()
             if not wait or (deadline is not None and now >= deadline):
                 lease = "" if expires is None else f" (lease until {expires:%Y-%m-%d %H:%M:%S} UTC)"
-                raise LockBusy(f"tenant {self.tenant!r} is being synced by {holder}{lease}")
+                raise LockBusy(f"tenant {self.tenant!r} is being synced by "
+                               f"{describe_holder(holder)}{lease}")
             if on_wait is not None and holder != seen:
                 on_wait(holder)
             seen = holder

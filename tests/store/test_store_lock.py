@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from sync.errors import LockBusy, StoreError
-from sync.store.lock import TenantLock, advisory_key
+from sync.store.lock import TenantLock, advisory_key, default_holder, describe_holder
 from sync.store.schema import sync_lease, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,9 +60,9 @@ def test_only_one_holder_and_release_lets_the_other_in(engine: Engine, tenant: s
     second = TenantLock(engine, tenant, holder="web-2:200")
     first.acquire(wait=False)
     assert first.held
-    with pytest.raises(LockBusy, match="web-1:100"):
+    with pytest.raises(LockBusy, match="being synced by process 100 on host web-1"):
         second.acquire(wait=False)
-    with pytest.raises(LockBusy, match="web-1:100"):
+    with pytest.raises(LockBusy, match="being synced by process 100 on host web-1"):
         second.acquire(timeout=0.3)
     assert not second.held
     other_tenant = TenantLock(engine, tenant + "-b")
@@ -179,7 +179,7 @@ def test_a_dead_holder_on_this_host_is_not_waited_for(tmp_path: Path, tenant: st
     engine = make_engine(url)
     lock = TenantLock(engine, tenant, lease_seconds=60)
     try:
-        with pytest.raises(LockBusy, match=f":{proc.pid}@"):
+        with pytest.raises(LockBusy, match=f"process {proc.pid} on host "):
             lock.acquire(wait=False)  # alive: busy
         proc.kill()
         proc.wait()
@@ -215,3 +215,10 @@ def test_postgresql_lock_dies_with_its_connection(pg_url: str, tenant: str) -> N
         lock.release()
     finally:
         engine.dispose()
+
+
+def test_a_holder_reads_as_a_process_on_a_host() -> None:
+    # it read `vm:10897@4026531836 #b7d558` in the lock-wait message
+    assert describe_holder("vm:10897@4026531836 #b7d558") == "process 10897 on host vm"
+    assert describe_holder(default_holder()).startswith(f"process {os.getpid()} on host ")
+    assert describe_holder("something else") == "something else"
