@@ -92,6 +92,11 @@ def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> 
 
     settings = _settings()
     require_api_key(settings, "a cycle cannot reach the CRM without it")
+    if (progress and out.is_terminal and err.is_terminal and settings.log_format != "json"
+            and "log_level" not in settings.model_fields_set):
+        # a person at a terminal gets the progress bar and the summary below; a line per
+        # API request (hundreds on a large table) would bury both. Warnings still show.
+        logs.configure(settings.log_format, "warning")
     rt = build_runtime(settings, migrate=True)
     try:
         lock = rt.lock()
@@ -135,7 +140,7 @@ def sync(
     """Run one sync cycle now."""
     kind = "dry_run" if dry_run else "full" if full else "sync"
     result = _guarded(lambda: _one_cycle(CycleOptions(full=full, dry_run=dry_run, kind=kind),
-                                         no_wait))
+                                         no_wait, progress=True))
     raise typer.Exit(result.exit_code)
 
 

@@ -1,4 +1,4 @@
-"""A progress bar for `crm-sync resync` in a terminal."""
+"""A progress bar for `crm-sync sync` and `resync` in a terminal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from sync.runtime import Runtime
 
 
 def run_with_progress(rt: Runtime, options: CycleOptions, console: Console) -> CycleResult:
-    with Progress(TextColumn("[bold]resync[/]"), BarColumn(), MofNCompleteColumn(),
+    label = "dry run" if options.dry_run else options.kind
+    with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("listing", total=None)
 

@@ -114,3 +114,43 @@ def test_ctrl_c_says_what_it_left(clean_env: Path) -> None:
         _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "interrupted: nothing is left half-applied" in stderr, stderr
+
+
+def _in_a_terminal(env: dict[str, str], cwd: Path) -> str:
+    """`crm-sync sync`'s output with stdout and stderr on a pseudo-terminal."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "sync"], env=env, cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0, b"".join(chunks).decode(errors="replace")
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_a_sync_in_a_terminal_is_not_buried_in_request_lines(
+        clean_env: Path, server: EmulatorServer) -> None:
+    import os
+
+    env = {**os.environ, "CRM_SYNC_BASE_URL": server.url, "CRM_SYNC_API_KEY": "demo-key",
+           "COLUMNS": "120"}
+    env.pop("CRM_SYNC_LOG_FORMAT")  # the fixture's json: a person's terminal has the default
+    quiet = _in_a_terminal(env, clean_env)
+    assert "omicall.request" not in quiet and "cycle.start" not in quiet, quiet
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", quiet)  # without the terminal's colours
+    assert re.search(r"sync run \d+: ok in [\d.]+s, 2 API calls", plain), plain  # the summary
+    told = _in_a_terminal({**env, "CRM_SYNC_LOG_LEVEL": "info"}, clean_env)
+    assert "omicall.request" in told, told  # asked for: every request, as before
