@@ -47,21 +47,24 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}@{_pid_namespace()}"
 
 
+def _parts(holder: str) -> tuple[str, str, str]:
+    """(host, pid, PID namespace) of a holder `default_holder` wrote (then ` #` and a tag)."""
+    host, _, rest = holder.split(" #", 1)[0].rpartition(":")
+    pid, _, ns = rest.partition("@")
+    return host, pid, ns
+
+
 def describe_holder(holder: str) -> str:
     """A holder as a person reads it: `process 10897 on host vm` (the raw form if it is not
     one of ours: another version may write another)."""
-    who = holder.split(" #", 1)[0]
-    host, _, rest = who.rpartition(":")
-    pid = rest.partition("@")[0]
+    host, pid, _ = _parts(holder)
     return f"process {pid} on host {host}" if host and pid.isdigit() else holder
 
 
 def _dead_here(holder: str) -> bool:
     """True when `holder` names a process of this host and PID namespace that no longer runs:
     its lease need not be waited out (a `kill -9` leaves one behind)."""
-    who = holder.split(" #", 1)[0]
-    host, _, rest = who.rpartition(":")
-    pid, _, ns = rest.partition("@")
+    host, pid, ns = _parts(holder)
     if host != socket.gethostname() or ns != _pid_namespace() or ns == "?" or not pid.isdigit():
         return False
     try:
