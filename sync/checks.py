@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -16,8 +17,8 @@ from sync.mapping_file import load_mapping, locate
 from sync.notes import NotesOutbox
 from sync.settings import Settings, require_api_key, unknown_settings
 from sync.status import safe_url
-from sync.store import make_engine
-from sync.store.adoption import check_table, table_warnings
+from sync.store import make_engine, missing_sqlite_file
+from sync.store.adoption import absent_table_warning, check_table, table_warnings
 from sync.store.local import LocalTable
 from sync.store.state import StateStore
 
@@ -34,18 +35,35 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
     if not any(f.field == "full_name" for f in spec.fields):
         done.append("warning: the mapping has no full_name: rows inserted in the table cannot "
                     "be created in the CRM, which requires a name (updates send the CRM's own)")
-    db = make_engine(settings.database_url)
+    done += _database(settings, spec)
+    if online:
+        done += asyncio.run(_online(settings, spec))
+    return done
+
+
+def _database(settings: Settings, spec: MappingSpec) -> list[str]:
+    """The database's lines. Creates nothing: a missing SQLite file, or a table the mapping
+    names that is missing, is what a first sync creates, so only a warning (a typo in either
+    would otherwise pass unseen, and the sync fill a new table with the whole CRM)."""
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:
+        return [_missing_file_warning(missing)]
+    db = make_engine(settings.database_url, create=False)
     try:
         with db.connect():
             pass
         problems = check_table(db, spec)
-        if not problems:
-            _refuse_another_tenants_table(db, settings, spec)
-            if sa.inspect(db).has_table("note_outbox"):  # else the first cycle makes it
-                NotesOutbox(db, settings.tenant_id, spec, LocalTable.for_spec(spec)
-                            ).refuse_shared()
-            StateStore(db, settings.tenant_id).refuse_new_table(spec.table)
-            done += [f"warning: {w}" for w in table_warnings(db, spec)]
+        if problems:
+            raise ConfigError(
+                f"{settings.mapping_file}: the existing table {spec.table!r} does not fit the "
+                "mapping:\n  " + "\n  ".join(problems) + "\n  (add or alter those columns, or "
+                "map the table's own columns; a table that does not exist is created)")
+        _refuse_another_tenants_table(db, settings, spec)
+        if sa.inspect(db).has_table("note_outbox"):  # else the first cycle makes it
+            NotesOutbox(db, settings.tenant_id, spec, LocalTable.for_spec(spec)).refuse_shared()
+        StateStore(db, settings.tenant_id).refuse_new_table(spec.table)
+        absent = absent_table_warning(db, spec)
+        warnings = [absent] if absent else table_warnings(db, spec)
     except ConfigError:
         raise
     except Exception as exc:  # the driver's message names host and database, not secrets
@@ -53,15 +71,20 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
                           f"{safe_url(settings.database_url)}: {type(exc).__name__}") from None
     finally:
         db.dispose()
-    if problems:
-        raise ConfigError(
-            f"{settings.mapping_file}: the existing table {spec.table!r} does not fit the "
-            "mapping:\n  " + "\n  ".join(problems) + "\n  (add or alter those columns, or map "
-            "the table's own columns; a table that does not exist is created)")
-    done.append(f"database {safe_url(settings.database_url)}")
-    if online:
-        done += asyncio.run(_online(settings, spec))
-    return done
+    return [*(f"warning: {w}" for w in warnings), f"database {safe_url(settings.database_url)}"]
+
+
+def _missing_file_warning(path: Path) -> str:
+    text = f"warning: the SQLite file {path} does not exist: the first `sync` creates it"
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():  # a file where a folder must be: `sync` could not make it
+        raise ConfigError(f"CRM_SYNC_DATABASE_URL: the SQLite file {path} cannot be created: "
+                          f"{folder} is a file, not a folder")
+    if folder != path.parent:
+        text += f" (and its folder {path.parent})"
+    return text
 
 
 def _refuse_another_tenants_table(db: Engine, settings: Settings, spec: MappingSpec) -> None:

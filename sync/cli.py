@@ -220,12 +220,13 @@ def check(online: Annotated[bool, typer.Option(
         out.print(f"[yellow]{line}[/]" if warning else f"[green]ok[/] {line}")
 
 
-def _on_database(action: Callable[[Engine], str]) -> str:
-    """Run `action` on CRM_SYNC_DATABASE_URL's engine, with the documented exit codes."""
+def _on_database(action: Callable[[Engine], str], *, create: bool = True) -> str:
+    """Run `action` on CRM_SYNC_DATABASE_URL's engine, with the documented exit codes;
+    create=False: a missing SQLite file is not created (make_engine)."""
     from sync.store import make_engine
 
     def go() -> str:
-        engine = make_engine(_settings().database_url)
+        engine = make_engine(_settings().database_url, create=create)
         try:
             return action(engine)
         finally:
@@ -249,10 +250,17 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema revision of CRM_SYNC_DATABASE_URL."""
+    from sync.store import missing_sqlite_file
     from sync.store.migrate import current_revision, head_revision
 
+    missing = _guarded(lambda: missing_sqlite_file(_settings().database_url))
+    if missing is not None:  # reading it must not leave an empty file behind
+        out.print(f"(no database: the SQLite file {escape(str(missing))} does not exist yet) "
+                  f"(head: {head_revision()})")
+        return
     out.print(_on_database(
-        lambda engine: f"{current_revision(engine) or '(empty)'} (head: {head_revision()})"))
+        lambda engine: f"{current_revision(engine) or '(empty)'} (head: {head_revision()})",
+        create=False))
 
 
 @app.command()

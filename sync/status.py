@@ -10,7 +10,7 @@ from sync.errors import StoreError
 from sync.mapping_file import load_mapping
 from sync.notes import NotesOutbox
 from sync.settings import Settings
-from sync.store import make_engine
+from sync.store import make_engine, missing_sqlite_file
 from sync.store.local import LocalTable
 from sync.store.migrate import current_revision
 from sync.store.state import StateStore
@@ -22,7 +22,11 @@ def safe_url(url: str) -> str:
 
 
 def collect_status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
-    db = make_engine(settings.database_url)
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:  # reading it must not leave an empty file behind
+        raise StoreError(f"no database yet: the SQLite file {missing} does not exist: run "
+                         "`crm-sync db upgrade` or a first `crm-sync sync`")
+    db = make_engine(settings.database_url, create=False)
     try:
         if current_revision(db) is None:
             raise StoreError(f"no crm-sync schema in {safe_url(settings.database_url)} yet: "

@@ -15,10 +15,12 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -71,24 +73,49 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor.close()
 
 
-def make_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """An Engine tuned for crm-sync.
-
-    SQLite: WAL journal, synchronous=NORMAL, a checkpoint every 40 MB of WAL, a 5 s busy
-    timeout on every connection, 16 KB pages in a file it creates, and the database file's
-    directory created if missing.
-    PostgreSQL: pool_pre_ping, so a connection the server dropped (restart, idle timeout) is
-    replaced instead of failing a cycle.
-    Extra keyword arguments go to `create_engine`. A URL whose driver is not installed is a
-    ConfigError naming the setting (the password left out).
-    """
+def parse_database_url(url: str | URL) -> URL:
+    """CRM_SYNC_DATABASE_URL parsed; a ConfigError naming the setting for one that is no URL."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError("CRM_SYNC_DATABASE_URL: not a database URL (sqlite:///path/to/file.db "
                           "or postgresql+psycopg://user@host/db)") from None
+    return parsed
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file a SQLite URL names, as SQLite opens it (relative to the working directory);
+    None for another database, an in-memory one or a `file:` URI."""
+    parsed = parse_database_url(url)
+    database = parsed.database or ""
+    if (parsed.get_backend_name() != "sqlite" or database in ("", ":memory:")
+            or database.startswith("file:")):
+        return None
+    return Path(os.path.abspath(database))
+
+
+def missing_sqlite_file(url: str | URL) -> Path | None:
+    """The SQLite file the URL names when it does not exist yet (the first `sync` creates
+    it); None when it exists or the URL names no SQLite file."""
+    path = sqlite_file(url)
+    return path if path is not None and not path.exists() else None
+
+
+def make_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Engine:
+    """An Engine tuned for crm-sync.
+
+    SQLite: WAL journal, synchronous=NORMAL, a checkpoint every 40 MB of WAL, a 5 s busy
+    timeout on every connection, 16 KB pages in a file it creates, and the database file's
+    directory created if missing. With create=False nothing is created: no directory, and
+    the file is opened read-write only if it exists (a missing one fails to connect).
+    PostgreSQL: pool_pre_ping, so a connection the server dropped (restart, idle timeout) is
+    replaced instead of failing a cycle.
+    Extra keyword arguments go to `create_engine`. A URL that is not one, or whose driver is
+    not installed, is a ConfigError naming the setting (the password left out).
+    """
+    parsed = parse_database_url(url)
     try:
-        return _engine(parsed, **kwargs)
+        return _engine(parsed, create=create, **kwargs)
     except (ImportError, NoSuchModuleError) as exc:
         raise ConfigError(
             f"CRM_SYNC_DATABASE_URL: no driver for {parsed.drivername!r} in "
@@ -96,14 +123,15 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
             "(sqlite:///path/to/file.db) and PostgreSQL (postgresql+psycopg://...)") from None
 
 
-def _engine(parsed: URL, **kwargs: Any) -> Engine:
+def _engine(parsed: URL, *, create: bool = True, **kwargs: Any) -> Engine:
     backend = parsed.get_backend_name()
     # a statement the database refuses is reported without its parameters: they are customers'
     # names and phones, and the error goes on to logs, sync_runs and the terminal
     kwargs.setdefault("hide_parameters", True)
     if backend == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        if (create and database and database != ":memory:"
+                and not database.startswith("file:")):
             folder = Path(database).expanduser().parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -112,6 +140,8 @@ def _engine(parsed: URL, **kwargs: Any) -> Engine:
                                   f"{str(folder)!r}: {exc.strerror or exc}") from None
         kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         engine = create_engine(parsed, **kwargs)
+        if not create and sqlite_file(parsed) is not None:
+            event.listen(engine, "do_connect", _sqlite_existing_only)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend == "postgresql":
@@ -119,8 +149,17 @@ def _engine(parsed: URL, **kwargs: Any) -> Engine:
     return create_engine(parsed, **kwargs)
 
 
+def _sqlite_existing_only(_dialect: Any, _record: Any, cargs: list[Any],
+                          cparams: dict[str, Any]) -> None:
+    """Open the file as a URI with mode=rw: SQLite then refuses a missing file instead of
+    creating an empty one (the engine's URL, shown in messages, stays the user's)."""
+    cargs[0] = f"file:{quote(str(cargs[0]))}?mode=rw"
+    cparams["uri"] = True
+
+
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "is_sqlite", "make_engine"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "is_sqlite", "make_engine", "missing_sqlite_file",
+           "parse_database_url", "sqlite_file"]

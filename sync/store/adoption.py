@@ -4,6 +4,7 @@ instead of failing every cycle on its first row."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,8 +13,12 @@ from sqlalchemy import Engine
 
 from sync.mapping import MappingSpec
 from sync.store.local import column_types
+from sync.store.migrate import VERSION_TABLE
+from sync.store.schema import TABLE_NAMES, note_outbox
 
-__all__ = ["check_table", "column_scales", "table_warnings"]
+__all__ = ["absent_table_warning", "check_table", "column_scales", "table_warnings"]
+
+LISTED_TABLES = 30  # an ERP's database may hold hundreds: the closest name matters most
 
 # What an existing column's reflected type may be for each mapped type.
 _COMPATIBLE: dict[str, tuple[type[Any], ...]] = {
@@ -69,6 +74,38 @@ def check_table(engine: Engine, spec: MappingSpec) -> list[str]:
         problems.append(f"table {spec.table!r}: key column {spec.key_column!r} must be the "
                         "primary key or unique")
     return problems
+
+
+def absent_table_warning(engine: Engine, spec: MappingSpec) -> str | None:
+    """When the mapped table does not exist: what the first sync does with it, the database's
+    own tables and the closest name. A mistyped `table:` otherwise gets a new table that the
+    whole CRM is pulled into, and the real table is never synced. None when it exists."""
+    insp = sa.inspect(engine)
+    if insp.has_table(spec.table):
+        return None
+    ours = set(TABLE_NAMES) | {VERSION_TABLE} | _notes_tables(engine, insp, spec)
+    tables = sorted(t for t in insp.get_table_names() if t not in ours)
+    text = (f"table {spec.table!r} does not exist: the first `sync` creates it and pulls every "
+            "CRM contact into it; ")
+    if not tables:
+        return text + "the database has no tables of its own yet"
+    text += "the database has tables: " + ", ".join(tables[:LISTED_TABLES])
+    if len(tables) > LISTED_TABLES:
+        text += f" (and {len(tables) - LISTED_TABLES} more)"
+    by_lower = {t.lower(): t for t in tables}  # `Customers` is as close as `customers`
+    close = difflib.get_close_matches(spec.table.lower(), list(by_lower), n=1)
+    return text + (f": did you mean {by_lower[close[0]]!r}?" if close else "")
+
+
+def _notes_tables(engine: Engine, insp: sa.Inspector, spec: MappingSpec) -> set[str]:
+    """The notes tables crm-sync made: this mapping's and those the outbox names (other
+    tenants', earlier mappings'); not candidates for the contacts table."""
+    found = {spec.notes_table} if spec.notes_table else set()
+    if insp.has_table(note_outbox.name) and "notes_table" in {
+            c["name"] for c in insp.get_columns(note_outbox.name)}:  # since migration 0007
+        with engine.connect() as conn:
+            found |= set(conn.scalars(sa.select(note_outbox.c.notes_table).distinct()))
+    return found
 
 
 def column_scales(engine: Engine, spec: MappingSpec) -> dict[str, int]:

@@ -5,7 +5,9 @@ existing table listed, and a dynamic field_code the tenant does not have refused
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from sync.emulator import EmulatorConfig, EmulatorServer
 from sync.settings import load_settings
 from sync.store import make_engine
 from sync.store.journal import ABANDONED_RUN
+from sync.store.migrate import upgrade
+from sync.store.schema import note_outbox
 from sync.store.state import StateStore
 
 from .conftest import ERP, SHIPPED
@@ -444,3 +448,83 @@ def test_a_sync_closes_the_runs_a_killed_process_left_running(
     assert [(runs[i]["status"], runs[i]["message"]) for i in killed] == [
         ("failed", ABANDONED_RUN)] * len(killed)
     assert not [r for r in runs.values() if r["status"] == "running"]
+
+
+@pytest.mark.parametrize(("path", "folder"), [("shopp.db", ""), ("nodir/shop.db", "nodir")])
+def test_check_warns_of_a_missing_sqlite_file_and_creates_nothing(
+        path: str, folder: str, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mistyped path passed as `ok database` (and left an empty file, its folder too): the
+    first sync then filled a new database with the whole CRM. A warning (exit 0: a first
+    setup has no file yet), and nothing created."""
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", f"sqlite:///{path}")
+    before = sorted(clean_env.iterdir())
+    code, out = check()
+    assert code == 0, out
+    assert (f"warning: the SQLite file {clean_env / path} does not exist: the first `sync` "
+            "creates it") in out, out
+    assert (f"(and its folder {clean_env / folder})" in out) == bool(folder), out
+    assert "ok database" not in out
+    assert sorted(clean_env.iterdir()) == before
+
+
+def test_check_refuses_a_sqlite_file_under_a_file(clean_env: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (clean_env / "a-file").write_text("not a folder")
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", f"sqlite:///{clean_env}/a-file/sub/x.db")
+    code, out = check()
+    assert code == 2, out
+    assert f"{clean_env}/a-file is a file, not a folder" in out and "CRM_SYNC_DATABASE_URL" in out
+
+
+@pytest.mark.parametrize(("table", "close"), [
+    ("customer", "'customers'"), ("Customer", "'customers'"), ("zzz_unrelated", "")])
+def test_check_warns_of_a_mapped_table_that_does_not_exist(
+        table: str, close: str, db_url: str, clean_env: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a database whose table is `customers`, `table: customer` said `ok`, and the first
+    sync made a new table and pulled the whole CRM into it. A warning listing the database's
+    own tables (not crm-sync's bookkeeping, nor its notes tables), the closest one named."""
+    upgrade(db_url)  # the bookkeeping tables, as after another tenant's first sync
+    db = sa.create_engine(db_url)
+    with db.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (ma_kh TEXT PRIMARY KEY, ho_ten TEXT)"))
+        conn.execute(sa.text("CREATE TABLE orders (id INTEGER PRIMARY KEY)"))
+        conn.execute(sa.text("CREATE TABLE khach (id INTEGER PRIMARY KEY)"))
+        conn.execute(sa.text("CREATE TABLE contact_notes (id INTEGER PRIMARY KEY)"))
+        conn.execute(sa.text("CREATE TABLE other_notes (id INTEGER PRIMARY KEY)"))
+        now = datetime.now(UTC)  # another tenant's notes table, named by the outbox
+        conn.execute(sa.insert(note_outbox).values(
+            tenant="other", notes_table="other_notes", note_id=1, status="sent",
+            created_at=now, updated_at=now))
+    db.dispose()
+    path = write(clean_env, f"table: {table}\nkey_column: ma_kh\n"
+                 "fields:\n  - {field: full_name, column: ho_ten}\n")
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", db_url)
+    monkeypatch.setenv("CRM_SYNC_MAPPING_FILE", str(path))
+    code, out = check()
+    assert code == 0, out
+    expected = (f"warning: table {table!r} does not exist: the first `sync` creates it and "
+                "pulls every CRM contact into it; the database has tables: customers, khach, "
+                "orders")
+    assert expected + (f": did you mean {close}?" if close else " ok database") in out, out
+    assert not sa.inspect(make_engine(db_url)).has_table(table)
+
+
+def test_check_says_so_of_a_database_without_tables(clean_env: Path) -> None:
+    sqlite3.connect(clean_env / "check.db").close()  # an empty file, as `touch` makes
+    code, out = check()
+    assert code == 0, out
+    assert ("warning: table 'contacts' does not exist: the first `sync` creates it and pulls "
+            "every CRM contact into it; the database has no tables of its own yet") in out, out
+
+
+def test_status_and_db_current_create_no_database(clean_env: Path) -> None:
+    try:
+        status = runner.invoke(app, ["status"])
+        current = runner.invoke(app, ["db", "current"])
+    finally:
+        structlog.reset_defaults()
+    missing = f"the SQLite file {clean_env / 'check.db'} does not exist"
+    assert status.exit_code == 1 and missing in re.sub(r"\s+", " ", status.output), status.output
+    assert current.exit_code == 0 and missing in re.sub(r"\s+", " ", current.output)
+    assert not (clean_env / "check.db").exists()

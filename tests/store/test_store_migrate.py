@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from sync.errors import StoreError
 from sync.mapping_file import load_mapping
@@ -168,6 +169,26 @@ def test_an_existing_sqlite_file_keeps_its_page_size(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_240
     finally:
         engine.dispose()
+
+
+def test_an_engine_that_must_not_create_opens_only_an_existing_file(tmp_path: Path) -> None:
+    """make_engine(create=False), for `check`, `status` and `db current`: a missing file and
+    its folder stay missing (SQLite's mode=rw), an existing one opens, whatever its name."""
+    missing = make_engine(f"sqlite:///{tmp_path}/nodir/missing.db", create=False)
+    with pytest.raises(OperationalError, match="unable to open database file"):
+        missing.connect()
+    missing.dispose()
+    assert list(tmp_path.iterdir()) == []
+    path = tmp_path / "a shop #1.db"
+    with sqlite3.connect(path) as app:
+        app.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    engine = make_engine(f"sqlite:///{path}", create=False)
+    try:
+        assert inspect(engine).get_table_names() == ["orders"]
+        assert engine.url.database == str(path)  # messages show the user's URL
+    finally:
+        engine.dispose()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a shop #1.db"]
 
 
 def test_diffs_are_detected(tmp_path: Path) -> None:
