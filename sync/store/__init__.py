@@ -73,13 +73,24 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cursor.close()
 
 
+SQLITE_URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+
 def parse_database_url(url: str | URL) -> URL:
-    """CRM_SYNC_DATABASE_URL parsed; a ConfigError naming the setting for one that is no URL."""
+    """CRM_SYNC_DATABASE_URL parsed; a ConfigError naming the setting (the password left out)
+    for one that is no URL, or a SQLite URL SQLAlchemy would refuse only when connecting."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError("CRM_SYNC_DATABASE_URL: not a database URL (sqlite:///path/to/file.db "
                           "or postgresql+psycopg://user@host/db)") from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.host or parsed.username
+                                                  or parsed.password or parsed.port):
+        # `sqlite://shop.db` (two slashes) makes shop.db a host name, and no file at all
+        raise ConfigError(
+            f"CRM_SYNC_DATABASE_URL: {parsed.render_as_string(hide_password=True)} is not a "
+            f"SQLite file URL: after `sqlite://` comes a host name ({parsed.host or ''!r} "
+            f"here), which SQLite has none of; write {SQLITE_URL_FORMS}")
     return parsed
 
 
@@ -121,6 +132,12 @@ def make_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Engine
             f"CRM_SYNC_DATABASE_URL: no driver for {parsed.drivername!r} in "
             f"{parsed.render_as_string(hide_password=True)} ({exc}); crm-sync supports SQLite "
             "(sqlite:///path/to/file.db) and PostgreSQL (postgresql+psycopg://...)") from None
+    except (ArgumentError, ValueError) as exc:  # parsed, but the dialect refuses its values
+        text = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if parsed.password:  # SQLAlchemy's messages hide it; a driver's might not
+            text = text.replace(str(parsed.password), "***")
+        raise ConfigError(f"CRM_SYNC_DATABASE_URL: "
+                          f"{parsed.render_as_string(hide_password=True)}: {text}") from None
 
 
 def _engine(parsed: URL, *, create: bool = True, **kwargs: Any) -> Engine:
@@ -161,5 +178,5 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "is_sqlite", "make_engine", "missing_sqlite_file",
-           "parse_database_url", "sqlite_file"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_URL_FORMS", "is_sqlite", "make_engine",
+           "missing_sqlite_file", "parse_database_url", "sqlite_file"]

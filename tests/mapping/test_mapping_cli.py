@@ -351,6 +351,34 @@ def test_check_names_the_setting_of_a_database_url_that_is_not_one(
     assert code == 2 and "CRM_SYNC_DATABASE_URL: not a database URL" in out, out
 
 
+@pytest.mark.parametrize("command", [["check"], ["sync"], ["status"], ["db", "current"]])
+@pytest.mark.parametrize("url", ["sqlite://shop.db", "sqlite://u:secretpw@shop.db"])
+def test_a_sqlite_url_with_two_slashes_is_a_configuration_error(
+        command: list[str], url: str, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sqlite://shop.db` makes shop.db a host: SQLAlchemy refused it only when the engine was
+    made, and its ArgumentError reached the CLI as a failed cycle (exit 1)."""
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", url)
+    try:
+        result = runner.invoke(app, command)
+    finally:
+        structlog.reset_defaults()
+    text = re.sub(r"\s+", " ", result.output)
+    assert result.exit_code == 2, result.output
+    assert "CRM_SYNC_DATABASE_URL: sqlite://" in text and "is not a SQLite file URL" in text
+    assert "sqlite:///relative/path.db or sqlite:////absolute/path.db" in text, text
+    assert "secretpw" not in text and "Traceback" not in text
+    assert list(clean_env.iterdir()) == []
+
+
+def test_a_url_its_dialect_refuses_names_the_setting_not_the_password(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", "postgresql+psycopg://u:secretpw@/db?port=x")
+    code, out = check()
+    assert code == 2, out
+    assert "CRM_SYNC_DATABASE_URL: postgresql+psycopg://u:***@/db?port=x: " in out, out
+    assert "non-integer port" in out and "secretpw" not in out
+
+
 def test_an_empty_mapping_file_is_refused(clean_env: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     # before: taken for a table `contacts` with no field at all, and a sync created it
