@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from sync.api.adapter import LayoutField
 from sync.errors import ConfigError
@@ -17,7 +18,7 @@ from sync.mapping_file import load_mapping, locate
 from sync.notes import NotesOutbox
 from sync.settings import Settings, require_api_key, unknown_settings
 from sync.status import safe_url
-from sync.store import make_engine, missing_sqlite_file
+from sync.store import driver_message, make_engine, missing_sqlite_file
 from sync.store.adoption import absent_table_warning, check_table, table_warnings
 from sync.store.local import LocalTable
 from sync.store.state import StateStore
@@ -48,30 +49,39 @@ def _database(settings: Settings, spec: MappingSpec) -> list[str]:
     missing = missing_sqlite_file(settings.database_url)
     if missing is not None:
         return [_missing_file_warning(missing)]
-    db = make_engine(settings.database_url, create=False)
+    url = settings.database_url
+    db = make_engine(url, create=False)
     try:
-        with db.connect():
-            pass
-        problems = check_table(db, spec)
-        if problems:
-            raise ConfigError(
-                f"{settings.mapping_file}: the existing table {spec.table!r} does not fit the "
-                "mapping:\n  " + "\n  ".join(problems) + "\n  (add or alter those columns, or "
-                "map the table's own columns; a table that does not exist is created)")
-        _refuse_another_tenants_table(db, settings, spec)
-        if sa.inspect(db).has_table("note_outbox"):  # else the first cycle makes it
-            NotesOutbox(db, settings.tenant_id, spec, LocalTable.for_spec(spec)).refuse_shared()
-        StateStore(db, settings.tenant_id).refuse_new_table(spec.table)
-        absent = absent_table_warning(db, spec)
-        warnings = [absent] if absent else table_warnings(db, spec)
-    except ConfigError:
-        raise
-    except Exception as exc:  # the driver's message names host and database, not secrets
-        raise ConfigError(f"CRM_SYNC_DATABASE_URL: cannot connect to "
-                          f"{safe_url(settings.database_url)}: {type(exc).__name__}") from None
+        try:
+            with db.connect():
+                pass
+        except SQLAlchemyError as exc:  # the driver's words: host, port, why (not secrets)
+            raise ConfigError(f"CRM_SYNC_DATABASE_URL: cannot connect to {safe_url(url)}: "
+                              f"{driver_message(exc, url)}") from None
+        doing = f"reading the table {spec.table!r}"
+        try:
+            problems = check_table(db, spec)
+            if problems:
+                raise ConfigError(
+                    f"{settings.mapping_file}: the existing table {spec.table!r} does not fit "
+                    "the mapping:\n  " + "\n  ".join(problems) + "\n  (add or alter those "
+                    "columns, or map the table's own columns; a table that does not exist is "
+                    "created)")
+            doing = "reading crm-sync's bookkeeping tables"
+            _refuse_another_tenants_table(db, settings, spec)
+            if sa.inspect(db).has_table("note_outbox"):  # else the first cycle makes it
+                NotesOutbox(db, settings.tenant_id, spec, LocalTable.for_spec(spec)
+                            ).refuse_shared()
+            StateStore(db, settings.tenant_id).refuse_new_table(spec.table)
+            doing = f"reading the table {spec.table!r} and the database's tables"
+            absent = absent_table_warning(db, spec)
+            warnings = [absent] if absent else table_warnings(db, spec)
+        except SQLAlchemyError as exc:  # connected: not a connection problem, say what failed
+            raise ConfigError(f"CRM_SYNC_DATABASE_URL: connected to {safe_url(url)}, but "
+                              f"{doing} failed: {driver_message(exc, url)}") from None
     finally:
         db.dispose()
-    return [*(f"warning: {w}" for w in warnings), f"database {safe_url(settings.database_url)}"]
+    return [*(f"warning: {w}" for w in warnings), f"database {safe_url(url)}"]
 
 
 def _missing_file_warning(path: Path) -> str:

@@ -77,9 +77,9 @@ def _guarded(fn: Callable[[], T]) -> T:
 
 def _first_line(exc: Exception) -> str:
     """The driver's own words, without SQLAlchemy's statement and parameters."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0]
+    from sync.store import driver_message
+
+    return driver_message(exc)
 
 
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Exit 1 at once if another sync runs.")]

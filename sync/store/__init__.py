@@ -133,11 +133,21 @@ def make_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Engine
             f"{parsed.render_as_string(hide_password=True)} ({exc}); crm-sync supports SQLite "
             "(sqlite:///path/to/file.db) and PostgreSQL (postgresql+psycopg://...)") from None
     except (ArgumentError, ValueError) as exc:  # parsed, but the dialect refuses its values
-        text = (str(exc).splitlines() or [type(exc).__name__])[0]
-        if parsed.password:  # SQLAlchemy's messages hide it; a driver's might not
-            text = text.replace(str(parsed.password), "***")
-        raise ConfigError(f"CRM_SYNC_DATABASE_URL: "
-                          f"{parsed.render_as_string(hide_password=True)}: {text}") from None
+        raise ConfigError(f"CRM_SYNC_DATABASE_URL: {parsed.render_as_string(hide_password=True)}"
+                          f": {driver_message(exc, parsed)}") from None
+
+
+def driver_message(exc: BaseException, url: str | URL | None = None) -> str:
+    """The driver's own first line, without SQLAlchemy's statement and parameters (an error
+    of SQLAlchemy's own, whose text may be a bare table name, is prefixed with its kind); the
+    URL's password is masked should a driver ever quote it (psycopg's and SQLite's do not)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    line = (text.splitlines() or [type(exc).__name__])[0]
+    if orig is None and line != type(exc).__name__:
+        line = f"{type(exc).__name__}: {line}"
+    password = make_url(url).password if url is not None else None
+    return line.replace(str(password), "***") if password else line
 
 
 def _engine(parsed: URL, *, create: bool = True, **kwargs: Any) -> Engine:
@@ -178,5 +188,6 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_URL_FORMS", "is_sqlite", "make_engine",
+__all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_URL_FORMS", "driver_message", "is_sqlite",
+           "make_engine",
            "missing_sqlite_file", "parse_database_url", "sqlite_file"]

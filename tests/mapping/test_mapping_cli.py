@@ -379,6 +379,39 @@ def test_a_url_its_dialect_refuses_names_the_setting_not_the_password(
     assert "non-integer port" in out and "secretpw" not in out
 
 
+def test_check_shows_why_the_database_is_unreachable(clean_env: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: `cannot connect to ...: OperationalError`, while `sync` showed the driver's words
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", "postgresql+psycopg://u:secretpw@127.0.0.1:1/db")
+    code, out = check()
+    assert code == 2, out
+    assert "CRM_SYNC_DATABASE_URL: cannot connect to postgresql+psycopg://u:***@127.0.0.1:1/db: " \
+        in out, out
+    assert 'connection to server at "127.0.0.1", port 1 failed: Connection refused' in out, out
+    assert "OperationalError" not in out and "secretpw" not in out
+
+
+def test_check_says_what_failed_once_connected(clean_env: Path, fresh_pg_url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after connecting was called `cannot connect` too. The driver's words, and
+    the password masked even if a driver quoted it (psycopg does not: the test server
+    trusts, so the password here is only there to be masked)."""
+    url = sa.make_url(fresh_pg_url).set(password="secretpw")
+
+    def refused(*_: object) -> list[str]:
+        raise sa.exc.ProgrammingError("SELECT ...", {}, Exception(
+            "permission denied for table contacts (as u:secretpw)\nDETAIL: more"))
+
+    monkeypatch.setenv("CRM_SYNC_DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setattr("sync.checks.check_table", refused)
+    code, out = check()
+    assert code == 2, out
+    assert (f"CRM_SYNC_DATABASE_URL: connected to {url.render_as_string(hide_password=True)}, "
+            "but reading the table 'contacts' failed: permission denied for table contacts "
+            "(as u:***)") in out, out
+    assert "cannot connect" not in out and "secretpw" not in out and "DETAIL" not in out
+
+
 def test_an_empty_mapping_file_is_refused(clean_env: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     # before: taken for a table `contacts` with no field at all, and a sync created it
