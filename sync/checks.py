@@ -25,7 +25,8 @@ from sync.store.state import StateStore
 
 
 def run_checks(settings: Settings, *, online: bool = False) -> list[str]:
-    require_api_key(settings, "`sync` could not authenticate")
+    require_api_key(settings, "`sync` and `run` need it to reach the CRM, so `check` does not "
+                    "pass without it")
     done = [f"settings (tenant {settings.tenant_id}, CRM {settings.base_url})"]
     done += [f"warning: {w}" for w in unknown_settings()]
     spec = load_mapping(settings.mapping_file)
@@ -139,8 +140,6 @@ def layout_problems(spec: MappingSpec, layout: Mapping[str, LayoutField]
 async def _online(settings: Settings, spec: MappingSpec) -> list[str]:
     from sync.api.client import OmiClient
 
-    if not settings.api_key.get_secret_value():
-        raise ConfigError("CRM_SYNC_API_KEY is empty (or give CRM_SYNC_API_KEY_FILE)")
     async with OmiClient(settings.base_url, settings.api_key.get_secret_value(),
                          timeout=settings.read_timeout, max_retries=settings.max_retries) as c:
         await c.authenticate()

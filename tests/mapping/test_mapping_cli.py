@@ -341,7 +341,10 @@ def test_check_refuses_a_missing_api_key(clean_env: Path,
     # before: `check` said ok, and `sync` then refused to run (exit 2)
     monkeypatch.delenv("CRM_SYNC_API_KEY")
     code, out = check()
-    assert code == 2 and "CRM_SYNC_API_KEY is not set" in out, out
+    assert code == 2, out
+    # the reason fits the command run (before: "`sync` could not authenticate", from `check`)
+    assert ("CRM_SYNC_API_KEY is not set (nor CRM_SYNC_API_KEY_FILE): `sync` and `run` need "
+            "it to reach the CRM, so `check` does not pass without it") in out, out
 
 
 def test_check_names_the_setting_of_a_database_url_that_is_not_one(
