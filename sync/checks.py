@@ -151,5 +151,25 @@ async def _online(settings: Settings, spec: MappingSpec) -> list[str]:
                           + "\n  ".join(f"{file}:{locate(file, ('fields', i, 'dynamic')) or '?'}"
                                         f": {msg}" for i, msg in problems))
     return [f"API key accepted by {settings.base_url} (fingerprint "
-            f"{settings.api_key_fingerprint})",
-            f"dynamic attribute layout: {len(layout)} fields, mapping's dynamic fields present"]
+            f"{settings.api_key_fingerprint})", layout_listing(spec, layout)]
+
+
+def layout_listing(spec: MappingSpec, layout: Mapping[str, LayoutField]) -> str:
+    """The tenant's dynamic attributes, one line each, so a code can be copied into the
+    mapping (`dynamic: <code>` with its `field_type`), and which of them the mapping maps."""
+    if not layout:
+        return "dynamic attribute layout: none (the tenant has no dynamic attributes)"
+    columns = {f.dynamic: f.column for f in spec.fields if f.dynamic is not None}
+    lines = [f"dynamic attribute layout: {len(layout)} field{'s' * (len(layout) != 1)}, " + (
+        f"the mapping's {len(columns)} present" if columns else
+        "none mapped (`dynamic: <field_code>` with its `field_type` maps one)") + ":"]
+    for code, f in layout.items():  # in the tenant's order
+        line = f"    {code}: {f.field_name}, {f.field_type}"
+        if f.is_required:
+            line += ", required"
+        if f.options:
+            line += f" (options: {', '.join(f.options)})"
+        if code in columns:
+            line += f"; mapped to column {columns[code]!r}"
+        lines.append(line)
+    return "\n".join(lines)

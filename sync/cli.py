@@ -217,7 +217,8 @@ def check(online: Annotated[bool, typer.Option(
     lines = _guarded(lambda: run_checks(_settings(), online=online))
     for line in lines:
         warning = line.startswith("warning: ")
-        out.print(f"[yellow]{line}[/]" if warning else f"[green]ok[/] {line}")
+        text = escape(line)  # names from the CRM or the database may hold [brackets]
+        out.print(f"[yellow]{text}[/]" if warning else f"[green]ok[/] {text}")
 
 
 def _on_database(action: Callable[[Engine], str], *, create: bool = True) -> str:

@@ -257,6 +257,36 @@ def test_check_online_refuses_what_the_tenant_does_not_have(
         assert w in out, w
 
 
+def test_check_online_lists_the_tenants_dynamic_fields(
+        clean_env: Path, server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs promise that `check --online` lists the tenant's field codes (to copy into
+    the mapping); it printed only how many there were."""
+    text = ("fields:\n  - {field: full_name, column: full_name}\n"
+            "  - {dynamic: hTqLmZpXcR, field_type: select, column: hang}\n")
+    code, out = _online(clean_env, monkeypatch, server, text)
+    assert code == 0, out
+    assert ("dynamic attribute layout: 3 fields, the mapping's 1 present: "
+            "vWabCEBkqM: Điểm thưởng, single_text "
+            "hTqLmZpXcR: Hạng thành viên, select (options: Đồng, Bạc, Vàng, Kim cương); "
+            "mapped to column 'hang' nBdYkWsEfJ: Ngày mua gần nhất, date") in out, out
+
+
+def test_check_online_lists_a_layout_as_the_tenant_names_it(
+        clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout: list[dict[str, Any]] = [{"field_code": "qQ1", "field_name": "[VIP] khách",
+                                     "field_type": "single_text", "is_required": True}]
+    with EmulatorServer(EmulatorConfig(api_key="demo-key", layout=layout)) as srv:
+        code, out = _online(clean_env, monkeypatch, srv, "fields:\n  - {field: phone, "
+                            "column: phone}\n")
+    assert code == 0, out
+    assert ("dynamic attribute layout: 1 field, none mapped (`dynamic: <field_code>` with its "
+            "`field_type` maps one): qQ1: [VIP] khách, single_text, required") in out, out
+    with EmulatorServer(EmulatorConfig(api_key="demo-key", layout=[])) as srv:
+        code, out = _online(clean_env, monkeypatch, srv, "fields:\n  - {field: phone, "
+                            "column: phone}\n")
+    assert code == 0 and "dynamic attribute layout: none" in out, out
+
+
 def test_check_online_with_a_custom_layout(clean_env: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     layout: list[dict[str, Any]] = [{"field_code": "abcDEF1234", "field_name": "Sở thích",
