@@ -189,5 +189,4 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_MS", "SQLITE_URL_FORMS", "driver_message", "is_sqlite",
-           "make_engine",
-           "missing_sqlite_file", "parse_database_url", "sqlite_file"]
+           "make_engine", "missing_sqlite_file", "parse_database_url", "sqlite_file"]
