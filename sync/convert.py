@@ -21,6 +21,7 @@ from typing import Any
 
 from sync import transform as tf
 from sync.mapping import FieldMap, MappingSpec
+from sync.merge import Direction
 from sync.record import (
     GENDERS,
     Contact,
@@ -45,7 +46,8 @@ MAX_KEY_LENGTH = 255  # what sync_state.key holds
 
 
 class RowError(ValueError):
-    """A value that cannot be converted; the message names the column (and the CRM field)."""
+    """Values that cannot be converted; the message names each column (or the CRM field), its
+    problems joined with "; "."""
 
 
 def _digest(*parts: object) -> str:  # 32 bits: compared only against a handful of others
@@ -64,6 +66,8 @@ class Converter:
         self.fields = spec.fields
         self.claimed = spec.claimed_custom
         self.extra_col = spec.custom_fields_column
+        self._by_name = {f.name: f for f in spec.fields}
+        self._pushes = spec.direction is not Direction.PULL
         self.scales: dict[str, int] = {
             f.column: scales[f.column] for f in spec.fields
             if scales and f.column in scales and f.column_type == "number"}
@@ -97,38 +101,63 @@ class Converter:
     # --- local row -> canonical ---------------------------------------------------------------
 
     def row_fields(self, row: Mapping[str, Any]) -> Fields:
+        """The row's canonical Fields. A row that does not read raises RowError naming every
+        column that cannot be read and, when the table pushes, what the CRM would refuse of
+        the columns that can: the user fixes the row once, not one problem a cycle."""
+        out, problems = self._read_row(row)
+        if problems:
+            if self._pushes:  # a field left out (unread, or no column) is not said empty
+                problems += [self._problem(check, row) for check in _push_checks(out, None)
+                             if check[0] in out]
+            raise RowError("; ".join(problems))
+        return out
+
+    def _read_row(self, row: Mapping[str, Any]) -> tuple[Fields, list[str]]:
+        """The fields of the columns that read, and a problem for each column that does not."""
         out: Fields = {MAPPING_KEY: self.signature}
+        problems: list[str] = []
         for f in self.fields:
             try:
                 out[f.name] = tf.from_column(f, row.get(f.column))
             except (ValueError, TypeError) as exc:
-                raise RowError(f"column {f.column!r}: {exc}") from None
+                problems.append(f"column {f.column!r}: {exc}")
         spec = self.spec
         if spec.ref_code_column:
             out["ref_code"] = norm_text(row.get(spec.ref_code_column))
         if self.extra_col:
-            for label, value in self._extra(row).items():
+            extra, bad = self._read_extra(row)
+            problems += bad
+            for label, value in extra.items():
                 out[EXTRA_PREFIX + label] = value
-        return out
+        return out, problems
 
     def _extra(self, row: Mapping[str, Any]) -> dict[str, str]:
         """The JSON column's unclaimed labels, normalised (claimed ones are ignored)."""
+        extra, problems = self._read_extra(row)
+        if problems:
+            raise RowError("; ".join(problems))
+        return extra
+
+    def _read_extra(self, row: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+        """`_extra`, and a problem for each label that holds no plain value (every one: the
+        user fixes them at once)."""
         col = str(self.extra_col)
-        raw = row.get(col)
         try:
-            data = tf.json_object(raw)
+            data = tf.json_object(row.get(col))
         except ValueError as exc:
-            raise RowError(f"column {col!r}: {exc}") from None
+            return {}, [f"column {col!r}: {exc}"]
         out: dict[str, str] = {}
+        problems: list[str] = []
         for label, value in data.items():
             key = norm_text(label)
             if isinstance(value, dict | list):
-                raise RowError(f"column {col!r}: {label!r} holds a {type(value).__name__}, "
-                               "not a plain value")
+                problems.append(f"column {col!r}: {label!r} holds a {type(value).__name__}, "
+                                "not a plain value")
+                continue
             text = literal(value)
             if key and key not in self.claimed and text is not None and key not in out:
                 out[key] = text
-        return out
+        return out, problems
 
     # --- canonical -> local row ---------------------------------------------------------------
 
@@ -300,6 +329,41 @@ class Converter:
         return replace(c, **changes, custom=tuple(custom), dynamic=dynamic, digest=None,
                        from_wire=False)
 
+    # --- what the CRM would refuse ----------------------------------------------------------------
+
+    def push_problems(self, fields: Fields, row: Mapping[str, Any] | None = None,
+                      crm: Contact | None = None) -> list[str]:
+        """`validate_for_push`, in the user's words: a value the row holds is named by its
+        column, as the column holds it (`column 'sdt': '12-34' is not a phone number`, not
+        the normalised `1234`); the others by their field."""
+        return [self._problem(check, row) for check in _push_checks(fields, crm)]
+
+    def _problem(self, check: _Check, row: Mapping[str, Any] | None) -> str:
+        name, value, why = check
+        f = self._by_name.get(name)
+        if f is None and value is None:
+            return f"{name} is empty: {why}, and the mapping gives it no column"
+        if f is None or row is None:
+            return _field_problem(check)
+        raw = self._held_as(f, value, row)
+        if raw is _NOT_HELD:  # a value the merge took from the CRM
+            return f"the CRM's {_field_problem(check)}"
+        if value is None:
+            return f"column {f.column!r} is empty: {why}"
+        return f"column {f.column!r}: {raw!r} {why}"
+
+    @staticmethod
+    def _held_as(f: FieldMap, value: FieldValue, row: Mapping[str, Any]) -> object:
+        """What `row`'s column of `f` holds that reads as `value` (one item of a list), or
+        _NOT_HELD when it holds no such thing."""
+        raw = row.get(f.column)
+        try:
+            if f.is_list:
+                return tf.column_items(f, raw).get(value, _NOT_HELD)
+            return raw if tf.from_column(f, raw) == value else _NOT_HELD
+        except (ValueError, TypeError):
+            return _NOT_HELD
+
     def _rounds_to(self, f: FieldMap, c: Contact, value: FieldValue) -> bool:
         _, get, scale = self._rounded[f.name]
         try:
@@ -410,19 +474,38 @@ def key_problem(key: str, column: str) -> str | None:
 
 
 def validate_for_push(fields: Fields, crm: Contact | None = None) -> list[str]:
-    """What the CRM would refuse or silently drop; each problem names the field. `crm`: the
-    CRM's copy an update is made from, whose name goes with it when the mapping has none."""
+    """What the CRM would refuse or silently drop; each problem names the field
+    (`Converter.push_problems` names the row's columns). `crm`: the CRM's copy an update is
+    made from, whose name goes with it when the mapping has none."""
+    return [_field_problem(check) for check in _push_checks(fields, crm)]
+
+
+# (field, the value refused, an item of a list; None: the field has none, why)
+_Check = tuple[str, FieldValue, str]
+_NOT_HELD = object()  # a refused value the row does not hold
+_ITEM_NAME = {"emails": "email", "phones": "phone"}
+_NOT_A = {"email": "is not an email address", "owner_email": "is not an email address",
+          "emails": "is not an email address", "phone": "is not a phone number",
+          "phones": "is not a phone number"}
+
+
+def _push_checks(fields: Fields, crm: Contact | None) -> list[_Check]:
     name = fields.get("full_name") if "full_name" in fields or crm is None else crm.full_name
-    problems = [] if name else ["full_name is empty: the CRM requires a name"]
-    emails = [("email", fields.get("email")), ("owner_email", fields.get("owner_email")),
-              *(("email", v) for v in fields.get("emails") or ())]  # type: ignore[union-attr]
-    problems += [f"{name} {v!r} is not an email address" for name, v in emails
-                 if isinstance(v, str) and not _EMAIL.match(v)]
-    for v in [fields.get("phone"), *(fields.get("phones") or ())]:  # type: ignore[misc]
-        if isinstance(v, str) and not _PHONE.match(v):
-            problems.append(f"phone {v!r} is not a phone number")
+    checks: list[_Check] = [] if name else [("full_name", None, "the CRM requires a name")]
+    for field, why in _NOT_A.items():
+        pattern = _PHONE if field.startswith("phone") else _EMAIL
+        value = fields.get(field)
+        checks += [(field, v, why) for v in (value if isinstance(value, tuple) else (value,))
+                   if isinstance(v, str) and not pattern.match(v)]
     gender = fields.get("gender")
     if gender is not None and gender not in GENDERS:
-        problems.append(f"gender {gender!r} is not male, female or other (map the column's "
-                        "words with `values:` in the mapping)")
-    return problems
+        checks.append(("gender", gender, "is not male, female or other (map the column's "
+                                         "words with `values:` in the mapping)"))
+    return checks
+
+
+def _field_problem(check: _Check) -> str:
+    name, value, why = check
+    if value is None:
+        return f"{name} is empty: {why}"
+    return f"{_ITEM_NAME.get(name, name)} {value!r} {why}"

@@ -50,8 +50,11 @@ def _from_column(f: FieldMap, raw: object) -> FieldValue:
             return datetime.strptime(str(raw).strip(), f.strftime).date()
         except ValueError:
             raise ValueError(f"{raw!r} is not a date in the format {f.date_format!r}") from None
-    if f.kind == "date" and isinstance(raw, str):
-        return date.fromisoformat(raw.strip()[:10])  # a date column read back as text
+    if f.kind == "date" and isinstance(raw, str):  # a date column read back as text
+        try:
+            return date.fromisoformat(raw.strip()[:10])
+        except ValueError:  # Python's own message may not name the value ("day is out of...")
+            raise ValueError(f"{raw!r} is not a date (yyyy-mm-dd)") from None
     return canon_value(f.kind, raw)
 
 
@@ -69,6 +72,19 @@ def _list_from_column(f: FieldMap, raw: object) -> list[Any]:
     if bad is not False:
         raise ValueError(f"list item {bad!r} is not a plain value")
     return raw
+
+
+def column_items(f: FieldMap, raw: object) -> dict[FieldValue, object]:
+    """A list column's canonical items, each with the item the column holds that reads as it
+    (the first, trimmed): what a problem with one item shows the user."""
+    out: dict[FieldValue, object] = {}
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return out
+    for item in _list_from_column(f, raw):
+        value = canon_value(f.kind, [_map(f, item)] if f.values else [item])
+        for v in value if isinstance(value, tuple | frozenset) else ():
+            out.setdefault(v, item.strip() if isinstance(item, str) else item)
+    return out
 
 
 def json_object(raw: object) -> dict[str, Any]:
