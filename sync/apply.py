@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from sync.convert import MAX_KEY_LENGTH, validate_for_push
+from sync.convert import MAX_KEY_LENGTH
 from sync.cycle import CycleContext, PendingDelete
 from sync.errors import RemoteError, RowsRefused, row_failure
 from sync.merge import (
@@ -332,7 +332,7 @@ class Applier:
         done: list[SyncState] = []
 
         async def one(it: ChunkItem, push: PushUpdate, after: SyncState) -> None:
-            problems = validate_for_push(push.fields, it.remote)
+            problems = e.conv.push_problems(push.fields, it.row, it.remote)
             if problems:  # what the CRM would refuse (or update_body raise on): a row error
                 self.ctx.counts["updated_remote"] -= 1
                 self.row_error(it.key, it.state, "; ".join(problems),

@@ -15,12 +15,12 @@ an agreed row the listing did not show has nothing to send. A full cycle walks e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sync.apply import ChunkItem, sent_fields
-from sync.convert import RowError, key_problem, validate_for_push
+from sync.convert import RowError, key_problem
 from sync.creates import MAX_CREATE_ATTEMPTS
 from sync.cycle import CycleContext
 from sync.lookup import look_up
@@ -72,12 +72,12 @@ class LocalWalk:
                     local_f = e.conv.row_fields(row)
                     applier.row_read(key, row)
                 except RowError as exc:
-                    applier.row_error(key, state, str(exc))
+                    applier.row_error(key, state, self._unreadable(key, state, exc))
                     continue
                 if state is not None and state.status == "pending_create":
                     ctx.pending.append((state, local_f))
                 elif state is None or (state.base is None and state.public_id is None):
-                    self._new_row(key, local_f, state)
+                    self._new_row(key, row, local_f, state)
                 elif state.public_id is None:
                     # A create the CRM never showed (given up after MAX_CREATE_ATTEMPTS): never
                     # in the CRM, so neither deleted there nor anything to plan against. Once
@@ -86,7 +86,7 @@ class LocalWalk:
                     # last send is long past), as a create sent before (attempts 1: the next
                     # send is a re-send).
                     if sent_fields(local_f) != state.base:
-                        if problems := validate_for_push(local_f):
+                        if problems := e.conv.push_problems(local_f, row):
                             applier.row_error(key, state, "; ".join(problems))
                         else:
                             ctx.pending.append((state.replace(attempts=1), local_f))
@@ -133,14 +133,23 @@ class LocalWalk:
         if found:  # look_up chose which contact each row follows
             await Pull(e, ctx, applier).chunk(found, follow_any=True)
 
-    def _new_row(self, key: str, local_f: Fields, state: SyncState | None) -> None:
+    def _unreadable(self, key: str, state: SyncState | None, exc: RowError) -> str:
+        """A row that does not read. A new row's key a create could not send is said too: the
+        row is fixed once (a pending create's key was checked when it was first sent)."""
+        new = state is None or (state.status != "pending_create" and state.base is None
+                                and state.public_id is None)
+        problem = None if self.e.read_only_table or not new else key_problem(
+            key, self.e.conv.spec.key_column)
+        return f"{problem}; {exc}" if problem else str(exc)
+
+    def _new_row(self, key: str, row: Mapping[str, Any], local_f: Fields,
+                 state: SyncState | None) -> None:
         if self.e.read_only_table:
             return  # nothing the CRM could take
-        if problem := key_problem(key, self.e.conv.spec.key_column):
-            self.applier.row_error(key, state, problem)
-            return
-        problems = validate_for_push(local_f)
-        if problems:
+        problem = key_problem(key, self.e.conv.spec.key_column)
+        problems = [problem] if problem else []
+        problems += self.e.conv.push_problems(local_f, row)
+        if problems:  # all at once: the row is fixed once
             self.applier.row_error(key, state, "; ".join(problems))
             return
         self.ctx.creates.append((key, local_f, state))

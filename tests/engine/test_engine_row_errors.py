@@ -318,3 +318,68 @@ async def test_an_update_the_crm_refuses_names_what_was_sent(make_harness: MakeH
     assert r.exit_code == 3 and r.counts["errors"] == 1, (r.notes, r.counts)
     assert ("update refused: request_invalid (sent: address, job_title)"
             in (h.states()[key].last_error or "")), h.states()[key]
+
+
+# the columns have names of their own: a row error must name them, not the CRM fields
+MAPPING_OWN_COLUMNS = default_mapping_file().read_text(encoding="utf-8").replace(
+    "{field: phone, column: phone}", "{field: phone, column: sdt}").replace(
+    "{field: email, column: email}", "{field: email, column: thu}").replace(
+    "{field: birthday, column: birthday}",
+    "{field: birthday, column: ngay_sinh, type: text, date_format: dd/MM/yyyy}")
+BAD_DATE = "column 'ngay_sinh': '31/02/1990' is not a date in the format 'dd/MM/yyyy'"
+BAD_EMAIL = "column 'thu': 'binh.tran(at)example.vn' is not an email address"
+BAD_PHONE = "column 'sdt': '12-34' is not a phone number"
+
+
+async def test_a_new_rows_error_names_every_bad_column_with_what_it_holds(
+        make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": 10, "seed": 77, "add_more_delay": 0.05},
+                     mapping=MAPPING_OWN_COLUMNS)
+    await h.cycle()
+    good = {"ref_id": "NH-OK", "full_name": "Lê Thị Tốt", "sdt": "0912 345 678",
+            "thu": "tot@example.vn", "ngay_sinh": "17/05/1990"}
+    bad = good | {"ref_id": "NH-BAD", "full_name": "Trần Văn Bình", "sdt": "12-34",
+                  "thu": "binh.tran(at)example.vn", "ngay_sinh": "31/02/1990"}
+    bad_key = good | {"ref_id": "NH-KEY ", "sdt": "12-34"}
+    h.insert(good, bad, bad_key)
+    r = await h.cycle()
+    assert r.status == "partial" and r.exit_code == 3, (r.status, r.notes)
+    assert r.counts["errors"] == 2 and r.rows_in_error == 2, r.counts  # one for each row
+    assert r.counts["created_remote"] == 1
+    assert _error(h, "NH-BAD") == f"{BAD_DATE}; {BAD_EMAIL}; {BAD_PHONE}"
+    assert _error(h, "NH-KEY ") == (
+        "ref_id 'NH-KEY ' cannot be a refId: the CRM trims it and collapses its spaces "
+        f"(blank, leading, trailing or repeated spaces, or control characters); {BAD_PHONE}")
+
+    h.update("NH-BAD", ngay_sinh="28/02/1990")  # what is left is said as it was
+    r = await h.cycle()
+    assert r.exit_code == 3 and r.counts["errors"] == 2, r.counts
+    assert _error(h, "NH-BAD") == f"{BAD_EMAIL}; {BAD_PHONE}"
+
+    h.update("NH-BAD", sdt="0912 345 679", thu="binh.tran@example.vn")
+    h.delete("NH-KEY ")
+    await h.settle(pause=0.1)
+    assert h.results[-1].exit_code == 0
+    [created] = h.crm_by_ref("NH-BAD")
+    assert first(created, "birthday") == "28/02/1990"
+    assert h.crm_by_ref("NH-KEY") == h.crm_by_ref("NH-KEY ") == []
+
+
+async def test_a_synced_rows_error_names_every_bad_column_with_what_it_holds(
+        make_harness: MakeHarness) -> None:
+    h = make_harness({"contacts": 10, "seed": 78}, mapping=MAPPING_OWN_COLUMNS)
+    await h.settle()
+    key, other = sorted(k for k in h.rows() if not k.startswith("crm:"))[:2]
+    h.update(key, ngay_sinh="31/02/1990", sdt="12-34", thu="binh.tran(at)example.vn")
+    h.update(other, job_title="Thủ kho")  # another row's edit must still go out
+    r = await h.cycle()
+    assert r.status == "partial" and r.exit_code == 3, (r.status, r.notes)
+    assert r.counts["errors"] == 1 and r.rows_in_error == 1, r.counts
+    assert _error(h, key) == f"{BAD_DATE}; {BAD_EMAIL}; {BAD_PHONE}"
+    assert first(h.crm()[other], "job_title") == "Thủ kho"
+
+    h.update(key, ngay_sinh="28/02/1990")  # an update now, which the CRM would refuse
+    r = await h.cycle()
+    assert r.exit_code == 3 and r.counts["errors"] == 1, r.counts
+    assert _error(h, key) == f"{BAD_EMAIL}; {BAD_PHONE}"
+    assert first(h.crm()[key], "birthday") != "28/02/1990"  # nothing of the row sent
