@@ -91,6 +91,9 @@ def parse_database_url(url: str | URL) -> URL:
             f"CRM_SYNC_DATABASE_URL: {parsed.render_as_string(hide_password=True)} is not a "
             f"SQLite file URL: after `sqlite://` comes a host name ({parsed.host or ''!r} "
             f"here), which SQLite has none of; write {SQLITE_URL_FORMS}")
+    if parsed.get_backend_name() == "sqlite" and (parsed.database or "").startswith("~"):
+        # `sqlite:///~/crm.db`: SQLite itself would look for a folder named `~`
+        parsed = parsed.set(database=os.path.expanduser(parsed.database or ""))
     return parsed
 
 
@@ -159,7 +162,7 @@ def _engine(parsed: URL, *, create: bool = True, **kwargs: Any) -> Engine:
         database = parsed.database or ""
         if (create and database and database != ":memory:"
                 and not database.startswith("file:")):
-            folder = Path(database).expanduser().parent
+            folder = Path(database).parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

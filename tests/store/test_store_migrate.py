@@ -254,3 +254,19 @@ def test_a_postgresql_server_older_than_11_is_refused_by_name(fresh_pg_url: str)
         assert current_revision(engine) is None  # nothing created
     finally:
         engine.dispose()
+
+
+def test_a_sqlite_path_from_the_home_folder(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # the folder was made under the home folder, but SQLite looked for one named `~`
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine("sqlite:///~/data/crm.db")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+            conn.commit()
+    finally:
+        engine.dispose()
+    assert (tmp_path / "home" / "data" / "crm.db").is_file()
+    assert not (tmp_path / "~").exists()
