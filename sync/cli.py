@@ -87,8 +87,6 @@ NoWait = Annotated[bool, typer.Option("--no-wait", help="Exit 1 at once if anoth
 
 def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> CycleResult:
     from sync.report import print_cycle, print_plan
-    from sync.runtime import build_runtime
-    from sync.store.lock import describe_holder
 
     settings = _settings()
     require_api_key(settings, "a cycle cannot reach the CRM without it")
@@ -97,6 +95,30 @@ def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> 
         # a person at a terminal gets the progress bar and the summary below; a line per
         # API request (hundreds on a large table) would bury both. Warnings still show.
         logs.configure(settings.log_format, "warning")
+    note = None
+    if options.dry_run:
+        from sync.dry_run import dry_run_settings
+
+        with dry_run_settings(settings) as (planned_on, note):
+            result = _run_cycle(planned_on, options, no_wait, progress)
+    else:
+        result = _run_cycle(settings, options, no_wait, progress)
+    if options.dry_run and result.status == "failed":
+        # an empty plan here is no verdict: the cycle stopped before comparing the sides
+        out.print("No plan: the dry run failed before it could compare both sides (below).")
+    elif options.dry_run:
+        print_plan(out, result.plan)
+    if note:
+        out.print(f"({note})")
+    print_cycle(out, result)
+    return result
+
+
+def _run_cycle(settings: Settings, options: CycleOptions, no_wait: bool,
+               progress: bool) -> CycleResult:
+    from sync.runtime import build_runtime
+    from sync.store.lock import describe_holder
+
     rt = build_runtime(settings, migrate=True)
     try:
         lock = rt.lock()
@@ -113,20 +135,12 @@ def _one_cycle(options: CycleOptions, no_wait: bool, progress: bool = False) -> 
                 rt.store.close_abandoned_runs()
             if progress and out.is_terminal:
                 from sync.progress import run_with_progress
-                result = run_with_progress(rt, options, out)
-            else:
-                result = asyncio.run(rt.cycle(options))
+                return run_with_progress(rt, options, out)
+            return asyncio.run(rt.cycle(options))
         finally:
             lock.release()
     finally:
         rt.close()
-    if options.dry_run and result.status == "failed":
-        # an empty plan here is no verdict: the cycle stopped before comparing the sides
-        out.print("No plan: the dry run failed before it could compare both sides (below).")
-    elif options.dry_run:
-        print_plan(out, result.plan)
-    print_cycle(out, result)
-    return result
 
 
 @app.command()
