@@ -54,6 +54,10 @@ def _sqlite_wal(cursor: Any) -> None:
             pause = min(pause * 2, 0.1)
 
 
+def _sqlite_busy_timeout(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     try:
@@ -120,8 +124,9 @@ def make_engine(url: str | URL, *, create: bool = True, **kwargs: Any) -> Engine
 
     SQLite: WAL journal, synchronous=NORMAL, a checkpoint every 40 MB of WAL, a 5 s busy
     timeout on every connection, 16 KB pages in a file it creates, and the database file's
-    directory created if missing. With create=False nothing is created: no directory, and
-    the file is opened read-write only if it exists (a missing one fails to connect).
+    directory created if missing. With create=False nothing is created or switched: no
+    directory, the file opened read-write only if it exists (a missing one fails to connect),
+    its journal mode left as it is.
     PostgreSQL: pool_pre_ping, so a connection the server dropped (restart, idle timeout) is
     replaced instead of failing a cycle.
     Extra keyword arguments go to `create_engine`. A URL that is not one, or whose driver is
@@ -172,7 +177,8 @@ def _engine(parsed: URL, *, create: bool = True, **kwargs: Any) -> Engine:
         engine = create_engine(parsed, **kwargs)
         if not create and sqlite_file(parsed) is not None:
             event.listen(engine, "do_connect", _sqlite_existing_only)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        # create=False reads (check, status): the file's journal mode is left as it is
+        event.listen(engine, "connect", _sqlite_pragmas if create else _sqlite_busy_timeout)
         return engine
     if backend == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)

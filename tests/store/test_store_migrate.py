@@ -182,6 +182,7 @@ def test_an_engine_that_must_not_create_opens_only_an_existing_file(tmp_path: Pa
     path = tmp_path / "a shop #1.db"
     with sqlite3.connect(path) as app:
         app.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    before = path.read_bytes()
     engine = make_engine(f"sqlite:///{path}", create=False)
     try:
         assert inspect(engine).get_table_names() == ["orders"]
@@ -189,6 +190,7 @@ def test_an_engine_that_must_not_create_opens_only_an_existing_file(tmp_path: Pa
     finally:
         engine.dispose()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a shop #1.db"]
+    assert path.read_bytes() == before  # not even switched to WAL
 
 
 def test_diffs_are_detected(tmp_path: Path) -> None:
