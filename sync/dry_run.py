@@ -34,9 +34,8 @@ def missing_setup(url: str, spec: MappingSpec) -> str | None:
     path = sqlite_file(url)
     if path is None:
         db = make_engine(url, create=False)
-    else:  # read-only, without crm-sync's pragmas: not even a switch to WAL
-        uri = f"{path.as_uri()}?mode=ro"
-        db = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True))
+    else:  # without crm-sync's pragmas: not even a switch to WAL
+        db = sa.create_engine("sqlite://", creator=lambda: _read_only(path))
     try:
         if not is_up_to_date(db):
             return "crm-sync's bookkeeping tables (or their latest revision)"
@@ -69,9 +68,8 @@ def dry_run_settings(settings: Settings) -> Iterator[tuple[Settings, str | None]
             "copy")
     with tempfile.TemporaryDirectory(prefix="crm-sync-dry-run-") as scratch:
         copy = Path(scratch) / "plan.db"
-        if path.exists():  # read-only: not even a WAL switch on the user's file
-            src = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-            dst = sqlite3.connect(copy)
+        if path.exists():
+            src, dst = _read_only(path), sqlite3.connect(copy)
             try:
                 src.backup(dst)
             finally:
@@ -80,3 +78,8 @@ def dry_run_settings(settings: Settings) -> Iterator[tuple[Settings, str | None]
         yield (settings.model_copy(update={"database_url": f"sqlite:///{copy}"}),
                f"a cycle would first create {missing}: this plan was made on a scratch copy of "
                "the database, which is left as it was")
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """The user's SQLite file, opened so that nothing can be written to it."""
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
