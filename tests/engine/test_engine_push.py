@@ -396,6 +396,35 @@ async def test_a_create_deleted_in_the_crm_before_it_was_seen_is_not_sent_again(
     assert [t["key"] for t in h.tombstones()] == ["GONE-0001"]
 
 
+async def test_a_create_deleted_in_the_crm_before_any_lookup_could_see_it_comes_back_once(
+        make_harness: MakeHarness) -> None:
+    """Known limit (docs/reliability.md, notes and limits): on a CRM whose `get?ref_id=` answers
+    live contacts only (the emulator, as the contract allows), a contact our add-more created
+    and an agent deleted before any cycle listed or looked it up leaves no trace crm-sync can
+    read: the lookup answers null, as for an add-more item the CRM dropped (contract 20), and
+    the create is sent again. The agent's deletion is undone, once: one contact, bound, no
+    duplicate, both sides alike (the kill -9 scenario's agent deletes only contacts crm-sync
+    has seen, for this reason)."""
+    transport = Hooked()
+    h = make_harness({"contacts": 0, "add_more_delay": 0.02}, pending_recheck_seconds=0.03,
+                     transport=transport)
+    h.insert(*app_rows("GONE", 1))
+    await h.cycle()
+    assert h.states()["GONE-0001"].status == "pending_create"
+    h.emulator.flush_pending()
+    (first_copy,) = h.crm_by_ref("GONE-0001")
+    h.emulator.agent_delete(first_copy["public_id"])  # before crm-sync ever saw it
+    await asyncio.sleep(0.05)
+    await h.settle(full=True)
+    assert len(transport.calls("add-more")) == 2  # sent again after a lookup answered null
+    _resends_were_checked(transport.log)
+    (again,) = h.crm_by_ref("GONE-0001")
+    assert again["public_id"] != first_copy["public_id"]
+    assert h.states()["GONE-0001"].public_id == again["public_id"]
+    assert h.row("GONE-0001") is not None
+    assert_mirrored(h)
+
+
 async def test_updates_the_crm_took_are_recorded_when_another_fails(
         make_harness: MakeHarness) -> None:
     """One update of a cycle keeps failing (HTTP 500 past the retries): the cycle fails, but

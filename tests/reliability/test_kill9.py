@@ -19,7 +19,7 @@ import signal
 import time
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -120,7 +120,14 @@ def app_round(world: World, db: sa.Engine, table: sa.Table, rnd: int,
             world.counts["app_deletes"] += 1
 
 
-def agent_round(world: World, server: EmulatorServer, rnd: int) -> None:
+def agent_round(world: World, server: EmulatorServer, rnd: int,
+                unseen: Collection[str] = ()) -> None:
+    """`unseen`: keys whose create crm-sync sent and has not seen yet (`pending_create`). The
+    agent deletes none of those: a contact created and deleted before crm-sync could list or
+    look it up leaves it no trace (`get?ref_id=` answers live contacts only), so it is sent
+    again like an add-more item the CRM dropped: a known limit (docs/reliability.md, notes and
+    limits; `test_a_create_deleted_in_the_crm_before_any_lookup_could_see_it_comes_back_once`),
+    not what this scenario checks."""
     emu = server.emulator
     live = {wire_key(w): w["public_id"] for w in emu.contacts()}
     for n, key in enumerate(world.pick([k for k in live if pool(k) in (0, 1)], 3)):
@@ -134,7 +141,8 @@ def agent_round(world: World, server: EmulatorServer, rnd: int) -> None:
     world.ledger.create(key, full_name=f"Phạm Thị Đại Lý {rnd}", phone=f"0987{rnd:06d}")
     world.counts["agent_creates"] += 1
     if rnd % 2 == 0:
-        for key in world.pick([k for k in live if pool(k) == 3], 1):
+        unseen = set(unseen)
+        for key in world.pick([k for k in live if pool(k) == 3 and k not in unseen], 1):
             emu.agent_delete(live[key])
             world.ledger.delete(key)
             world.counts["agent_deletes"] += 1
@@ -215,7 +223,7 @@ def kill_scenario(tmp_path: Path, db_url: str) -> Outcome:
             while kills < KILLS and runs_ < MAX_RUNS:
                 if runs_:  # the first run is killed during the initial import
                     app_round(world, rt.db, rt.local.table, runs_, again)
-                    agent_round(world, server, runs_)
+                    agent_round(world, server, runs_, rt.store.keys_by_status("pending_create"))
                 emu.configure(latency=rng.uniform(0.005, 0.02))
                 pages = -(-len(emu.contacts()) // PAGE)
                 target = "pull" if kills % 2 == 0 else "push"
@@ -263,7 +271,7 @@ def kill_scenario(tmp_path: Path, db_url: str) -> Outcome:
 
             # a last round of edits, then cycles to a fixpoint
             app_round(world, rt.db, rt.local.table, runs_, again)
-            agent_round(world, server, runs_)
+            agent_round(world, server, runs_, rt.store.keys_by_status("pending_create"))
             with rt.lock():  # a dead holder's lease is no obstacle here either
                 final = asyncio.run(settle(rt, emu, full=True, max_cycles=20))
 
