@@ -67,19 +67,14 @@ def _guarded(fn: Callable[[], T]) -> T:
     except Exception as exc:
         from sqlalchemy.exc import SQLAlchemyError  # here: `--help` does not load SQLAlchemy
 
+        from sync.store import driver_message
+
         if not isinstance(exc, SQLAlchemyError):
             raise
         # unreachable, read-only, dropped meanwhile: a line naming the setting, no traceback
         err.print(f"[red]error:[/] the database (CRM_SYNC_DATABASE_URL) failed: "
-                  f"{escape(_first_line(exc))}")
+                  f"{escape(driver_message(exc))}")
         raise typer.Exit(ExitCode.FAILURE) from None
-
-
-def _first_line(exc: Exception) -> str:
-    """The driver's own words, without SQLAlchemy's statement and parameters."""
-    from sync.store import driver_message
-
-    return driver_message(exc)
 
 
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Exit 1 at once if another sync runs.")]

@@ -44,7 +44,7 @@ from sync.local_walk import LocalWalk
 from sync.merge import Policy
 from sync.notes import NotesOutbox
 from sync.pull import Pull
-from sync.store import deferred_indexes
+from sync.store import deferred_indexes, driver_message
 from sync.store.local import LocalTable
 from sync.store.state import AgreedRows, StateStore, SyncState
 
@@ -240,7 +240,7 @@ def _failure(exc: Exception) -> str:
                 "reachable from here?)")
     if not isinstance(exc, DBAPIError) or exc.orig is None:
         return f"{type(exc).__name__}: {exc}"
-    said = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+    said = driver_message(exc)
     statement = " ".join(str(exc.statement or "").split())
     if len(statement) > 160:
         statement = statement[:160] + "..."
